@@ -1,0 +1,52 @@
+# Everything runs inside .venv; `make setup` creates it with the CPU build of PyTorch.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+EXPERIMENT ?=
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup demo test test-all train sweep sweep-worker report ui lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build first: the package's own torch range then installs nothing more.
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv with CPU torch and the package + dev extra
+
+demo: $(STAMP)  ## CPU demo: tiny Qwen2 vs tiny BERT x LoRA vs full fine-tuning, then the table
+	$(PY) -m src.demo
+
+test: $(STAMP)  ## the default test suite (skips tests marked slow)
+	$(PY) -m pytest -m "not slow and not browser" -q
+
+test-all: $(STAMP)  ## every test, slow ones included
+	$(PY) -m pytest -q
+
+train: $(STAMP)  ## one run (or a grid with ARGS="-m ..."): make train ARGS="model=tiny_bert method=sft"
+	$(PY) -m src.train $(ARGS)
+
+ui: $(STAMP)  ## MLflow UI on 127.0.0.1 against mlruns/ (loopback only: add auth before exposing it)
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
+	  --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+	  --default-artifact-root $(CURDIR)/mlruns/artifacts
+
+lint: $(STAMP)  ## ruff (lint + format check) and mypy on src/
+	$(VENV)/bin/ruff check src tests hydra_plugins
+	$(VENV)/bin/ruff format --check src tests hydra_plugins
+	$(VENV)/bin/mypy src hydra_plugins
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests hydra_plugins
+	$(VENV)/bin/ruff format src tests hydra_plugins
+
+clean:  ## remove caches and run data (mlruns/, sweeps/); keeps .venv
+	rm -rf .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+	find mlruns sweeps -mindepth 1 -not -name .gitkeep -delete 2>/dev/null || true

@@ -1,0 +1,37 @@
+"""The Hydra Sweeper plugin class; the work happens in ``_impl`` (imported only when used).
+
+Hydra imports every public module under ``hydra_plugins`` at start-up, so this one stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class ClfsweepOptunaSweeper(Sweeper):
+    """Optuna ask/tell sweeper: resumable to exactly n_trials, prunable, parallel workers."""
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings = settings
+        self._impl: Any = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        """Validate the settings and prepare the launcher."""
+        from hydra_plugins.clfsweep_optuna_sweeper._impl import OptunaSweep, Settings
+
+        self.config = config
+        self.hydra_context = hydra_context
+        self._impl = OptunaSweep(Settings.from_kwargs(self._settings))
+        self._impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.launcher = self._impl.launcher
+
+    def sweep(self, arguments: list[str]) -> Any:
+        """Run this worker's share of the study; returns the best trial so far (or None)."""
+        assert self._impl is not None, "setup() was not called"
+        return self._impl.sweep(arguments)

@@ -1,0 +1,72 @@
+"""Hydra callbacks: a multirun (grid or Optuna sweep) is one MLflow parent run over its jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+from omegaconf import DictConfig
+
+from src import tracking
+from src.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+SWEEP_TAG = "clfsweep.sweep"
+
+
+class MlflowParentRun(Callback):
+    """Opens the parent run before the first job and exports its id for the jobs and sweeper."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        tracking_cfg: TrackingConfig = config.tracking  # type: ignore[assignment]
+        experiment_id = tracking.setup(tracking_cfg)
+        os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri(tracking_cfg)
+        client = MlflowClient()
+        name = sweep_name(config)
+        self.run_id = find_open_parent(client, experiment_id, name)
+        if self.run_id is None:
+            run = client.create_run(
+                experiment_id,
+                run_name=name,
+                tags={
+                    SWEEP_TAG: name,
+                    "sweep.dir": str(HydraConfig.get().sweep.dir),
+                    "hydra.overrides": " ".join(HydraConfig.get().overrides.task),
+                    "mlflow.source.name": "src.train -m",
+                },
+            )
+            self.run_id = run.info.run_id
+        os.environ[tracking.PARENT_ENV] = self.run_id
+        log.info("MLflow parent run %s (%s)", self.run_id, name)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.run_id is not None:
+            MlflowClient().set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+            os.environ.pop(tracking.PARENT_ENV, None)
+
+
+def sweep_name(config: DictConfig) -> str:
+    """An Optuna study's name, else the grid's sweep directory name."""
+    study = config.hydra.sweeper.get("study_name")
+    return str(study) if study else Path(str(HydraConfig.get().sweep.dir)).name
+
+
+def find_open_parent(client: MlflowClient, experiment_id: str, name: str) -> str | None:
+    """A resumed or parallel Optuna study reuses its parent run; grids always get a new one."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{SWEEP_TAG}` = '{name}'",
+        max_results=1,
+        order_by=["attributes.start_time ASC"],
+    )
+    return runs[0].info.run_id if runs else None

@@ -1,0 +1,55 @@
+"""Classification metrics exactly as the article reports them, computed with scikit-learn."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, precision_recall_fscore_support
+
+AVERAGES = ("micro", "macro", "weighted")
+
+# Whether a larger value is better, for every metric name this module produces.
+LOWER_IS_BETTER = {"loss"}
+
+
+def classification_metrics(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, n_labels: int
+) -> dict[str, float]:
+    """Accuracy and micro / macro / weighted precision, recall and F1 (unprefixed names)."""
+    labels = list(range(n_labels))
+    out: dict[str, float] = {"accuracy": float(accuracy_score(y_true, y_pred))}
+    for avg in AVERAGES:
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=avg, zero_division=0
+        )
+        out[f"{avg}_precision"] = float(p)
+        out[f"{avg}_recall"] = float(r)
+        out[f"{avg}_f1"] = float(f)
+    return out
+
+
+def per_class_report(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, label_names: list[str]
+) -> tuple[str, dict[str, Any]]:
+    """sklearn's classification report, as the text the article prints and as a dict."""
+    kwargs: dict[str, Any] = {
+        "labels": list(range(len(label_names))),
+        "target_names": label_names,
+        "zero_division": 0,
+        "digits": 4,
+    }
+    text = classification_report(y_true, y_pred, **kwargs)
+    as_dict = classification_report(y_true, y_pred, output_dict=True, **kwargs)
+    return str(text), dict(as_dict)
+
+
+def prefixed(metrics: dict[str, float], split: str) -> dict[str, float]:
+    """Name metrics `{split}_{name}`, e.g. `eval_macro_f1`, `test_accuracy`."""
+    return {f"{split}_{k}": v for k, v in metrics.items()}
+
+
+def greater_is_better(metric_name: str) -> bool:
+    """Direction of a `{split}_{name}` metric, for picking the best epoch."""
+    return not any(metric_name.endswith(name) for name in LOWER_IS_BETTER)

@@ -1,0 +1,315 @@
+"""Backbones: resolve a preset to a local checkpoint, load tokenizer and classification model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    LlamaConfig,
+    LlamaModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2Model,
+)
+
+from src.config import Arch, Hub, ModelConfig, TinyArchConfig
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Files that make a directory a loadable checkpoint; pickled weights are never loaded.
+WEIGHT_PATTERNS = ("*.safetensors",)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "merges.txt"]
+TINY_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A resolved backbone: the local checkpoint directory and what kind of model it holds."""
+
+    path: Path
+    arch: Arch
+    trust_remote_code: bool
+
+
+def resolve_backbone(cfg: ModelConfig, train_texts: Sequence[str]) -> Backbone:
+    """Find (or build, for tiny presets) the local checkpoint directory of a model preset."""
+    if cfg.path:
+        path = check_checkpoint_dir(Path(cfg.path).expanduser())
+    elif cfg.tiny is not None:
+        path = materialize_tiny(cfg.tiny, train_texts, Path(cfg.cache_dir) / "tiny")
+    elif cfg.hub_id:
+        path = download(cfg)
+    else:
+        raise UserError(f"model preset '{cfg.name}' has neither hub_id, tiny nor path: set model.path")
+    return Backbone(path=path, arch=cfg.arch, trust_remote_code=cfg.trust_remote_code)
+
+
+def check_checkpoint_dir(path: Path) -> Path:
+    """Fail with one line unless `path` holds a config, safetensors weights and a tokenizer."""
+    if not path.is_dir():
+        raise UserError(f"model.path={path} is not a directory: point it at a saved HF checkpoint")
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any(path.glob(pattern) for pattern in WEIGHT_PATTERNS):
+        pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt*")]
+        hint = f" (found pickle files {pickled}: re-save them as safetensors)" if pickled else ""
+        missing.append(f"*.safetensors weights{hint}")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        missing.append("a tokenizer (tokenizer.json / tokenizer_config.json / vocab.txt)")
+    if missing:
+        raise UserError(
+            f"model.path={path} is not a checkpoint: missing {', '.join(missing)}; "
+            "save one with model.save_pretrained() and tokenizer.save_pretrained()"
+        )
+    return path
+
+
+def download(cfg: ModelConfig) -> Path:
+    """Fetch a preset's weights from its hub (or the local cache), failing with one line offline."""
+    assert cfg.hub_id is not None
+    if cfg.hub == Hub.modelscope:
+        return download_modelscope(cfg.modelscope_id or cfg.hub_id, cfg.revision)
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = snapshot_download(cfg.hub_id, revision=cfg.revision, allow_patterns=HUB_PATTERNS)
+    except Exception as exc:
+        raise UserError(
+            f"weights of {cfg.hub_id} are not available ({type(exc).__name__}: no network access to "
+            "the Hub and not in the HF cache): download them where the Hub is reachable "
+            f"(`hf download {cfg.hub_id} --local-dir DIR`) and pass model.path=DIR, "
+            "or use model.hub=modelscope"
+        ) from exc
+    return check_checkpoint_dir(Path(local))
+
+
+def download_modelscope(model_id: str, revision: str | None) -> Path:
+    """Fetch weights through ModelScope, the hub the article uses for Qwen."""
+    try:
+        from modelscope import snapshot_download  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise UserError(
+            "model.hub=modelscope needs the modelscope package: pip install -e '.[modelscope]'"
+        ) from exc
+    try:
+        local = snapshot_download(model_id, revision=revision or "master")
+    except Exception as exc:
+        raise UserError(
+            f"weights of {model_id} are not available from ModelScope ({type(exc).__name__}): "
+            "download them where ModelScope is reachable and pass model.path=DIR"
+        ) from exc
+    return check_checkpoint_dir(Path(local))
+
+
+def materialize_tiny(cfg: TinyArchConfig, train_texts: Sequence[str], cache_root: Path) -> Path:
+    """Build (once, cached by config and texts) a random-init checkpoint with a trained tokenizer."""
+    key = hashlib.sha256()
+    key.update(json.dumps([TINY_FORMAT_VERSION, asdict_cfg(cfg)], sort_keys=True).encode())
+    for text in train_texts:
+        key.update(text.encode())
+        key.update(b"\0")
+    target = cache_root / f"{cfg.family}-{key.hexdigest()[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    cache_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=cache_root, prefix=".staging-"))
+    try:
+        tokenizer = train_tokenizer(cfg, train_texts)
+        tokenizer.save_pretrained(staging)
+        build_tiny_backbone(cfg, tokenizer).save_pretrained(staging)
+        # Concurrent builders of the same key race harmlessly: the first rename wins.
+        os.replace(staging, target) if not target.exists() else shutil.rmtree(staging)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    log.info("built tiny %s checkpoint at %s", cfg.family, target)
+    return target
+
+
+def asdict_cfg(cfg: TinyArchConfig) -> dict[str, Any]:
+    """A tiny-architecture config as a plain dict, whether dataclass or OmegaConf node."""
+    if OmegaConf.is_config(cfg):
+        return dict(OmegaConf.to_container(cfg))  # type: ignore[arg-type]
+    return asdict(cfg)
+
+
+def train_tokenizer(cfg: TinyArchConfig, texts: Sequence[str]) -> PreTrainedTokenizerFast:
+    """Train a tokenizer of the family's kind (byte-level BPE for decoders, WordPiece for BERT)."""
+    if cfg.family == "bert":
+        return train_wordpiece(texts, cfg.vocab_size)
+    return train_byte_bpe(texts, cfg.vocab_size)
+
+
+def train_byte_bpe(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE like Qwen's and Llama 3's, with `<|endoftext|>` as pad and eos."""
+    special = "<|endoftext|>"
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[special],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=special, pad_token=special, model_max_length=1 << 20
+    )
+
+
+def train_wordpiece(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A BERT WordPiece tokenizer splitting Chinese characters, as bert-base-chinese does."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(handle_chinese_chars=True, lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(
+        texts,
+        trainer=trainers.WordPieceTrainer(
+            vocab_size=vocab_size, special_tokens=specials, show_progress=False
+        ),
+    )
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=1 << 20,
+    )
+
+
+def build_tiny_backbone(cfg: TinyArchConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A randomly initialised base model (no head) of the real architecture, seeded."""
+    torch.manual_seed(cfg.init_seed)
+    common: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    model: PreTrainedModel
+    if cfg.family == "bert":
+        model = BertModel(BertConfig(**common))
+    elif cfg.family == "qwen2":
+        model = Qwen2Model(Qwen2Config(num_key_value_heads=cfg.num_kv_heads, **common))
+    elif cfg.family == "llama":
+        model = LlamaModel(LlamaConfig(num_key_value_heads=cfg.num_kv_heads, **common))
+    else:
+        raise UserError(f"model.tiny.family={cfg.family} is not one of bert, qwen2, llama")
+    return model
+
+
+def load_tokenizer(backbone: Backbone) -> PreTrainedTokenizerBase:
+    """Load the tokenizer; decoders get a pad token (their eos) if they have none."""
+    tokenizer = AutoTokenizer.from_pretrained(
+        backbone.path, trust_remote_code=backbone.trust_remote_code
+    )
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise UserError(f"the tokenizer in {backbone.path} has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_classifier(
+    backbone: Backbone,
+    tokenizer: PreTrainedTokenizerBase,
+    label_names: Sequence[str],
+    dtype: torch.dtype,
+    attn_implementation: str | None,
+    reuse_weights: bool = False,
+) -> PreTrainedModel:
+    """Load the backbone with a freshly initialised classification head for `label_names`."""
+    config = AutoConfig.from_pretrained(
+        backbone.path,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        pad_token_id=tokenizer.pad_token_id,
+        trust_remote_code=backbone.trust_remote_code,
+    )
+    kwargs: dict[str, Any] = {}
+    if attn_implementation and backbone.arch == Arch.decoder:
+        kwargs["attn_implementation"] = attn_implementation
+    # A checkpoint fine-tuned on another label set has a head of another shape: re-initialise it.
+    kwargs.update(dtype=dtype, ignore_mismatched_sizes=True)
+    model: PreTrainedModel
+    if backbone.trust_remote_code:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            backbone.path, config=config, trust_remote_code=True, **kwargs
+        )
+    else:
+        # Weights come from the per-process cache, so the concrete class gets config and weights.
+        model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+        model = model_class.from_pretrained(
+            None, config=config, state_dict=backbone_weights(backbone.path, reuse_weights), **kwargs
+        )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    # Provenance in the saved config; PEFT also reads it when saving adapters.
+    model.name_or_path = model.config._name_or_path = str(backbone.path)
+    return model
+
+
+def backbone_weights(path: Path, reuse: bool) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights; with `reuse`, a copy of the per-process cache (sweep trials)."""
+    if not reuse:
+        return read_weights(path)
+    # The model takes ownership of the tensors it is given: training must not alter the cache.
+    return {name: tensor.clone() for name, tensor in cached_weights(path).items()}
+
+
+@cache
+def cached_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's weights once per process."""
+    return read_weights(path)
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read all safetensors files of a checkpoint (never pickle)."""
+    WEIGHT_READS[str(path)] = WEIGHT_READS.get(str(path), 0) + 1
+    weights: dict[str, torch.Tensor] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        weights.update(load_file(file))
+    return weights
+
+
+# How often each checkpoint's weights were read from disk in this process (sweeps log it).
+WEIGHT_READS: dict[str, int] = {}

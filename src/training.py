@@ -1,0 +1,272 @@
+"""Training with the HF Trainer: dynamic padding, length-grouped batches, per-epoch evaluation."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    DataCollatorWithPadding,
+    EvalPrediction,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+
+from src.config import Precision, TrainerConfig
+from src.errors import UserError
+from src.metrics import classification_metrics, greater_is_better
+
+log = logging.getLogger(__name__)
+
+EpochHook = Callable[[int, dict[str, float]], None]
+
+
+class TokenizedDataset(torch.utils.data.Dataset[dict[str, Any]]):
+    """Token ids (unpadded) and labels; the collator pads each batch to its own longest text."""
+
+    def __init__(self, encodings: list[list[int]], labels: Sequence[int] | None = None) -> None:
+        self.encodings = encodings
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.encodings)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"input_ids": self.encodings[i]}
+        if self.labels is not None:
+            item["labels"] = int(self.labels[i])
+        return item
+
+    def lengths(self) -> list[int]:
+        """Token count of every example."""
+        return [len(ids) for ids in self.encodings]
+
+
+def tokenize(
+    texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_len: int
+) -> list[list[int]]:
+    """Token ids truncated at `max_len`, without padding (the collator pads per batch)."""
+    out = tokenizer(list(texts), truncation=True, max_length=max_len, padding=False)
+    return [list(ids) for ids in out["input_ids"]]
+
+
+def check_trainer(cfg: TrainerConfig) -> None:
+    """Reject impossible trainer settings before anything is loaded."""
+    positive = {
+        "trainer.lr": cfg.lr,
+        "trainer.epochs": cfg.epochs,
+        "trainer.batch_size": cfg.batch_size,
+        "trainer.eval_batch_size": cfg.eval_batch_size,
+        "trainer.grad_accum": cfg.grad_accum,
+        "trainer.max_len": cfg.max_len,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise UserError(f"{key} must be > 0, got {value}")
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise UserError(f"trainer.warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.weight_decay < 0:
+        raise UserError(f"trainer.weight_decay must be >= 0, got {cfg.weight_decay}")
+
+
+def resolve_precision(precision: Precision) -> Precision:
+    """`auto`: bf16 on GPUs that support it, fp32 otherwise (CPU)."""
+    if precision != Precision.auto:
+        if precision != Precision.fp32 and not torch.cuda.is_available():
+            raise UserError(f"trainer.precision={precision.value} needs a CUDA GPU; use fp32 or auto")
+        return precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return Precision.bf16
+    return Precision.fp32
+
+
+def training_arguments(
+    cfg: TrainerConfig, output_dir: Path, seed: int, metric: str, precision: Precision
+) -> TrainingArguments:
+    """Trainer settings: evaluate and keep the best epoch by `metric`, no third-party loggers."""
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,
+        train_sampling_strategy="group_by_length",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric.removeprefix("eval_"),
+        greater_is_better=greater_is_better(metric),
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        bf16=precision == Precision.bf16,
+        fp16=precision == Precision.fp16,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        dataloader_num_workers=cfg.num_workers,
+        dataloader_pin_memory=cuda,
+        use_cpu=not cuda,
+        disable_tqdm=True,
+    )
+
+
+def compute_metrics_fn(n_labels: int) -> Callable[[EvalPrediction], dict[str, float]]:
+    """The Trainer's metric hook: the article's metrics from argmax predictions."""
+
+    def compute(pred: EvalPrediction) -> dict[str, float]:
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        return classification_metrics(pred.label_ids, np.argmax(logits, axis=-1), n_labels)
+
+    return compute
+
+
+class EpochEnd(TrainerCallback):
+    """Hands each epoch's validation metrics to a hook (MLflow logging, Optuna pruning)."""
+
+    def __init__(self, hooks: Sequence[EpochHook]) -> None:
+        self.hooks = list(hooks)
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        epoch = round(state.epoch or 0)
+        for hook in self.hooks:
+            hook(epoch, dict(metrics or {}))
+
+
+class StopOnNonFinite(TrainerCallback):
+    """Stop at once when the logged training loss is NaN or infinite, naming the step."""
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss} at step {state.global_step} (epoch {state.epoch:.2f}): "
+                "lower trainer.lr, or use trainer.precision=fp32"
+            )
+
+
+class StepLogger(TrainerCallback):
+    """Hands training-loss logs to a hook with their global step."""
+
+    def __init__(self, hook: Callable[[int, dict[str, float]], None]) -> None:
+        self.hook = hook
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        numeric = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float)}
+        if "loss" in numeric or "train_loss" in numeric:
+            self.hook(state.global_step, numeric)
+
+
+@dataclass
+class Fitted:
+    """What training produced: the model with its best epoch loaded, and how it went."""
+
+    model: PreTrainedModel
+    best_metric: float | None
+    best_epoch: int | None
+    train_samples_per_second: float
+    train_runtime: float
+    history: list[dict[str, float]]
+
+
+def fit(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: TokenizedDataset,
+    valid: TokenizedDataset,
+    args: TrainingArguments,
+    n_labels: int,
+    callbacks: Sequence[TrainerCallback],
+) -> Fitted:
+    """Train with per-epoch validation; the best epoch's weights are loaded at the end."""
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=valid,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics_fn(n_labels),
+        callbacks=[StopOnNonFinite(), *callbacks],
+    )
+    result = trainer.train()
+    history = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    best_epoch = None
+    if trainer.state.best_model_checkpoint:
+        best_step = int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1])
+        best_epoch = next(
+            (round(e["epoch"]) for e in history if e.get("step") == best_step), None
+        )
+    return Fitted(
+        model=trainer.model,  # type: ignore[arg-type]
+        best_metric=trainer.state.best_metric,
+        best_epoch=best_epoch,
+        train_samples_per_second=float(result.metrics.get("train_samples_per_second", 0.0)),
+        train_runtime=float(result.metrics.get("train_runtime", 0.0)),
+        history=history,
+    )
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    encodings: Sequence[list[int]],
+    batch_size: int,
+) -> tuple[np.ndarray, float]:
+    """Logits in input order, computed in length-sorted batches; also returns samples/s."""
+    model.eval()
+    device = next(model.parameters()).device
+    collator = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    order = np.argsort([len(ids) for ids in encodings], kind="stable")
+    out: list[torch.Tensor] = []
+    start = time.perf_counter()
+    for i in range(0, len(order), batch_size):
+        batch = collator([{"input_ids": encodings[j]} for j in order[i : i + batch_size]])
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        out.append(logits.float().cpu())
+    elapsed = time.perf_counter() - start
+    sorted_logits = torch.cat(out).numpy() if out else np.zeros((0, model.config.num_labels))
+    logits = np.empty_like(sorted_logits)
+    logits[order] = sorted_logits
+    return logits, len(encodings) / elapsed if elapsed > 0 else float("inf")
