@@ -28,12 +28,15 @@ class MlflowParentRun(Callback):
         self.run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra sets HydraConfig only per job; `${hydra:...}` in the tracking config needs it now.
+        HydraConfig.instance().set_config(config)
         tracking_cfg: TrackingConfig = config.tracking  # type: ignore[assignment]
         experiment_id = tracking.setup(tracking_cfg)
         os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri(tracking_cfg)
         client = MlflowClient()
         name = sweep_name(config)
-        self.run_id = find_open_parent(client, experiment_id, name)
+        study = config.hydra.sweeper.get("study_name")
+        self.run_id = find_open_parent(client, experiment_id, name) if study else None
         if self.run_id is None:
             run = client.create_run(
                 experiment_id,
@@ -62,7 +65,7 @@ def sweep_name(config: DictConfig) -> str:
 
 
 def find_open_parent(client: MlflowClient, experiment_id: str, name: str) -> str | None:
-    """A resumed or parallel Optuna study reuses its parent run; grids always get a new one."""
+    """The parent run of an earlier invocation of the same study (resumed or parallel workers)."""
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{SWEEP_TAG}` = '{name}'",

@@ -1,4 +1,4 @@
-"""Fine-tuning methods: which parameters train (LoRA, full fine-tuning, head only) and the export."""
+"""Fine-tuning methods: which parameters train (LoRA, full, head only), and the export."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def check_method(cfg: MethodConfig) -> None:
         if cfg.rank <= 0:
             raise UserError(f"method.rank must be a positive integer, got {cfg.rank}")
         if cfg.alpha is not None and cfg.alpha <= 0:
-            raise UserError(f"method.alpha must be positive (or null for 2 x rank), got {cfg.alpha}")
+            raise UserError(
+                f"method.alpha must be positive (or null for 2 x rank), got {cfg.alpha}"
+            )
         if not 0 <= cfg.dropout < 1:
             raise UserError(f"method.dropout must be in [0, 1), got {cfg.dropout}")
 

@@ -26,7 +26,10 @@ class SequenceClassifier(PythonModel):
         self.model.eval()
 
     def predict(
-        self, context: PythonModelContext, model_input: list[str], params: dict[str, Any] | None = None
+        self,
+        context: PythonModelContext,
+        model_input: list[str],
+        params: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         texts = list(model_input)
         max_len = int((params or {}).get("max_len", 512))

