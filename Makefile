@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
+SWEEP ?= smoke_tiny
 EXPERIMENT ?=
 TORCH_SPEC ?= torch==2.13.0
 
@@ -21,7 +22,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)  ## create .venv with CPU torch and the package + dev extra
 
 demo: $(STAMP)  ## CPU demo: tiny Qwen2 vs tiny BERT x LoRA vs full fine-tuning, then the table
-	$(PY) -m src.demo
+	$(PY) -m src.train experiment=demo
+	$(PY) -m src.summary --experiment demo
 
 test: $(STAMP)  ## the default test suite (skips tests marked slow)
 	$(PY) -m pytest -m "not slow and not browser" -q
@@ -31,6 +33,12 @@ test-all: $(STAMP)  ## every test, slow ones included
 
 train: $(STAMP)  ## one run (or a grid with ARGS="-m ..."): make train ARGS="model=tiny_bert method=sft"
 	$(PY) -m src.train $(ARGS)
+
+sweep: $(STAMP)  ## Optuna study; re-run to resume: make sweep [SWEEP=lora_rank_lr_epochs] [ARGS="model=... data=..."]
+	$(PY) -m src.train -m hparams_search=$(SWEEP) $(ARGS)
+
+sweep-worker: $(STAMP)  ## one more worker on the same study (another terminal, same SWEEP / ARGS)
+	$(PY) -m src.train -m hparams_search=$(SWEEP) $(ARGS)
 
 ui: $(STAMP)  ## MLflow UI on 127.0.0.1 against mlruns/ (loopback only: add auth before exposing it)
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \

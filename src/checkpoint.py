@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from transformers import (
@@ -31,6 +32,8 @@ class CheckpointInfo:
     label_names: list[str] = field(default_factory=list)
     model: str = ""
     method: str = ""
+    threshold: float | None = None  # task=multi_label: the decision threshold tuned on validation
+    inputs: dict[str, Any] | None = None  # src.long_text.InputSpec: prompt, truncation, windows
 
 
 def write_checkpoint(

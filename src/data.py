@@ -65,7 +65,7 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
         )
     if cfg.name != "custom" and cfg.train_path:
         log.warning("data.train_path is ignored for the built-in data set %s", cfg.name)
-    splits = apply_caps(loaders[cfg.name](cfg, seed), cfg, seed)
+    splits = apply_caps(apply_exclusions(loaders[cfg.name](cfg, seed), cfg), cfg, seed)
     check_splits(splits)
     log.info(
         "data %s: train %d, valid %d, test %d rows; labels %s",
@@ -226,6 +226,43 @@ def split_missing(
         )
     out["train"] = train
     return {s: f for s, f in out.items() if f is not None}
+
+
+def excluded_ids(cfg: DataConfig) -> set[str]:
+    """data.exclude_ids plus the ids in data.exclude_file (one per line, or a CSV `id` column)."""
+    ids = {str(i) for i in cfg.exclude_ids or []}
+    if cfg.exclude_file:
+        path = Path(cfg.exclude_file)
+        if not path.is_file():
+            raise UserError(f"data.exclude_file={path}: file not found ({path.resolve()})")
+        if path.suffix.lower() in (".csv", ".tsv"):
+            table = read_table(path, str_columns=["id"])
+            if "id" not in table.columns:
+                raise UserError(
+                    f"data.exclude_file={path}: no `id` column; its columns: "
+                    f"{', '.join(map(str, table.columns))}"
+                )
+            ids |= set(table["id"].astype(str))
+        else:
+            ids |= {line.strip() for line in path.read_text("utf-8").splitlines() if line.strip()}
+    return ids
+
+
+def apply_exclusions(splits: Splits, cfg: DataConfig) -> Splits:
+    """Drop the excluded ids from every split (after splitting: the other rows stay put)."""
+    ids = excluded_ids(cfg)
+    if not ids:
+        return splits
+    frames = {s: f[~f["id"].isin(ids)].reset_index(drop=True) for s, f in splits.frames().items()}
+    dropped = {s: len(splits.frames()[s]) - len(f) for s, f in frames.items()}
+    if not sum(dropped.values()):
+        raise UserError(
+            f"none of the {len(ids)} excluded ids (data.exclude_ids / data.exclude_file) occurs"
+            f" in {splits.source}, e.g. {sorted(ids)[0]!r}; its ids look like"
+            f" {splits.train['id'].iloc[0]!r}"
+        )
+    log.info("data: excluded %s rows by id", ", ".join(f"{n} {s}" for s, n in dropped.items()))
+    return Splits(**frames, label_names=splits.label_names, source=splits.source)
 
 
 def apply_caps(splits: Splits, cfg: DataConfig, seed: int) -> Splits:

@@ -1,4 +1,4 @@
-"""Classification metrics exactly as the article reports them, computed with scikit-learn."""
+"""Metrics computed with scikit-learn: the article's report, multi-label and regression metrics."""
 
 from __future__ import annotations
 
@@ -6,12 +6,22 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, classification_report, precision_recall_fscore_support
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    f1_score,
+    mean_absolute_error,
+    precision_recall_fscore_support,
+    root_mean_squared_error,
+)
 
 AVERAGES = ("micro", "macro", "weighted")
 
 # Whether a larger value is better, for every metric name this module produces.
-LOWER_IS_BETTER = {"loss"}
+LOWER_IS_BETTER = {"loss", "mae", "rmse"}
+# Candidate decision thresholds of multi-label classification, on the probability scale.
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
 
 def classification_metrics(
@@ -28,6 +38,34 @@ def classification_metrics(
         out[f"{avg}_recall"] = float(r)
         out[f"{avg}_f1"] = float(f)
     return out
+
+
+def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Subset accuracy and micro / macro / weighted / samples P, R, F1 of multi-hot arrays."""
+    out: dict[str, float] = {"subset_accuracy": float(accuracy_score(y_true, y_pred))}
+    for avg in (*AVERAGES, "samples"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
+        out[f"{avg}_precision"] = float(p)
+        out[f"{avg}_recall"] = float(r)
+        out[f"{avg}_f1"] = float(f)
+    return out
+
+
+def best_threshold(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """The candidate threshold with the highest micro F1 (the smallest one among ties)."""
+    scores = [f1_score(y_true, probs >= t, average="micro", zero_division=0) for t in THRESHOLDS]
+    return float(THRESHOLDS[int(np.argmax(scores))])
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE, and Pearson / Spearman correlation (NaN when either side is constant)."""
+    constant = np.ptp(y_true) == 0 or np.ptp(y_pred) == 0
+    return {
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "rmse": float(root_mean_squared_error(y_true, y_pred)),
+        "pearson": float("nan") if constant else float(pearsonr(y_true, y_pred)[0]),
+        "spearman": float("nan") if constant else float(spearmanr(y_true, y_pred)[0]),
+    }
 
 
 def per_class_report(

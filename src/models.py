@@ -33,6 +33,7 @@ from transformers import (
     AutoTokenizer,
     BertConfig,
     BertModel,
+    BitsAndBytesConfig,
     LlamaConfig,
     LlamaModel,
     PreTrainedModel,
@@ -52,6 +53,8 @@ WEIGHT_PATTERNS = ("*.safetensors",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "merges.txt"]
 TINY_FORMAT_VERSION = 1
+# Written into checkpoints by `python -m src.pretrain`: the MLflow run that produced them.
+LINEAGE_FILE = "pretrain_run.json"
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,22 @@ class Backbone:
     path: Path
     arch: Arch
     trust_remote_code: bool
+    pretrain_run_id: str | None = None  # the domain-adaptive pretraining run it comes from
 
 
-def resolve_backbone(cfg: ModelConfig, train_texts: Sequence[str]) -> Backbone:
-    """Find (or build, for tiny presets) the local checkpoint directory of a model preset."""
-    if cfg.path:
+def resolve_backbone(
+    cfg: ModelConfig, train_texts: Sequence[str], tracking_uri: str | None = None
+) -> Backbone:
+    """Find (or build, for tiny presets) the local checkpoint directory of a model preset.
+
+    `tracking_uri`: the MLflow store holding the run of model.from_run.
+    """
+    if cfg.from_run:
+        from src.tracking import download_run_checkpoint  # MLflow only when a run is named
+
+        cache = Path(cfg.cache_dir) / "runs"
+        path = check_checkpoint_dir(download_run_checkpoint(cfg.from_run, tracking_uri, cache))
+    elif cfg.path:
         path = check_checkpoint_dir(Path(cfg.path).expanduser())
     elif cfg.tiny is not None:
         path = materialize_tiny(cfg.tiny, train_texts, Path(cfg.cache_dir) / "tiny")
@@ -75,7 +89,13 @@ def resolve_backbone(cfg: ModelConfig, train_texts: Sequence[str]) -> Backbone:
         raise UserError(
             f"model preset '{cfg.name}' has neither hub_id, tiny nor path: set model.path"
         )
-    return Backbone(path=path, arch=cfg.arch, trust_remote_code=cfg.trust_remote_code)
+    lineage = path / LINEAGE_FILE
+    return Backbone(
+        path=path,
+        arch=cfg.arch,
+        trust_remote_code=cfg.trust_remote_code,
+        pretrain_run_id=json.loads(lineage.read_text())["run_id"] if lineage.is_file() else None,
+    )
 
 
 def check_checkpoint_dir(path: Path) -> Path:
@@ -85,7 +105,7 @@ def check_checkpoint_dir(path: Path) -> Path:
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")
-    if not any(path.glob(pattern) for pattern in WEIGHT_PATTERNS):
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
         pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt*")]
         hint = f" (found pickle files {pickled}: re-save them as safetensors)" if pickled else ""
         missing.append(f"*.safetensors weights{hint}")
@@ -266,14 +286,20 @@ def load_classifier(
     dtype: torch.dtype,
     attn_implementation: str | None,
     reuse_weights: bool = False,
+    problem_type: str | None = None,
+    quantization: BitsAndBytesConfig | None = None,
 ) -> PreTrainedModel:
-    """Load the backbone with a freshly initialised classification head for `label_names`."""
+    """Load the backbone with a freshly initialised classification head for `label_names`.
+
+    `problem_type` picks the loss (None: from the labels); `quantization` loads 4-bit weights.
+    """
     config = AutoConfig.from_pretrained(
         backbone.path,
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
         pad_token_id=tokenizer.pad_token_id,
+        problem_type=problem_type,
         trust_remote_code=backbone.trust_remote_code,
     )
     kwargs: dict[str, Any] = {}
@@ -282,9 +308,13 @@ def load_classifier(
     # A checkpoint fine-tuned on another label set has a head of another shape: re-initialise it.
     kwargs.update(dtype=dtype, ignore_mismatched_sizes=True)
     model: PreTrainedModel
-    if backbone.trust_remote_code:
+    if quantization is not None:
+        # bitsandbytes quantizes while loading from disk, onto the GPU.
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    if backbone.trust_remote_code or quantization is not None:
         model = AutoModelForSequenceClassification.from_pretrained(
-            backbone.path, config=config, trust_remote_code=True, **kwargs
+            backbone.path, config=config, trust_remote_code=backbone.trust_remote_code, **kwargs
         )
     else:
         # Weights come from the per-process cache, so the concrete class gets config and weights.

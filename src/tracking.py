@@ -20,6 +20,7 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import TrackingConfig
+from src.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,15 @@ def run(
     mlflow.end_run()
 
 
+def end_parent_run(reason: str) -> None:
+    """Mark this multirun's parent run FAILED with the reason (a no-op outside multiruns)."""
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        client = mlflow.MlflowClient()
+        client.set_tag(parent, "error", reason[:5000])
+        client.set_terminated(parent, RunStatus.to_string(RunStatus.FAILED))
+
+
 def log_config(cfg: DictConfig, tags: dict[str, str]) -> None:
     """Params = the flattened resolved config; the resolved YAML as an artifact."""
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -163,3 +173,37 @@ def log_checkpoint(checkpoint_dir: Path) -> str:
         pip_requirements=["torch", "transformers", "pandas", "safetensors"],
     )
     return str(info.model_uri)
+
+
+def log_dict(data: dict[str, Any], artifact_file: str) -> None:
+    """A JSON artifact."""
+    mlflow.log_dict(data, artifact_file)
+
+
+def log_sklearn_model(model: Any) -> str:
+    """Log a fitted scikit-learn pipeline as the run's MLflow model."""
+    info = mlflow.sklearn.log_model(model, name="model")
+    return str(info.model_uri)
+
+
+def log_directory(directory: Path, artifact_path: str) -> None:
+    """Log a directory's files as run artifacts under `artifact_path`."""
+    mlflow.log_artifacts(str(directory), artifact_path)
+
+
+def download_run_checkpoint(run_id: str, uri: str | None, cache_root: Path) -> Path:
+    """The `checkpoint` artifact directory of a run (e.g. a pretraining run), cached locally."""
+    target = cache_root / run_id
+    if (target / "checkpoint" / "config.json").is_file():
+        return target / "checkpoint"
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="checkpoint", dst_path=str(target), tracking_uri=uri
+        )
+    except Exception as exc:
+        raise UserError(
+            f"model.from_run={run_id}: no checkpoint artifact of that run in"
+            f" {redact(uri or mlflow.get_tracking_uri())} ({type(exc).__name__}); give the run id"
+            " `python -m src.pretrain` printed, and the same tracking.uri"
+        ) from exc
+    return Path(local)

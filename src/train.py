@@ -11,7 +11,8 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import hydra
@@ -24,14 +25,28 @@ from omegaconf import DictConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from src import tracking
+from src.baseline import baseline_logits, fit_baseline
 from src.checkpoint import CheckpointInfo, write_checkpoint
-from src.config import register_configs
-from src.data import Splits, load_splits
+from src.config import Arch, MixConfig, register_configs
+from src.data import Splits
 from src.errors import UserError
-from src.methods import apply_method, check_method, count_parameters, export_model
-from src.metrics import classification_metrics, per_class_report, prefixed
-from src.models import Backbone, load_classifier, load_tokenizer, resolve_backbone
+from src.long_text import Encoded, InputSpec, check_long_text, input_spec, length_stats
+from src.long_text import encode as encode_texts
+from src.methods import (
+    TRAINS_BACKBONE_WEIGHTS,
+    apply_method,
+    check_method,
+    count_parameters,
+    export_model,
+    quantization,
+    restrict_head,
+)
+from src.metrics import prefixed
+from src.mixing import TrainingSet, check_mix, guard_lengths, length_comparison, mix_training
+from src.models import WEIGHT_READS, Backbone, load_classifier, load_tokenizer, resolve_backbone
 from src.plots import confusion_matrix_figure
+from src.prompts import build_prompt, check_prompt
+from src.tasks import SingleLabel, Task, check_task, load_task_splits, make_task
 from src.training import (
     EpochEnd,
     StepLogger,
@@ -40,7 +55,6 @@ from src.training import (
     fit,
     predict_logits,
     resolve_precision,
-    tokenize,
     training_arguments,
 )
 from src.trial import open_trial
@@ -53,12 +67,12 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @dataclass
-class Encoded:
-    """The three splits as token ids."""
+class Inputs:
+    """Token ids of the training rows (main + auxiliary) and of the valid and test texts."""
 
-    train: TokenizedDataset
-    valid: TokenizedDataset
-    test: TokenizedDataset
+    train: Encoded
+    valid: Encoded
+    test: Encoded
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -69,6 +83,7 @@ def main(cfg: DictConfig) -> float:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if stops_on_user_error():
+            tracking.end_parent_run(f"a job stopped the sweep: {exc}")
             raise SystemExit(2) from None
         raise
 
@@ -76,42 +91,81 @@ def main(cfg: DictConfig) -> float:
 def train(cfg: DictConfig) -> float:
     """The recipe: every step a named function; user errors surface before any training."""
     check_config(cfg)
-    splits = load_splits(cfg.data, cfg.seed)
-    backbone = resolve_backbone(cfg.model, splits.train.text.tolist())
+    splits = load_task_splits(cfg.task, cfg.data, cfg.seed)
+    training = mix_training(splits, cfg.data.mix, cfg.seed)
+    if cfg.model.arch == Arch.classical:
+        return train_baseline(cfg, splits, training)
+    texts = training.frame.text.tolist()
+    backbone = resolve_backbone(cfg.model, texts, tracking.tracking_uri(cfg.tracking))
+    tokenizer = load_tokenizer(backbone)
+    spec = prompt_and_length(cfg, splits, tokenizer)
+    inputs = encode(splits, training, tokenizer, spec)
     experiment_id = tracking.setup(cfg.tracking)
     trial = open_trial(cfg.trial)
-    tags = run_tags(cfg)
+    tags = run_tags(cfg) | lineage_tags(backbone)
     with tracking.run(experiment_id, run_name(cfg), tags):
         tracking.log_config(cfg, tags)
-        log_datasets(splits)
+        log_datasets(splits, training)
+        log_token_lengths(inputs, training, cfg.data.mix)
         set_seed(cfg.seed)
-        tokenizer = load_tokenizer(backbone)
-        model = build_model(cfg, backbone, tokenizer, splits.label_names)
-        encoded = encode(splits, tokenizer, cfg.trainer.max_len)
+        task = make_task(cfg.task, splits.label_names)
+        train_y, valid_y = training.frame.label.tolist(), splits.valid.label.tolist()
+        model = build_model(cfg, backbone, tokenizer, training.head_labels, task)
         hooks = [log_epoch] + ([report_to_trial(trial, cfg.optimized_metric)] if trial else [])
         fitted = fit(
             model,
             tokenizer,
-            encoded.train,
-            encoded.valid,
+            TokenizedDataset(inputs.train.inputs, inputs.train.per_input(task.targets(train_y))),
+            TokenizedDataset(inputs.valid.inputs, inputs.valid.per_input(task.targets(valid_y))),
             training_arguments(
                 cfg.trainer,
                 Path(cfg.output_dir) / "trainer",
                 cfg.seed,
                 cfg.optimized_metric,
                 resolve_precision(cfg.trainer.precision),
+                ordered=training.ordered,
             ),
-            len(splits.label_names),
+            validation_score(task, inputs.valid, splits.valid),
             callbacks=[EpochEnd(hooks), StepLogger(log_train_step)],
+            head_lr=cfg.method.head_lr,
         )
         shutil.rmtree(Path(cfg.output_dir) / "trainer", ignore_errors=True)
         final = model_summary(fitted.best_metric, fitted.best_epoch, cfg.optimized_metric)
         final["train_samples_per_second"] = fitted.train_samples_per_second
-        exported = export_model(fitted.model)
-        final |= evaluate_test(exported, tokenizer, encoded.test, splits)
+        exported = restrict_head(export_model(fitted.model), task.outputs)
+        task = calibrate(task, exported, tokenizer, inputs.valid, splits.valid)
+        final |= evaluate_test(exported, tokenizer, inputs.test, splits, task)
         tracking.log_metrics(final)
         if cfg.tracking.log_model:
-            save_checkpoint(exported, tokenizer, cfg, splits.label_names)
+            save_checkpoint(exported, tokenizer, cfg, splits.label_names, spec, task)
+        return optimized_value(final, cfg.optimized_metric)
+
+
+def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float:
+    """The classical row's recipe: the same data, run record and metrics, without a backbone."""
+    experiment_id = tracking.setup(cfg.tracking)
+    tags = run_tags(cfg) | {"method": "none"}  # method= does not apply to it
+    with tracking.run(experiment_id, run_name(cfg), tags):
+        tracking.log_config(cfg, tags)
+        log_datasets(splits, training)
+        task = make_task(cfg.task, splits.label_names)
+        train_texts = training.frame.text.tolist()
+        train_y = task.targets(training.frame.label.tolist())
+        pipeline, train_speed = fit_baseline(cfg.model.tfidf, task, train_texts, train_y, cfg.seed)
+        n_outputs = len(training.head_labels)
+        valid_logits, _ = baseline_logits(pipeline, task, splits.valid.text.tolist(), n_outputs)
+        valid = prefixed(task.metrics(splits.valid.label.tolist(), valid_logits), "eval")
+        log_epoch(1, valid)  # one "epoch", so tables and sweeps read it like any other run
+        final = model_summary(valid.get(cfg.optimized_metric), 1, cfg.optimized_metric)
+        final["train_samples_per_second"] = train_speed
+        task = task.calibrated(splits.valid.label.tolist(), valid_logits)
+        test_texts = splits.test.text.tolist()
+        test_logits, test_speed = baseline_logits(pipeline, task, test_texts, n_outputs)
+        final |= report_test(task, splits.test, test_logits[:, : task.outputs])
+        final["test_samples_per_second"] = test_speed
+        tracking.log_metrics(final)
+        if cfg.tracking.log_model:
+            log.info("model logged: %s", tracking.log_sklearn_model(pipeline))
         return optimized_value(final, cfg.optimized_metric)
 
 
@@ -119,11 +173,16 @@ def check_config(cfg: DictConfig) -> None:
     """Value checks the schema's types cannot express, and a writable output location."""
     check_method(cfg.method)
     check_trainer(cfg.trainer)
+    check_task(cfg.task)
+    check_prompt(cfg.prompt, cfg.task.name)
+    check_long_text(cfg.data, cfg.trainer.max_len)
+    check_mix(cfg.data.mix, cfg.task.name)
     metric = cfg.optimized_metric
     if not metric.startswith(("eval_", "test_")):
         raise UserError(f"optimized_metric={metric} must name an eval_* or test_* metric")
     for path in (Path(cfg.output_dir), Path(cfg.tracking.dir)):
-        if not os.access(nearest_existing(path), os.W_OK):
+        existing = nearest_existing(path)
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
             raise UserError(
                 f"cannot write to {path}: choose a writable directory (hydra.run.dir, tracking.dir)"
             )
@@ -175,14 +234,21 @@ def run_name(cfg: DictConfig) -> str:
     )
 
 
-def log_datasets(splits: Splits) -> None:
-    """Record each split as an MLflow dataset input, with its digest."""
+def lineage_tags(backbone: Backbone) -> dict[str, str]:
+    """The domain-adaptive pretraining run the backbone comes from, if any."""
+    return {"pretrain_run_id": backbone.pretrain_run_id} if backbone.pretrain_run_id else {}
+
+
+def log_datasets(splits: Splits, training: TrainingSet) -> None:
+    """Record each split and mixed-in auxiliary data as an MLflow dataset input, with its digest."""
     for context, df in (
         ("training", splits.train),
         ("validation", splits.valid),
         ("test", splits.test),
     ):
         tracking.log_dataset(df, f"{splits.source}:{context}", context)
+    if len(training.aux):
+        tracking.log_dataset(training.aux, f"{splits.source}:auxiliary", "training")
 
 
 def build_model(
@@ -190,11 +256,12 @@ def build_model(
     backbone: Backbone,
     tokenizer: PreTrainedTokenizerBase,
     label_names: list[str],
+    task: Task,
 ) -> PreTrainedModel:
-    """Backbone + fresh head, with the method's parameters trainable."""
+    """Backbone + fresh head (one output per label, or one value), method's parameters trainable."""
     precision = resolve_precision(cfg.trainer.precision)
-    # Frozen weights can be stored in bf16; full fine-tuning keeps fp32 master weights.
-    frozen_bf16 = cfg.method.name != "sft" and precision.value == "bf16"
+    # Frozen weights can be stored in bf16; training backbone weights keeps fp32 master weights.
+    frozen_bf16 = cfg.method.name not in TRAINS_BACKBONE_WEIGHTS and precision.value == "bf16"
     model = load_classifier(
         backbone,
         tokenizer,
@@ -202,22 +269,85 @@ def build_model(
         torch.bfloat16 if frozen_bf16 else torch.float32,
         cfg.model.attn_implementation,
         reuse_weights=HydraConfig.get().mode == RunMode.MULTIRUN,
+        problem_type=task.problem_type,
+        quantization=quantization(cfg.method),
     )
     model = apply_method(model, cfg.method, cfg.model)
     trainable, total = count_parameters(model)
-    tracking.log_metrics({"trainable_params": trainable, "total_params": total})
+    tracking.log_metrics(
+        {
+            "trainable_params": trainable,
+            "total_params": total,
+            # 1 in every trial of a sweep worker: the backbone was read from disk once.
+            "backbone_weight_reads": WEIGHT_READS.get(str(backbone.path), 0),
+        }
+    )
     log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
     return model  # type: ignore[return-value]
 
 
-def encode(splits: Splits, tokenizer: PreTrainedTokenizerBase, max_len: int) -> Encoded:
-    """Tokenise every split once, without padding."""
-    return Encoded(
+def prompt_and_length(
+    cfg: DictConfig, splits: Splits, tokenizer: PreTrainedTokenizerBase
+) -> InputSpec:
+    """The prompt around each text and how texts fit trainer.max_len (saved with the model)."""
+    prompt = build_prompt(
+        cfg.prompt, cfg.data, splits.train, splits.label_names, tokenizer, cfg.seed
+    )
+    return input_spec(cfg.data, cfg.trainer.max_len, prompt)
+
+
+def encode(
+    splits: Splits, training: TrainingSet, tokenizer: PreTrainedTokenizerBase, spec: InputSpec
+) -> Inputs:
+    """Tokenise every split once, without padding: texts cut or windowed around the prompt."""
+    return Inputs(
         *(
-            TokenizedDataset(tokenize(df.text.tolist(), tokenizer, max_len), df.label.tolist())
-            for df in (splits.train, splits.valid, splits.test)
+            encode_texts(df.text.tolist(), tokenizer, spec)
+            for df in (training.frame, splits.valid, splits.test)
         )
     )
+
+
+def log_token_lengths(inputs: Inputs, training: TrainingSet, mix: MixConfig) -> None:
+    """Token-length distribution of every split; with data.mix, main vs auxiliary, guarded."""
+    is_aux = training.frame["id"].isin(training.aux["id"]).to_numpy()
+    encoded = {"train": inputs.train, "valid": inputs.valid, "test": inputs.test}
+    lengths = {split: e.text_tokens for split, e in encoded.items()} | {
+        "train": inputs.train.text_tokens[~is_aux]
+    }
+    stats = {split: length_stats(n, inputs.train.budget) for split, n in lengths.items()}
+    metrics = {f"tokens_{split}_{k}": v for split, s in stats.items() for k, v in s.items()}
+    if any(e.inputs_per_text > 1 for e in encoded.values()):  # sliding windows
+        metrics |= {f"inputs_per_text_{split}": e.inputs_per_text for split, e in encoded.items()}
+    tracking.log_metrics(metrics)
+    if is_aux.any():
+        aux = length_stats(inputs.train.text_tokens[is_aux], inputs.train.budget)
+        comparison, mismatch = length_comparison(stats["train"], aux, mix)
+        tracking.log_metrics(comparison)
+        tracking.log_dict({"main": stats["train"], "auxiliary": aux}, "mix_token_lengths.json")
+        guard_lengths(mismatch, mix.on_length_mismatch)
+
+
+def validation_score(
+    task: Task, valid: Encoded, frame: pd.DataFrame
+) -> Callable[[np.ndarray], dict[str, float]]:
+    """Metrics per validation text from the logits of its inputs (windows aggregated)."""
+    gold = frame.label.tolist()
+    return lambda logits: task.metrics(gold, valid.aggregate(logits))
+
+
+def calibrate(
+    task: Task,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    valid: Encoded,
+    frame: pd.DataFrame,
+) -> Task:
+    """Fix from the final model's validation logits what decisions depend on (a threshold)."""
+    if not task.calibrates:
+        return task
+    logits, _ = predict_logits(model, tokenizer, valid.inputs, batch_size=64)
+    return task.calibrated(frame.label.tolist(), valid.aggregate(logits))
 
 
 def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
@@ -263,51 +393,50 @@ def model_summary(
 def evaluate_test(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    test: TokenizedDataset,
+    test: Encoded,
     splits: Splits,
+    task: Task,
 ) -> dict[str, float]:
-    """Test metrics of the exported model in length-sorted batches, plus report artifacts."""
-    logits, samples_per_second = predict_logits(model, tokenizer, test.encodings, batch_size=64)
-    gold = splits.test.label.to_numpy()
-    pred = logits.argmax(axis=-1)
-    metrics = prefixed(classification_metrics(gold, pred, len(splits.label_names)), "test")
-    metrics["test_samples_per_second"] = samples_per_second
-    text, as_dict = per_class_report(gold, pred, splits.label_names)
-    tracking.log_report(text, as_dict, "test")
-    tracking.log_figure(
-        confusion_matrix_figure(gold, pred, splits.label_names), "confusion_matrix.png"
-    )
-    tracking.log_table(
-        predictions_table(splits.test, logits, splits.label_names), "predictions/test.csv"
-    )
-    log.info("test report:\n%s", text)
+    """Test metrics of the exported model per text (windows aggregated), plus report artifacts."""
+    logits, inputs_per_second = predict_logits(model, tokenizer, test.inputs, batch_size=64)
+    metrics = report_test(task, splits.test, test.aggregate(logits))
+    metrics["test_samples_per_second"] = inputs_per_second / test.inputs_per_text
     return metrics
 
 
-def predictions_table(df: pd.DataFrame, logits: np.ndarray, label_names: list[str]) -> pd.DataFrame:
-    """Per-example predictions: id, gold, predicted label and class probabilities."""
-    probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
-    table = pd.DataFrame(
-        {
-            "id": df.id.to_numpy(),
-            "gold": [label_names[i] for i in df.label],
-            "predicted": [label_names[i] for i in probs.argmax(axis=-1)],
-        }
-    )
-    for i, name in enumerate(label_names):
-        table[f"p_{name}"] = probs[:, i]
-    return table
+def report_test(task: Task, frame: pd.DataFrame, logits: np.ndarray) -> dict[str, float]:
+    """Test metrics; the report, confusion matrix and predictions (CSV) as artifacts."""
+    gold = frame.label.tolist()
+    report = task.report(gold, logits)
+    if report is not None:
+        text, as_dict = report
+        tracking.log_report(text, as_dict, "test")
+        log.info("test report:\n%s", text)
+    if isinstance(task, SingleLabel):
+        pred = task.probabilities(logits).argmax(axis=-1)
+        figure = confusion_matrix_figure(np.asarray(gold), pred, task.label_names)
+        tracking.log_figure(figure, "confusion_matrix.png")
+    tracking.log_table(task.predictions(frame, logits), "predictions/test.csv")
+    return prefixed(task.metrics(gold, logits), "test")
 
 
 def save_checkpoint(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: DictConfig, labels: list[str]
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: DictConfig,
+    labels: list[str],
+    spec: InputSpec,
+    task: Task,
 ) -> None:
     """Write the checkpoint to a staging dir, then log it as the run's MLflow model."""
     info = CheckpointInfo(
+        task=task.name,
         max_len=cfg.trainer.max_len,
         label_names=labels,
         model=cfg.model.name,
         method=cfg.method.name,
+        threshold=getattr(task, "threshold", None),
+        inputs=asdict(spec),
     )
     with tempfile.TemporaryDirectory(dir=cfg.output_dir, prefix=".staging-") as staging:
         checkpoint = write_checkpoint(model, tokenizer, Path(staging) / "checkpoint", info)

@@ -26,7 +26,8 @@ from transformers import (
 
 from src.config import Precision, TrainerConfig
 from src.errors import UserError
-from src.metrics import classification_metrics, greater_is_better
+from src.methods import is_head_parameter
+from src.metrics import greater_is_better
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,12 @@ EpochHook = Callable[[int, dict[str, float]], None]
 
 
 class TokenizedDataset(torch.utils.data.Dataset[dict[str, Any]]):
-    """Token ids (unpadded) and labels; the collator pads each batch to its own longest text."""
+    """Token ids (unpadded) and labels; the collator pads each batch to its own longest text.
 
-    def __init__(self, encodings: list[list[int]], labels: Sequence[int] | None = None) -> None:
+    A label is a class index (int), a multi-hot list of floats or a float: the task's targets.
+    """
+
+    def __init__(self, encodings: list[list[int]], labels: Sequence[Any] | None = None) -> None:
         self.encodings = encodings
         self.labels = labels
 
@@ -46,7 +50,7 @@ class TokenizedDataset(torch.utils.data.Dataset[dict[str, Any]]):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item: dict[str, Any] = {"input_ids": self.encodings[i]}
         if self.labels is not None:
-            item["labels"] = int(self.labels[i])
+            item["labels"] = self.labels[i]
         return item
 
     def lengths(self) -> list[int]:
@@ -95,9 +99,17 @@ def resolve_precision(precision: Precision) -> Precision:
 
 
 def training_arguments(
-    cfg: TrainerConfig, output_dir: Path, seed: int, metric: str, precision: Precision
+    cfg: TrainerConfig,
+    output_dir: Path,
+    seed: int,
+    metric: str,
+    precision: Precision,
+    ordered: bool = False,
 ) -> TrainingArguments:
-    """Trainer settings: evaluate and keep the best epoch by `metric`, no third-party loggers."""
+    """Trainer settings: evaluate and keep the best epoch by `metric`, no third-party loggers.
+
+    `ordered`: batches follow the training set's order (data.mix main_first / aux_first).
+    """
     cuda = torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -108,7 +120,7 @@ def training_arguments(
         gradient_accumulation_steps=cfg.grad_accum,
         weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_ratio,
-        train_sampling_strategy="group_by_length",
+        train_sampling_strategy="sequential" if ordered else "group_by_length",
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=1,
@@ -132,14 +144,41 @@ def training_arguments(
     )
 
 
-def compute_metrics_fn(n_labels: int) -> Callable[[EvalPrediction], dict[str, float]]:
-    """The Trainer's metric hook: the article's metrics from argmax predictions."""
+def compute_metrics_fn(
+    score: Callable[[np.ndarray], dict[str, float]],
+) -> Callable[[EvalPrediction], dict[str, float]]:
+    """The Trainer's metric hook: `score` maps the validation inputs' logits (in dataset order,
+    as the evaluation loop keeps it) to metrics against its own gold labels, e.g. per text."""
 
     def compute(pred: EvalPrediction) -> dict[str, float]:
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-        return classification_metrics(pred.label_ids, np.argmax(logits, axis=-1), n_labels)
+        return score(np.asarray(logits))
 
     return compute
+
+
+class ClassifierTrainer(Trainer):
+    """The HF Trainer, with an optional learning rate of its own for the classification head."""
+
+    def __init__(self, *args: Any, head_lr: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_lr = head_lr
+
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer, the head's parameters moved into groups at `head_lr`."""
+        created = self.optimizer is None  # split the groups once, when the optimizer is made
+        optimizer = super().create_optimizer(model)
+        if self.head_lr is None or not created:
+            return optimizer
+        source = self.model if model is None else model
+        assert source is not None
+        head = {id(p) for n, p in source.named_parameters() if is_head_parameter(n)}
+        for group in list(optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in head]
+            group["params"] = [p for p in group["params"] if id(p) not in head]
+            if moved:  # keeps the group's weight decay; the scheduler scales every group alike
+                optimizer.add_param_group({**group, "params": moved, "lr": self.head_lr})
+        return optimizer
 
 
 class EpochEnd(TrainerCallback):
@@ -217,19 +256,24 @@ def fit(
     train: TokenizedDataset,
     valid: TokenizedDataset,
     args: TrainingArguments,
-    n_labels: int,
+    score: Callable[[np.ndarray], dict[str, float]],
     callbacks: Sequence[TrainerCallback],
+    head_lr: float | None = None,
 ) -> Fitted:
-    """Train with per-epoch validation; the best epoch's weights are loaded at the end."""
-    trainer = Trainer(
+    """Train with per-epoch validation; the best epoch's weights are loaded at the end.
+
+    `score` turns the validation logits into metrics (see `compute_metrics_fn`).
+    """
+    trainer = ClassifierTrainer(
         model=model,
         args=args,
         train_dataset=train,
         eval_dataset=valid,
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics_fn(n_labels),
+        compute_metrics=compute_metrics_fn(score),
         callbacks=[StopOnNonFinite(), *callbacks],
+        head_lr=head_lr,
     )
     result = trainer.train()
     history = [entry for entry in trainer.state.log_history if "eval_loss" in entry]

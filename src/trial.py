@@ -26,6 +26,7 @@ JOURNAL_SCHEME = "journal://"
 PRUNER_ATTR = "clfsweep:pruner"  # study system attr: the pruner spec the sweeper was given
 FAIL_REASON_ATTR = "fail_reason"  # trial user attr: why a trial FAILED
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
+_JOB_STORAGES: dict[str, BaseStorage] = {}  # storages opened by jobs of this process
 
 
 def journal_url(path: str | Path) -> str:
@@ -133,7 +134,9 @@ def open_trial(cfg: TrialConfig) -> optuna.Trial | None:
         return None
     if not cfg.storage or not cfg.study_name:
         raise ValueError("trial.trial_id is set but trial.storage or trial.study_name is not")
-    study = load_study(open_storage(cfg.storage), cfg.study_name)
+    if cfg.storage not in _JOB_STORAGES:  # one engine per RDB URL, not one per trial
+        _JOB_STORAGES[cfg.storage] = open_storage(cfg.storage)
+    study = load_study(_JOB_STORAGES[cfg.storage], cfg.study_name)
     frozen = study._storage.get_trial(int(cfg.trial_id))
     if frozen.state != optuna.trial.TrialState.RUNNING:
         log.warning(

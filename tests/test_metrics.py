@@ -36,7 +36,10 @@ def test_per_class_report_names_every_label_with_support() -> None:
 
 def test_metric_names_carry_their_split() -> None:
     named = prefixed(classification_metrics(GOLD, PRED, 3), "test")
-    assert {"test_accuracy", "test_macro_f1", "test_weighted_recall", "test_micro_precision"} <= set(
-        named
-    )
+    assert {
+        "test_accuracy",
+        "test_macro_f1",
+        "test_weighted_recall",
+        "test_micro_precision",
+    } <= set(named)
     assert greater_is_better("eval_macro_f1") and not greater_is_better("eval_loss")

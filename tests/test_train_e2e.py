@@ -60,7 +60,13 @@ def test_run_artifacts_and_dataset_inputs(single_run, tmp_path: Path) -> None:
     assert list(predictions.columns) == ["id", "gold", "predicted", "p_负向", "p_正向"]
     assert len(predictions) == 4 and set(predictions.gold) == {"负向", "正向"}
     assert (predictions[["p_负向", "p_正向"]].sum(axis=1) - 1).abs().max() < 1e-5
-    report = json.loads(Path(client.download_artifacts(run.info.run_id, "test_classification_report.json", str(tmp_path))).read_text())
+    report = json.loads(
+        Path(
+            client.download_artifacts(
+                run.info.run_id, "test_classification_report.json", str(tmp_path)
+            )
+        ).read_text()
+    )
     assert report["负向"]["support"] == 2
     contexts = sorted(
         tag.value
@@ -83,7 +89,9 @@ def test_logged_model_is_a_safetensors_checkpoint_that_from_pretrained_loads(
     uri = f"models:/{output.model_id}"
     local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path)))
     checkpoint = local / "artifacts" / "checkpoint"
-    assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "tokenizer.json").is_file()
+    assert (checkpoint / "model.safetensors").is_file() and (
+        checkpoint / "tokenizer.json"
+    ).is_file()
     assert not list(checkpoint.glob("*.bin")) and not list(checkpoint.glob("adapter_*"))
     loaded = AutoModelForSequenceClassification.from_pretrained(checkpoint)
     assert loaded.config.id2label == {0: "负向", 1: "正向"}

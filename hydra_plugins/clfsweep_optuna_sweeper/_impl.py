@@ -174,6 +174,8 @@ class OptunaSweep:
         if not self.sweep_dir.is_absolute():
             self.sweep_dir = cwd / self.sweep_dir
         self.study_dir.mkdir(parents=True, exist_ok=True)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         self.storage = open_storage(
             self.storage_url, s.heartbeat_interval or None, s.grace_period, s.max_retry
         )
@@ -240,7 +242,7 @@ class OptunaSweep:
                 storage=self.storage,
                 sampler=optuna.samplers.RandomSampler(),
                 pruner=build_pruner(pruner_spec),
-                direction=s.direction,
+                direction=s.direction,  # type: ignore[arg-type]
                 load_if_exists=True,
             )
         if study.direction.name.lower() != s.direction:
@@ -248,18 +250,19 @@ class OptunaSweep:
                 f"study {s.study_name} exists with direction {study.direction.name.lower()}, "
                 f"not {s.direction}: choose another hydra.sweeper.study_name"
             )
-        attrs = study.system_attrs
+        self.storage = study._storage  # RDB storages come back wrapped in Optuna's cache
+        attrs = self.storage.get_study_system_attrs(study._study_id)
         old_space = attrs.get(SEARCH_SPACE_ATTR)
         if old_space is not None and old_space != self.space.describe():
             log.warning(
                 "study %s was started with another search space:\n%s", s.study_name, old_space
             )
-        study.set_system_attr(SEARCH_SPACE_ATTR, self.space.describe())
-        study.set_system_attr(PRUNER_ATTR, pruner_spec)
+        set_attr = self.storage.set_study_system_attr
+        set_attr(study._study_id, SEARCH_SPACE_ATTR, self.space.describe())
+        set_attr(study._study_id, PRUNER_ATTR, pruner_spec)
         index = sum(1 for k in attrs if k.startswith(WORKER_PREFIX))
-        study.set_system_attr(
-            WORKER_PREFIX + uuid.uuid4().hex[:12], self.worker.to_attr("none") | {"index": index}
-        )
+        worker = self.worker.to_attr("none") | {"index": index}
+        set_attr(study._study_id, WORKER_PREFIX + uuid.uuid4().hex[:12], worker)
         study.sampler = self._sampler(index)
         return study
 
@@ -420,6 +423,11 @@ class OptunaSweep:
                     frozen = self.storage.get_trial(t._trial_id)
                     self._fail(t, f"interrupted ({type(exc).__name__})")
                     if retry and frozen.state == TrialState.RUNNING:
+                        frozen._system_attrs = {
+                            k: v
+                            for k, v in frozen.system_attrs.items()
+                            if not k.startswith("clfsweep:")
+                        }
                         _retry_callback(self.settings.max_retry)(self.study, frozen)
                 raise
 
@@ -512,7 +520,7 @@ class OptunaSweep:
 
     def _fail_stale(self) -> None:
         """Fail RUNNING trials whose worker is gone and re-queue their configuration once."""
-        storage = self.study._storage
+        storage = self.storage
         if optuna.storages._heartbeat.is_heartbeat_enabled(storage):
             before = {t._trial_id for t in self.study.get_trials(states=(TrialState.RUNNING,))}
             with _quiet():
@@ -530,13 +538,17 @@ class OptunaSweep:
             if reason is None:
                 continue
             try:
+                storage.set_trial_user_attr(frozen._trial_id, FAIL_REASON_ATTR, f"stale: {reason}")
                 if not storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another worker got there first
             log.warning("trial %d marked FAILED: %s", frozen.number, reason)
+            # Re-queue from the snapshot taken while it ran: without our bookkeeping attrs.
+            frozen._system_attrs = {
+                k: v for k, v in frozen.system_attrs.items() if not k.startswith("clfsweep:")
+            }
             _retry_callback(self.settings.max_retry)(self.study, frozen)
-            storage.set_trial_user_attr(frozen._trial_id, FAIL_REASON_ATTR, f"stale: {reason}")
 
     # -- the end --------------------------------------------------------------------------
 

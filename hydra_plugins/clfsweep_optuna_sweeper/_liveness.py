@@ -98,7 +98,11 @@ def stale_reason(trial: FrozenTrial, me: Worker, grace_period: float, now: float
     """Why a RUNNING trial is stale, or None when its worker may be alive."""
     info = trial.system_attrs.get(WORKER_ATTR)
     if not isinstance(info, dict):
-        return None  # not ours: leave it to its owner
+        # A worker records itself right after asking; one that died in between left nothing.
+        start = trial.datetime_start.timestamp() if trial.datetime_start else now
+        if now - start > max(grace_period, 600):
+            return f"no worker recorded for {now - start:.0f} s"
+        return None
     host, pid = info.get("host"), int(info.get("pid", -1))
     if host == me.host:
         if pid == me.pid and info.get("start_ticks") == me.start_ticks:
@@ -108,7 +112,7 @@ def stale_reason(trial: FrozenTrial, me: Worker, grace_period: float, now: float
         return None
     if info.get("heartbeat") != "attr":
         return None  # Optuna's own heartbeat (RDB) or none: Optuna judges
-    last = float(trial.system_attrs.get(HEARTBEAT_ATTR, info.get("started", now)))
+    last = max(float(trial.system_attrs.get(HEARTBEAT_ATTR) or 0), float(info.get("started") or 0))
     if now - last > grace_period:
         return f"no heartbeat from its worker (pid {pid} on {host}) for {now - last:.0f} s"
     return None

@@ -89,7 +89,7 @@ def to_distribution(override: Override) -> BaseDistribution:
         choices = _unique(override.sweep_iterator(transformer=_choice_value))
         if not choices:
             raise UserError(f"{name}: the choice is empty")
-        return CategoricalDistribution(choices)  # type: ignore[arg-type]
+        return CategoricalDistribution(choices)
     if isinstance(value, RangeSweep):
         return _range_distribution(name, value)
     if isinstance(value, IntervalSweep):
@@ -115,16 +115,19 @@ def _range_distribution(name: str, sweep: RangeSweep) -> BaseDistribution:
         if log and (sweep.step != 1 or values[0] <= 0):
             raise UserError(f"{name}: a log range needs step 1 and a start above 0")
         return IntDistribution(values[0], values[-1], log=log, step=1 if log else sweep.step)
-    return CategoricalDistribution(_unique(float(v) for v in values))
+    return CategoricalDistribution(_unique(round(float(v), 12) for v in values))
 
 
 def _choice_value(x: Any) -> CategoricalChoiceType:
     """A choice as Optuna stores it: numbers, bools and None as such, else override text."""
     if x is None or isinstance(x, bool | int | float):
-        return x  # type: ignore[no-any-return]
+        return x
     if isinstance(x, QuotedString):
         return x.with_quotes()
-    return Override._get_value_element_as_str(x)
+    text = Override._get_value_element_as_str(x)
+    if isinstance(x, str) and _parsed_choice(text) != x:
+        return quote(x)  # e.g. the string "3" given as choice(a, '3'): keep it a string
+    return text
 
 
 def _unique(values: Iterable[Any]) -> list[Any]:

@@ -5,11 +5,26 @@ Hydra imports every public module under ``hydra_plugins`` at start-up, so this o
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
+
+T = TypeVar("T")
+
+
+def _one_line_errors(fn: Callable[[], T]) -> T:
+    """Run `fn`; a user error (bad settings, too many failed trials) exits with one line."""
+    from src.errors import UserError
+
+    try:
+        return fn()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 class ClfsweepOptunaSweeper(Sweeper):
@@ -27,11 +42,11 @@ class ClfsweepOptunaSweeper(Sweeper):
 
         self.config = config
         self.hydra_context = hydra_context
-        self._impl = OptunaSweep(Settings.from_kwargs(self._settings))
+        self._impl = _one_line_errors(lambda: OptunaSweep(Settings.from_kwargs(self._settings)))
         self._impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.launcher = self._impl.launcher
 
     def sweep(self, arguments: list[str]) -> Any:
         """Run this worker's share of the study; returns the best trial so far (or None)."""
         assert self._impl is not None, "setup() was not called"
-        return self._impl.sweep(arguments)
+        return _one_line_errors(lambda: self._impl.sweep(arguments))

@@ -1,0 +1,1 @@
+"""Benchmarks: our pipeline against the article's recipe on a CPU (`make bench`), and on a GPU."""

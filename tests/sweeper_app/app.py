@@ -1,0 +1,42 @@
+"""A tiny Hydra task for the sweeper tests: a cheap objective with per-step reports."""
+
+from __future__ import annotations
+
+import time
+
+import hydra
+from omegaconf import DictConfig
+
+from src.trial import open_trial, report
+
+
+def objective(x: float, y: float, cat: str, step: int) -> float:
+    """Best near x=1, y=2, cat=b; grows towards its final value over the steps."""
+    base = -((x - 1.0) ** 2) - (y - 2.0) ** 2 + (0.5 if cat == "b" else 0.0)
+    if x > 5:  # the hopeless region
+        base -= 1000.0
+    return base - 1.0 / (step + 1)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """Sleep, report every step to the Optuna trial (if any), return the final value."""
+    if cfg.calls_file:
+        with open(cfg.calls_file, "a") as f:
+            f.write(f"{cfg.trial.trial_id} x={cfg.x} y={cfg.y} cat={cfg.cat}\n")
+    if cfg.fail_if_x_above is not None and cfg.x > cfg.fail_if_x_above:
+        raise ValueError(f"x={cfg.x} is above {cfg.fail_if_x_above}")
+    if cfg.return_nan:
+        return float("nan")
+    trial = open_trial(cfg.trial)
+    value = 0.0
+    for step in range(cfg.steps):
+        time.sleep(cfg.sleep)
+        value = objective(cfg.x, cfg.y, cfg.cat, step)
+        if trial is not None:
+            report(trial, value, step)
+    return value
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Specification of src.report: tables, verdicts, plots and left-out runs from an MLflow store.
+
+The store is written directly with MlflowClient (no training): two backbones x two training
+sizes x three seeds, with predictions simulated at known accuracies, plus a failed and a pruned
+run, under one parent run, as src.train -m leaves them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from src import report
+from src.metrics import classification_metrics, per_class_report, prefixed
+
+LABELS = ["negative", "neutral", "positive"]
+N_TEST = 400
+# Simulated test accuracy of each (model, size): the Instruct stand-in is clearly better at 1000.
+ACCURACY = {
+    ("base", 100): 0.62,
+    ("instruct", 100): 0.62,
+    ("base", 1000): 0.70,
+    ("instruct", 1000): 0.85,
+}
+HUB = {"base": "org/base", "instruct": "org/instruct"}
+
+
+def simulate(accuracy: float, seed: int, salt: int) -> pd.DataFrame:
+    """A predictions table: the seed fixes the test set; each system errs on its own examples."""
+    gold = np.random.default_rng(seed).integers(0, len(LABELS), N_TEST)
+    rng = np.random.default_rng([seed, salt])
+    wrong = rng.random(N_TEST) > accuracy
+    pred = np.where(wrong, (gold + rng.integers(1, len(LABELS), N_TEST)) % len(LABELS), gold)
+    probs = np.full((N_TEST, len(LABELS)), 0.1)
+    probs[np.arange(N_TEST), pred] = 0.8
+    table = pd.DataFrame(
+        {
+            "id": [f"s{seed}-{i}" for i in range(N_TEST)],
+            "gold": [LABELS[i] for i in gold],
+            "predicted": [LABELS[i] for i in pred],
+        }
+    )
+    for i, name in enumerate(LABELS):
+        table[f"p_{name}"] = probs[:, i]
+    return table
+
+
+def log_job(
+    client: mlflow.MlflowClient,
+    exp: str,
+    parent: str,
+    params: dict[str, str],
+    predictions: pd.DataFrame | None,
+    tmp: Path,
+    state: str = "completed",
+) -> str:
+    """One child run as src.train logs it."""
+    run = client.create_run(exp, tags={"mlflow.parentRunId": parent, "clfsweep.state": state})
+    rid = run.info.run_id
+    for k, v in params.items():
+        client.log_param(rid, k, v)
+    if predictions is not None:
+        gold = predictions.gold.map(LABELS.index).to_numpy()
+        pred = predictions.predicted.map(LABELS.index).to_numpy()
+        metrics = prefixed(classification_metrics(gold, pred, len(LABELS)), "test")
+        for k, v in metrics.items():
+            client.log_metric(rid, k, v)
+        _, as_dict = per_class_report(gold, pred, LABELS)
+        folder = tmp / rid
+        (folder / "predictions").mkdir(parents=True)
+        predictions.to_csv(folder / "predictions" / "test.csv", index=False)
+        (folder / "test_classification_report.json").write_text(json.dumps(as_dict))
+        client.log_artifacts(rid, str(folder))
+    if state == "completed":
+        client.set_terminated(rid, "FINISHED")
+    elif state == "pruned":
+        client.set_tag(rid, "error", "pruned at epoch 1: eval_macro_f1=0.3")
+        client.set_terminated(rid, "FINISHED")
+    else:
+        client.set_tag(rid, "error", "CUDA out of memory")
+        client.set_terminated(rid, "FAILED")
+    return rid
+
+
+def params_of(model: str, size: int, seed: int) -> dict[str, str]:
+    """The params that matter (and some that vary without being factors)."""
+    return {
+        "model.name": model,
+        "model.hub_id": HUB[model],  # co-varies with model.name: not a second factor
+        "method.name": "lora",
+        "data.max_train": str(size),
+        "seed": str(seed),
+        "output_dir": f"/sweeps/x/{model}-{size}-{seed}",
+        "trainer.lr": "0.0001",
+    }
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A populated store: 12 completed runs, 1 failed, 1 pruned, one parent run."""
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment(
+        "c3_base_vs_instruct_by_size_cpu", artifact_location=(root / "artifacts").as_uri()
+    )
+    parent = client.create_run(exp, tags={"clfsweep.sweep": "2026-01-01"}).info.run_id
+    for (model, size), acc in ACCURACY.items():
+        for seed in range(3):
+            salt = 1 if model == "base" else 2
+            log_job(
+                client, exp, parent, params_of(model, size, seed), simulate(acc, seed, salt), root
+            )
+    log_job(client, exp, parent, params_of("base", 1000, 3), None, root, state="failed")
+    log_job(client, exp, parent, params_of("instruct", 100, 3), None, root, state="pruned")
+    client.set_terminated(parent, "FINISHED")
+    return {"uri": uri, "parent": parent, "root": str(root)}
+
+
+@pytest.fixture(scope="module")
+def built(store: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of the store, written by the CLI entry point."""
+    out = tmp_path_factory.mktemp("report")
+    code = report.main(
+        [
+            "--experiment",
+            "c3_base_vs_instruct_by_size_cpu",
+            "--tracking-uri",
+            store["uri"],
+            "--out",
+            str(out),
+            "--n-boot",
+            "500",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_factors_are_the_swept_params_without_seed_and_covarying_ones(
+    store: dict[str, str],
+) -> None:
+    runs = report.load_runs(store["uri"], "c3_base_vs_instruct_by_size_cpu", None, "macro_f1")
+    assert len(runs.jobs) == 12
+    assert report.find_factors(runs) == ["model.name", "data.max_train"]
+
+
+def test_failed_and_pruned_runs_are_counted_and_listed(store: dict[str, str], built: Path) -> None:
+    runs = report.load_runs(store["uri"], "c3_base_vs_instruct_by_size_cpu", None, "macro_f1")
+    assert sorted(runs.excluded.state) == ["failed", "pruned"]
+    md = (built / "report.md").read_text()
+    assert "12 completed, 1 pruned, 1 failed" in md
+    assert "CUDA out of memory" in md and "pruned at epoch 1" in md
+
+
+def test_table_cells_are_mean_and_t_interval_over_seeds(built: Path) -> None:
+    summary = pd.read_csv(built / "summary.csv")
+    assert len(summary) == 4 and set(summary.n) == {3}
+    row = summary[(summary["model.name"] == "instruct") & (summary["data.max_train"] == 1000)]
+    assert row.accuracy_mean.item() == pytest.approx(0.85, abs=0.04)
+    assert 0 < row.accuracy_ci.item() < 0.1
+    md = (built / "report.md").read_text()
+    for header in ("Accuracy", "micro P", "macro R", "weighted F1"):
+        assert header in md
+    assert "±" in md
+    # The best configuration's per-class table names every class.
+    assert "Best configuration: model.name=instruct, data.max_train=1000" in md
+    for label in LABELS:
+        assert f"| {label} |" in md
+
+
+def test_verdicts_follow_the_paired_bootstrap(built: Path) -> None:
+    comparisons = pd.read_csv(built / "comparisons.csv")
+    verdicts = dict(zip(comparisons["data.max_train"], comparisons.verdict, strict=True))
+    assert verdicts[1000] == "instruct better"
+    assert comparisons.set_index("data.max_train").loc[1000, "low"] > 0
+    # Equal simulated accuracy at 100: almost surely no significant difference.
+    assert verdicts[100] == "no significant difference"
+
+
+def test_plots_and_html_are_written_and_logged_to_the_parent(
+    store: dict[str, str], built: Path
+) -> None:
+    plots = {p.name for p in (built / "plots").iterdir()}
+    assert {
+        "learning_curve.png",
+        "confusion_matrix_best.png",
+        "macro_f1_vs_model.name.png",
+        "macro_f1_vs_data.max_train.png",
+    } <= plots
+    html = (built / "report.html").read_text()
+    assert "<table>" in html and "instruct better" in html
+    client = mlflow.MlflowClient(tracking_uri=store["uri"])
+    logged = {a.path for a in client.list_artifacts(store["parent"], "report")}
+    assert {"report/report.md", "report/report.html", "report/plots"} <= logged
+
+
+def test_unknown_experiment_is_a_one_line_error(store: dict[str, str], capsys) -> None:
+    code = report.main(["--experiment", "nope", "--tracking-uri", store["uri"], "--no-log"])
+    assert code == 2
+    assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
+
+
+def test_compare_must_name_a_swept_factor(store: dict[str, str], tmp_path: Path, capsys) -> None:
+    args = ["--experiment", "c3_base_vs_instruct_by_size_cpu", "--tracking-uri", store["uri"]]
+    code = report.main([*args, "--compare", "trainer.lr", "--out", str(tmp_path), "--no-log"])
+    assert code == 2
+    assert "not a swept factor" in capsys.readouterr().err

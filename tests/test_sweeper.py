@@ -1,0 +1,420 @@
+"""Unit tests of the clfsweep_optuna sweeper: search space, composition, storage, liveness."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from hydra_plugins.clfsweep_optuna_sweeper._impl import Settings, _as_float, _is_pruned
+from hydra_plugins.clfsweep_optuna_sweeper._liveness import (
+    HEARTBEAT_ATTR,
+    WORKER_ATTR,
+    Heartbeat,
+    Worker,
+    process_alive,
+    process_start_ticks,
+    stale_reason,
+)
+from hydra_plugins.clfsweep_optuna_sweeper._search_space import (
+    coerce,
+    format_value,
+    grid_space,
+    param_overrides,
+    parse_search_space,
+    quote,
+)
+from hydra_plugins.clfsweep_optuna_sweeper.optuna_sweeper import ClfsweepOptunaSweeper
+from src.config import TrialConfig, register_configs
+from src.errors import UserError
+from src.trial import (
+    PRUNER_ATTR,
+    build_pruner,
+    journal_path,
+    journal_url,
+    normalize_storage_url,
+    open_storage,
+    open_trial,
+    report,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_CONF = ROOT / "tests" / "sweeper_app" / "conf"
+PARSER = OverridesParser.create()
+
+
+def parsed(line: str) -> object:
+    """The value Hydra gives the override ``k=<line>``."""
+    return PARSER.parse_override(f"k={line}").value()
+
+
+# -- search space -------------------------------------------------------------------------
+
+
+def test_parse_intervals_and_tags() -> None:
+    space = parse_search_space(
+        {
+            "method.rank": "tag(log, int(interval(8, 128)))",
+            "trainer.lr": "tag(log, interval(1e-5, 5e-4))",
+            "trainer.epochs": "int(interval(1, 4))",
+            "dropout": "interval(0, 0.5)",
+        },
+        [],
+    )
+    d = space.distributions
+    assert d["method.rank"] == IntDistribution(8, 128, log=True)
+    assert d["trainer.lr"] == FloatDistribution(1e-5, 5e-4, log=True)
+    assert d["trainer.epochs"] == IntDistribution(1, 4)
+    assert d["dropout"] == FloatDistribution(0.0, 0.5)
+    assert space.fixed == []
+    assert "method.rank: int [8, 128] log" in space.describe()
+
+
+def test_parse_choices_ranges_and_plain_lists() -> None:
+    space = parse_search_space(
+        {
+            "a": "x,'y z',3,null,true",
+            "b": "range(2, 10, 2)",
+            "c": "range(0.1, 0.4, 0.1)",
+            "d": "p,q",
+            "e": "tag(log, range(1, 5))",
+        },
+        [],
+    )
+    d = space.distributions
+    assert d["a"] == CategoricalDistribution(["x", "'y z'", 3, None, True])
+    assert d["b"] == IntDistribution(2, 8, step=2)
+    assert isinstance(d["c"], CategoricalDistribution)
+    assert d["c"].choices[:3] == (0.1, 0.2, 0.3)
+    assert d["d"] == CategoricalDistribution(["p", "q"])
+    assert d["e"] == IntDistribution(1, 4, log=True)
+
+
+def test_command_line_sweeps_join_the_space_and_fixed_values_win() -> None:
+    space = parse_search_space(
+        {"x": "interval(0, 1)", "y": "interval(0, 1)", "z": 3},
+        ["model=tiny_qwen2,tiny_bert", "y=0.5", "data=fund_reviews", "+extra=1"],
+    )
+    assert set(space.distributions) == {"x", "model"}
+    assert space.distributions["model"] == CategoricalDistribution(["tiny_qwen2", "tiny_bert"])
+    assert space.fixed == ["z=3", "y=0.5", "data=fund_reviews", "+extra=1"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["interval(1, 1)", "tag(log, interval(0, 1))", "choice()", "range(5, 1)"],
+)
+def test_parse_rejects_empty_or_impossible_spaces(bad: str) -> None:
+    with pytest.raises((UserError, Exception)):
+        parse_search_space({"k": bad}, [])
+
+
+def test_params_must_be_strings_or_scalars() -> None:
+    with pytest.raises(UserError, match="sweep syntax"):
+        parse_search_space({"k": [1, 2]}, [])
+
+
+@pytest.mark.parametrize("value", [5e-05, 0.1, 1e20, 64, 0, True, False, None, float("inf"), -3.5])
+def test_values_round_trip_through_hydra_overrides(value: object) -> None:
+    (line,) = param_overrides({"k": value})
+    assert parsed(line.split("=", 1)[1]) == value
+
+
+def test_categorical_strings_keep_their_override_syntax() -> None:
+    space = parse_search_space({"k": "choice(plain, 'with space', '3', [1,2])"}, [])
+    dist = space.distributions["k"]
+    assert isinstance(dist, CategoricalDistribution)
+    back = [parsed(format_value(c)) for c in dist.choices]
+    assert back == ["plain", "with space", "3", [1, 2]]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "journal:///tmp/a b/journal.log",
+        "it's",
+        "back\\slash",
+        "ends with\\",
+        "quote\\'d",
+        "${not.an.interpolation}",
+        "a,b=c",
+        "sqlite:////tmp/x.db",
+    ],
+)
+def test_quote_round_trips(text: str) -> None:
+    # OmegaConf resolves the escaped interpolation when the value lands in the config.
+    assert OmegaConf.create({"k": parsed(quote(text))}).k == text
+
+
+def test_coerce_enqueued_values() -> None:
+    assert coerce("r", 64.0, IntDistribution(8, 128)) == 64
+    assert coerce("r", "64", IntDistribution(8, 128)) == 64
+    assert coerce("lr", "5e-5", FloatDistribution(1e-5, 1e-3)) == 5e-5
+    cat = CategoricalDistribution(["tiny_qwen2", "'3'", 3, None])
+    assert coerce("m", "tiny_qwen2", cat) == "tiny_qwen2"
+    assert coerce("m", "3", cat) == "'3'"
+    assert coerce("m", 3, cat) == 3
+    assert coerce("m", None, cat) is None
+    with pytest.raises(UserError, match="not one of"):
+        coerce("m", "nope", cat)
+    with pytest.raises(UserError, match="not a number"):
+        coerce("r", 2.5, IntDistribution(1, 4))
+
+
+def test_grid_space_needs_finite_params() -> None:
+    space = parse_search_space({"a": "x,y", "b": "range(1, 4)"}, [])
+    assert grid_space(space) == {"a": ["x", "y"], "b": [1, 2, 3]}
+    with pytest.raises(UserError, match="grid"):
+        grid_space(parse_search_space({"a": "interval(0, 1)"}, []))
+
+
+# -- settings and job outcomes ------------------------------------------------------------
+
+
+def test_settings_validate() -> None:
+    s = Settings.from_kwargs({"n_trials": 3, "sampler": {"name": "random", "seed": 1}})
+    assert s.sampler == {"name": "random", "seed": 1}
+    assert s.pruner["name"] == "median"
+    with pytest.raises(UserError, match="max_failure_rate"):
+        Settings.from_kwargs({"max_failure_rate": 1.0})
+    with pytest.raises(UserError, match="n_trials"):
+        Settings.from_kwargs({"n_trials": 0})
+
+
+def test_job_return_values() -> None:
+    assert _as_float(0.5) == 0.5
+    assert _as_float(3) == 3.0
+    for bad in (None, float("nan"), float("inf"), "0.5", True, object()):
+        assert _as_float(bad) is None
+    assert _is_pruned(optuna.TrialPruned("x"))
+    assert not _is_pruned(ValueError("x"))
+
+
+# -- composition and discovery ------------------------------------------------------------
+
+
+def test_plugin_is_discovered() -> None:
+    names = [p.__name__ for p in Plugins.instance().discover(Sweeper)]
+    assert ClfsweepOptunaSweeper.__name__ in names
+
+
+def test_sweeper_composes_by_name() -> None:
+    with initialize_config_dir(config_dir=str(APP_CONF), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["hydra.sweeper.n_trials=7", "hydra.sweeper.pruner.name=hyperband"],
+            return_hydra_config=True,
+        )
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("optuna_sweeper.ClfsweepOptunaSweeper")
+    assert sweeper.n_trials == 7
+    assert sweeper.pruner.name.name == "hyperband"
+
+
+def test_sweeper_typos_fail_at_compose_time() -> None:
+    with (
+        initialize_config_dir(config_dir=str(APP_CONF), version_base="1.3"),
+        pytest.raises(Exception, match="sampler"),
+    ):
+        compose("config", overrides=["hydra.sweeper.sampler.name=tpee"], return_hydra_config=True)
+
+
+@pytest.mark.parametrize(
+    ("preset", "method", "names"),
+    [
+        ("lora_rank_lr_epochs", "lora", {"method.rank", "trainer.lr", "trainer.epochs"}),
+        ("sft_lr_epochs", "sft", {"trainer.lr", "trainer.epochs"}),
+        ("smoke_tiny", "lora", {"method.rank", "trainer.lr"}),
+    ],
+)
+def test_presets_compose(preset: str, method: str, names: set[str]) -> None:
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hparams_search={preset}"], return_hydra_config=True)
+    assert cfg.method.name == method
+    assert cfg.optimized_metric == "eval_macro_f1"
+    assert cfg.hydra.sweeper._target_.endswith("ClfsweepOptunaSweeper")
+    assert cfg.hydra.sweep.dir == f"sweeps/{cfg.hydra.sweeper.study_name}/trials"
+    space = parse_search_space(cfg.hydra.sweeper.params, [])
+    assert set(space.distributions) == names
+    for entry in cfg.hydra.sweeper.enqueue:
+        for key, value in entry.items():
+            coerce(key, value, space.distributions[key])
+
+
+def test_lora_preset_space_and_known_good_config() -> None:
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=["hparams_search=lora_rank_lr_epochs"], return_hydra_config=True
+        )
+    d = parse_search_space(cfg.hydra.sweeper.params, []).distributions
+    assert d["method.rank"] == IntDistribution(8, 128, log=True)
+    assert d["trainer.lr"] == FloatDistribution(1e-5, 5e-4, log=True)
+    assert d["trainer.epochs"] == IntDistribution(1, 4)
+    assert cfg.method.alpha is None
+    (entry,) = cfg.hydra.sweeper.enqueue
+    assert {k: coerce(k, v, d[k]) for k, v in entry.items()} == {
+        "method.rank": 64,
+        "trainer.lr": 5e-5,
+        "trainer.epochs": 3,
+    }
+
+
+# -- storage URLs and trials --------------------------------------------------------------
+
+
+def test_storage_urls(tmp_path: Path) -> None:
+    url = journal_url(tmp_path / "s" / "journal.log")
+    assert url == f"journal://{tmp_path}/s/journal.log"
+    assert journal_path(url) == tmp_path / "s" / "journal.log"
+    assert journal_path("sqlite:///x.db") is None
+    assert normalize_storage_url("journal://rel/j.log", tmp_path) == journal_url(
+        tmp_path / "rel" / "j.log"
+    )
+    assert normalize_storage_url("sqlite:///rel.db", tmp_path) == f"sqlite:///{tmp_path}/rel.db"
+    assert normalize_storage_url("sqlite:////abs.db", tmp_path) == "sqlite:////abs.db"
+    pg = "postgresql://u:p@host/db"
+    assert normalize_storage_url(pg, tmp_path) == pg
+
+
+def test_open_storage_kinds(tmp_path: Path) -> None:
+    journal = open_storage(journal_url(tmp_path / "new" / "journal.log"))
+    assert isinstance(journal, optuna.storages.JournalStorage)
+    assert (tmp_path / "new" / "journal.log").exists()
+    rdb = open_storage(f"sqlite:///{tmp_path}/o.db", heartbeat_interval=5, grace_period=20)
+    assert isinstance(rdb, optuna.storages.RDBStorage)
+    assert rdb.get_heartbeat_interval() == 5
+    assert rdb.grace_period == 20
+    assert rdb.get_heartbeat_stale_trial_callback() is not None
+    plain = open_storage(f"sqlite:///{tmp_path}/p.db")
+    assert isinstance(plain, optuna.storages.RDBStorage)
+    assert plain.get_heartbeat_interval() is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind"),
+    [
+        ({"name": "median", "n_startup_trials": 2}, optuna.pruners.MedianPruner),
+        ({"name": "percentile", "percentile": 10}, optuna.pruners.PercentilePruner),
+        ({"name": "hyperband", "min_resource": 1}, optuna.pruners.HyperbandPruner),
+        (
+            {"name": "successive_halving", "min_resource": None},
+            optuna.pruners.SuccessiveHalvingPruner,
+        ),
+        ({"name": "none"}, optuna.pruners.NopPruner),
+        (None, optuna.pruners.NopPruner),
+    ],
+)
+def test_build_pruner(spec: dict[str, object] | None, kind: type) -> None:
+    assert isinstance(build_pruner(spec), kind)
+
+
+def test_build_pruner_rejects_unknown_names() -> None:
+    with pytest.raises(ValueError, match="unknown pruner"):
+        build_pruner({"name": "nope"})
+
+
+def test_open_trial_reopens_the_sweepers_trial(tmp_path: Path) -> None:
+    url = journal_url(tmp_path / "journal.log")
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    storage.set_study_system_attr(
+        study._study_id, PRUNER_ATTR, {"name": "median", "n_startup_trials": 1}
+    )
+    first = study.ask()
+    first.report(1.0, 1)
+    study.tell(first, 1.0)
+    asked = study.ask({"x": FloatDistribution(0, 1)})
+
+    assert open_trial(TrialConfig()) is None
+    trial = open_trial(TrialConfig(storage=url, study_name="s", trial_id=asked._trial_id))
+    assert trial is not None
+    assert trial.number == asked.number
+    assert trial.params == asked.params
+    assert isinstance(trial.study.pruner, optuna.pruners.MedianPruner)
+    with pytest.raises(optuna.TrialPruned):
+        report(trial, 0.0, 1)  # below the median of the finished trial at step 1
+    assert study.trials[1].intermediate_values == {1: 0.0}
+    study.tell(asked, state=TrialState.PRUNED)
+    assert open_trial(TrialConfig(storage=url, study_name="s", trial_id=asked._trial_id)) is None
+
+
+# -- liveness -----------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_process_alive() -> None:
+    me = os.getpid()
+    assert process_alive(me, process_start_ticks(me))
+    assert not process_alive(_dead_pid())
+    if process_start_ticks(me) is not None:
+        assert not process_alive(me, (process_start_ticks(me) or 0) + 1)  # a reused pid
+
+
+def test_zombies_are_dead() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+    try:
+        assert not process_alive(proc.pid)
+    finally:
+        proc.wait()
+
+
+def _running(attrs: dict[str, object]) -> optuna.trial.FrozenTrial:
+    """A RUNNING frozen trial with the given system attrs."""
+    trial = optuna.trial.create_trial(state=TrialState.RUNNING)
+    trial._system_attrs = dict(attrs)
+    return trial
+
+
+def test_stale_reason() -> None:
+    me = Worker.current()
+    now = time.time()
+    host = socket.gethostname()
+    dead = {"host": host, "pid": _dead_pid(), "start_ticks": None, "heartbeat": "attr"}
+    assert "gone" in str(stale_reason(_running({WORKER_ATTR: dead}), me, 120, now))
+    alive = me.to_attr("attr")
+    assert stale_reason(_running({WORKER_ATTR: alive}), me, 120, now) is None
+    remote = {"host": "elsewhere", "pid": 1, "heartbeat": "attr", "started": now - 1000}
+    assert "no heartbeat" in str(stale_reason(_running({WORKER_ATTR: remote}), me, 120, now))
+    fresh = {WORKER_ATTR: remote, HEARTBEAT_ATTR: now - 10}
+    assert stale_reason(_running(fresh), me, 120, now) is None
+    native = dict(remote, heartbeat="optuna")
+    assert stale_reason(_running({WORKER_ATTR: native}), me, 120, now) is None
+    assert stale_reason(_running({}), me, 120, now) is None
+    orphan = _running({})
+    orphan.datetime_start = datetime.fromtimestamp(now - 3600)
+    assert "no worker recorded" in str(stale_reason(orphan, me, 120, now))
+
+
+def test_heartbeat_thread_beats(tmp_path: Path) -> None:
+    storage = open_storage(journal_url(tmp_path / "journal.log"))
+    study = optuna.create_study(study_name="h", storage=storage)
+    trial = study.ask()
+    with Heartbeat(storage, [trial._trial_id], 0.1) as hb:
+        assert hb.mode == "attr"
+        first = storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT_ATTR]
+        time.sleep(0.35)
+    last = storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT_ATTR]
+    assert last > first

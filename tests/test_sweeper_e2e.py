@@ -1,0 +1,350 @@
+"""End-to-end tests of the clfsweep_optuna sweeper: real Hydra multiruns in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from optuna.trial import FrozenTrial, TrialState
+
+from hydra_plugins.clfsweep_optuna_sweeper._liveness import WORKER_ATTR
+from src.trial import FAIL_REASON_ATTR, journal_url, open_storage
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "tests" / "sweeper_app" / "app.py"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without tracking settings that would leak into the sweep."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CLFSWEEP_PARENT_RUN_ID", "MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")
+    }
+    return env | extra
+
+
+def app_command(*overrides: str) -> list[str]:
+    """A multirun of the test app."""
+    return [sys.executable, str(APP), "-m", *overrides]
+
+
+def run(
+    cwd: Path, command: list[str], env: dict[str, str] | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion; its output is kept for assertion messages."""
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def load_trials(cwd: Path, study_name: str = "app_study") -> list[FrozenTrial]:
+    """The trials of a study stored in its default journal file."""
+    storage = open_storage(journal_url(cwd / "sweeps" / study_name / "journal.log"))
+    return optuna.load_study(study_name=study_name, storage=storage).trials
+
+
+def by_state(trials: list[FrozenTrial], *states: TrialState) -> list[FrozenTrial]:
+    """The trials in any of `states`."""
+    return [t for t in trials if t.state in states]
+
+
+def test_resume_after_kill_finishes_exactly_n_trials(tmp_path: Path) -> None:
+    calls = tmp_path / "calls.log"
+    command = app_command("hydra.sweeper.n_trials=4", "steps=2", "sleep=0.6", f"calls_file={calls}")
+    with open(tmp_path / "first.log", "w") as out:
+        proc = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if calls.exists() and len(calls.read_text().splitlines()) >= 3:
+                break  # trial 2's job has started
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {t.number: t for t in load_trials(tmp_path)}
+    assert [before[n].state for n in (0, 1, 2)] == [
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+        TrialState.RUNNING,
+    ]
+
+    again = run(tmp_path, command)
+    assert again.returncode == 0, again.stderr
+    trials = load_trials(tmp_path)
+    assert len(by_state(trials, *FINISHED)) == 4
+    assert not by_state(trials, TrialState.RUNNING, TrialState.WAITING)
+    for n in (0, 1):  # untouched
+        assert trials[n].value == before[n].value
+        assert trials[n].datetime_complete == before[n].datetime_complete
+    killed = trials[2]
+    assert killed.state == TrialState.FAIL
+    assert "stale" in killed.user_attrs[FAIL_REASON_ATTR]
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == 2]
+    assert len(retried) == 1
+    assert retried[0].params == killed.params
+    assert retried[0].state == TrialState.COMPLETE
+    started = [line.split()[0] for line in calls.read_text().splitlines()]
+    assert started.count("0") == 1 and started.count("1") == 1  # finished trials never re-run
+    trial_dirs = (tmp_path / "sweeps" / "app_study" / "trials").iterdir()
+    assert sorted(p.name for p in trial_dirs if p.is_dir()) == [str(t.number) for t in trials]
+
+
+def test_two_workers_share_one_study(tmp_path: Path) -> None:
+    command = app_command("hydra.sweeper.n_trials=6", "steps=1", "sleep=0.8")
+    procs = [
+        subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    trials = load_trials(tmp_path)
+    assert len(trials) == 6
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(6))
+    pids = {t.system_attrs[WORKER_ATTR]["pid"] for t in trials}
+    assert pids == {p.pid for p in procs}
+    trial_dirs = (tmp_path / "sweeps" / "app_study" / "trials").iterdir()
+    assert sorted(p.name for p in trial_dirs if p.is_dir()) == [str(n) for n in range(6)]
+
+
+def test_hopeless_trials_are_pruned_early(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.n_trials=4",
+            "steps=3",
+            "x=interval(0, 10)",
+            "hydra.sweeper.pruner.name=median",
+            "hydra.sweeper.pruner.n_startup_trials=2",
+            "hydra.sweeper.enqueue=[{x: 1.0, y: 2.0}, {x: 1.5, y: 2.0}, {x: 9.0, y: 2.0}]",
+        ),
+    )
+    assert result.returncode == 0, result.stderr
+    trials = load_trials(tmp_path)
+    assert len(by_state(trials, *FINISHED)) == 4 == len(trials)
+    assert [t.params["x"] for t in trials[:3]] == [1.0, 1.5, 9.0]
+    hopeless = trials[2]
+    assert hopeless.state == TrialState.PRUNED
+    assert len(hopeless.intermediate_values) < 3
+    assert hopeless.value == hopeless.intermediate_values[max(hopeless.intermediate_values)]
+    for t in by_state(trials, TrialState.COMPLETE):
+        assert len(t.intermediate_values) == 3
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.n_trials=3",
+            "x=interval(0, 3)",
+            "fail_if_x_above=4.0",
+            "hydra.sweeper.enqueue=[{x: 4.5}]",
+        ),
+    )
+    assert result.returncode == 0, result.stderr
+    trials = load_trials(tmp_path)
+    assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
+    assert trials[0].user_attrs[FAIL_REASON_ATTR] == "ValueError: x=4.5 is above 4.0"
+
+
+def test_too_many_failures_stop_with_one_clear_line(tmp_path: Path) -> None:
+    result = run(tmp_path, app_command("hydra.sweeper.n_trials=10", "return_nan=true"))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "3 of 3 trials failed" in errors[0] and "max_failure_rate=0.5" in errors[0]
+    assert "Traceback" not in result.stderr
+    trials = load_trials(tmp_path)
+    assert len(trials) == 3
+    assert all("returned nan" in t.user_attrs[FAIL_REASON_ATTR] for t in trials)
+
+
+def test_a_trial_whose_config_cannot_compose_fails_with_the_reason(tmp_path: Path) -> None:
+    result = run(tmp_path, app_command("hydra.sweeper.n_trials=2", "nope=1,2"))
+    assert result.returncode == 2
+    trials = load_trials(tmp_path)
+    assert len(trials) == 3
+    assert all("nope" in t.user_attrs[FAIL_REASON_ATTR] for t in trials)
+
+
+def test_grid_sampler_batches_and_timeout(tmp_path: Path) -> None:
+    grid = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.study_name=grid",
+            "hydra.sweeper.sampler.name=grid",
+            "hydra.sweeper.n_trials=10",  # capped at the 4 grid points
+            "hydra.sweeper.n_jobs=2",
+            "x=1,2",
+            "y=range(0, 2)",
+        ),
+    )
+    assert grid.returncode == 0, grid.stderr
+    trials = load_trials(tmp_path, "grid")
+    assert sorted((t.params["x"], t.params["y"]) for t in trials) == [
+        (1, 0),
+        (1, 1),
+        (2, 0),
+        (2, 1),
+    ]
+    assert "Launching 2 jobs locally" in grid.stdout
+    timed = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.study_name=timed",
+            "hydra.sweeper.timeout=0.5",
+            "steps=1",
+            "sleep=1.0",
+        ),
+    )
+    assert timed.returncode == 0, timed.stderr
+    assert len(load_trials(tmp_path, "timed")) == 1
+
+
+def test_sqlite_storage_with_optunas_heartbeat(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        app_command("hydra.sweeper.n_trials=2", "hydra.sweeper.storage=sqlite:///study.db"),
+    )
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="app_study", storage=f"sqlite:///{tmp_path}/study.db")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert {t.system_attrs[WORKER_ATTR]["heartbeat"] for t in study.trials} == {"optuna"}
+
+
+def test_enqueued_first_best_yaml_recomposes_and_reruns_top_up(tmp_path: Path) -> None:
+    def command(n: int) -> list[str]:
+        return app_command(
+            f"hydra.sweeper.n_trials={n}",
+            "cat=a,b",
+            "steps=1",
+            "hydra.sweeper.enqueue=[{x: 1.0, y: 2.0, cat: b}]",
+        )
+
+    first = run(tmp_path, command(3))
+    assert first.returncode == 0, first.stderr
+    trials = load_trials(tmp_path)
+    assert trials[0].params == {"x": 1.0, "y": 2.0, "cat": "b"}
+    assert trials[0].distributions["cat"] == optuna.distributions.CategoricalDistribution(
+        ["a", "b"]
+    )
+    best = yaml.safe_load((tmp_path / "sweeps" / "app_study" / "best.yaml").read_text())
+    assert best["best_trial"] == 0
+    assert set(best["overrides"]) >= {"steps=1", "x=1.0", "y=2.0", "cat=b"}
+    with initialize_config_dir(config_dir=str(APP.parent / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=best["overrides"])
+    assert (cfg.x, cfg.y, cfg.cat, cfg.steps) == (1.0, 2.0, "b", 1)
+    replay = shlex.split(best["command"])
+    assert replay[0] == "python"
+    single = run(tmp_path, [sys.executable, *replay[1:]])
+    assert single.returncode == 0, single.stderr
+
+    same = run(tmp_path, command(3))  # already done: nothing to run, nothing enqueued twice
+    assert same.returncode == 0, same.stderr
+    assert len(load_trials(tmp_path)) == 3
+    more = run(tmp_path, command(5))  # a larger n_trials tops the study up
+    assert more.returncode == 0, more.stderr
+    trials = load_trials(tmp_path)
+    assert len(by_state(trials, *FINISHED)) == 5 == len(trials)
+    assert sum(t.params == {"x": 1.0, "y": 2.0, "cat": "b"} for t in trials) == 1
+
+
+def test_parent_mlflow_run_gets_progress_and_plots(tmp_path: Path) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("sweeps")
+    parent = client.create_run(experiment).info.run_id
+    env = clean_env(MLFLOW_TRACKING_URI=uri, CLFSWEEP_PARENT_RUN_ID=parent)
+    result = run(
+        tmp_path,
+        app_command("hydra.sweeper.n_trials=3", "hydra.sweeper.plots=true", "steps=2"),
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    run_data = client.get_run(parent).data
+    assert run_data.params["study_name"] == "app_study"
+    assert run_data.params["n_trials"] == "3"
+    assert "x: float [0.0, 5.0]" in run_data.params["search_space"]
+    assert run_data.params["sampler"].startswith("random(")
+    history = client.get_metric_history(parent, "best_value")
+    assert sorted(m.step for m in history) == [0, 1, 2]
+    trials = load_trials(tmp_path)
+    best = max(trials, key=lambda t: t.value or float("-inf"))
+    assert run_data.metrics["best_value"] == pytest.approx(best.value)
+    assert run_data.tags["best.x"] == repr(best.params["x"])
+    artifacts = {a.path for a in client.list_artifacts(parent, "optuna")}
+    assert "optuna/best.yaml" in artifacts
+    plots = {a.path for a in client.list_artifacts(parent, "optuna/plots")}
+    assert {
+        "optuna/plots/optimization_history.png",
+        "optuna/plots/param_importances.png",
+        "optuna/plots/parallel_coordinate.png",
+        "optuna/plots/intermediate_values.png",
+    } <= plots
+    assert (tmp_path / "sweeps" / "app_study" / "plots" / "optimization_history.png").exists()
+
+
+def test_sweep_of_src_train_with_the_lora_preset(tmp_path: Path) -> None:
+    if not (ROOT / "src" / "train.py").exists():
+        pytest.skip("src/train.py is not there yet")
+    result = run(
+        tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "src.train",
+            "-m",
+            "hparams_search=lora_rank_lr_epochs",
+            "model=tiny_qwen2",
+            "data=fund_reviews",
+            "hydra.sweeper.n_trials=3",
+        ],
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    name = "lora_rank_lr_epochs-tiny_qwen2-fund_reviews"
+    trials = load_trials(tmp_path, name)
+    assert len(trials) == 3
+    assert all(t.state in FINISHED for t in trials)
+    assert trials[0].params == {"method.rank": 64, "trainer.lr": 5e-5, "trainer.epochs": 3}
+    for t in by_state(trials, TrialState.COMPLETE):
+        assert sorted(t.intermediate_values) == list(range(1, t.params["trainer.epochs"] + 1))
+        assert t.value is not None and 0.0 <= t.value <= 1.0
+    best = yaml.safe_load((tmp_path / "sweeps" / name / "best.yaml").read_text())
+    assert "hparams_search=lora_rank_lr_epochs" in best["overrides"]
+    assert best["command"].startswith("python -m src.train ")
+    trial_dirs = [p for p in (tmp_path / "sweeps" / name / "trials").iterdir() if p.is_dir()]
+    assert sorted(p.name.split("_")[0] for p in trial_dirs) == ["0", "1", "2"]
