@@ -58,3 +58,20 @@ clean:  ## remove caches and run data (mlruns/, sweeps/); keeps .venv
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
 	find mlruns sweeps -mindepth 1 -not -name .gitkeep -delete 2>/dev/null || true
+
+# ---- Reliability and scale-out (issue 6): multi-GPU runs, shared services -------------------
+NPROC ?= 2
+
+.PHONY: train-ddp services services-stop
+
+# torchrun starts NPROC processes (DDP; DeepSpeed / FSDP via trainer.deepspeed / trainer.fsdp);
+# all ranks share one output dir, rank 0 alone logs to MLflow and saves the checkpoint.
+train-ddp: $(STAMP)  ## one run on NPROC GPUs: make train-ddp NPROC=8 ARGS="model=qwen2_7b_base method=sft trainer.deepspeed=zero2"
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m src.train \
+	  hydra.run.dir=sweeps/runs/ddp/$$(date +%Y-%m-%d/%H-%M-%S) $(ARGS)
+
+services: $(STAMP)  ## PostgreSQL (Optuna storage) + MLflow server on 127.0.0.1, data in .services/
+	scripts/services.sh start
+
+services-stop:  ## stop what `make services` started
+	scripts/services.sh stop

@@ -1,4 +1,6 @@
-"""The article's recipe, reproduced as the benchmark's reference (../shared/reference/article-*.txt).
+"""The article's recipe, reproduced as the benchmark's reference.
+
+Source: ../shared/reference/article-llm-text-classification.zh.txt.
 
 Kept as the article writes it, top to bottom:
 - data as `datasets.Dataset.from_pandas(df[['content', 'label', '标注类别']])`;
@@ -97,7 +99,7 @@ def evals(
             [txt], max_length=max_len, truncation=True, return_tensors="pt"
         ).to(model.device)
         logits = model(**model_inputs).logits
-        res = int(torch.argmax(logits, axis=1).cpu())
+        res = int(torch.argmax(logits, axis=1).cpu())  # type: ignore[call-arg]
         k_result.append(res)
     return np.array(test_ds["label"]), np.array(k_result)
 
@@ -121,7 +123,9 @@ def training_args(output_dir: Path, settings: Any) -> TrainingArguments:
     )
 
 
-def build_model(path: Path, tokenizer: PreTrainedTokenizerBase, label_names: list[str], settings: Any):  # type: ignore[no-untyped-def]
+def build_model(
+    path: Path, tokenizer: PreTrainedTokenizerBase, label_names: list[str], settings: Any
+) -> Any:
     """The article's model: the backbone with a fresh head, then LoRA on all projections."""
     id2label = dict(enumerate(label_names))
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -39,7 +39,8 @@ class ListDataset(torch.utils.data.Dataset[dict[str, Any]]):
 
 
 def macro_f1(pred: Any) -> dict[str, float]:
-    return {"macro_f1": float(f1_score(pred.label_ids, pred.predictions.argmax(-1), average="macro"))}
+    predicted = pred.predictions.argmax(-1)
+    return {"macro_f1": float(f1_score(pred.label_ids, predicted, average="macro"))}
 
 
 @torch.inference_mode()
@@ -71,7 +72,7 @@ def run(
         tokenize(s.text.tolist()) for s in (splits.train, splits.valid, splits.test)
     )
     names = splits.label_names
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model: Any = AutoModelForSequenceClassification.from_pretrained(
         checkpoint,
         num_labels=len(names),
         id2label=dict(enumerate(names)),
@@ -122,7 +123,7 @@ def run(
         compute_metrics=macro_f1,
     )
     result = trainer.train()
-    merged = trainer.model.merge_and_unload()
+    merged = model.merge_and_unload()  # the best epoch's weights: the Trainer loaded them
     test_start = time.perf_counter()
     logits = predict(merged, collator, test_ids, 64)
     test_s = time.perf_counter() - test_start

@@ -41,14 +41,18 @@ class MlflowParentRun(Callback):
             run = client.create_run(
                 experiment_id,
                 run_name=name,
-                tags={
-                    SWEEP_TAG: name,
-                    "sweep.dir": str(HydraConfig.get().sweep.dir),
-                    "hydra.overrides": " ".join(HydraConfig.get().overrides.task),
-                    "mlflow.source.name": "src.train -m",
-                },
+                tags=tracking.redact_values(
+                    {
+                        SWEEP_TAG: name,
+                        "sweep.dir": str(HydraConfig.get().sweep.dir),
+                        "hydra.overrides": " ".join(HydraConfig.get().overrides.task),
+                        "mlflow.source.name": "src.train -m",
+                    }
+                ),
             )
             self.run_id = run.info.run_id
+            if study:
+                self.run_id = elect_parent(client, experiment_id, name, self.run_id)
         os.environ[tracking.PARENT_ENV] = self.run_id
         log.info("MLflow parent run %s (%s)", self.run_id, name)
 
@@ -62,6 +66,19 @@ def sweep_name(config: DictConfig) -> str:
     """An Optuna study's name, else the grid's sweep directory name."""
     study = config.hydra.sweeper.get("study_name")
     return str(study) if study else Path(str(HydraConfig.get().sweep.dir)).name
+
+
+def elect_parent(client: MlflowClient, experiment_id: str, name: str, mine: str) -> str:
+    """Workers that start together each create a parent run: all keep the oldest, the others
+    delete their own, so one study has one parent run."""
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{name}'", max_results=100
+    )
+    oldest = min(runs, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
+    if oldest is None or oldest.info.run_id == mine:
+        return mine
+    client.delete_run(mine)
+    return oldest.info.run_id
 
 
 def find_open_parent(client: MlflowClient, experiment_id: str, name: str) -> str | None:

@@ -183,6 +183,11 @@ class TrainerConfig:
     gradient_checkpointing: bool = False
     logging_steps: int = 50
     num_workers: int = 0
+    compile: bool = False  # torch.compile the model (TrainingArguments.torch_compile), for GPUs
+    # Multi-GPU runs (make train-ddp): a DeepSpeed config, zero2 | zero3 (conf/deepspeed/) or
+    # a JSON path; or FSDP sharding, e.g. "full_shard" or "shard_grad_op". null: plain DDP.
+    deepspeed: str | None = None
+    fsdp: str | None = None
 
 
 @dataclass

@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import hydra
 import numpy as np
@@ -174,6 +175,7 @@ def model_scorer(cfg: DictConfig, label_names: Sequence[str], workdir: Path) -> 
     """The configured backbone and method (model=, method=, trainer=), fine-tuned per fold with
     src.training; a stratified tenth of each fold's training rows picks the best epoch."""
     import torch
+    from transformers import PreTrainedModel
 
     from src.data import stratified_split
     from src.methods import apply_method, export_model
@@ -198,7 +200,8 @@ def model_scorer(cfg: DictConfig, label_names: Sequence[str], workdir: Path) -> 
         model = load_classifier(
             backbone, tokenizer, label_names, torch.float32, cfg.model.attn_implementation
         )
-        model = apply_method(model, cfg.method, cfg.model)
+        # A PeftModel quacks like the PreTrainedModel the Trainer wants (as in src.train).
+        model = cast(PreTrainedModel, apply_method(model, cfg.method, cfg.model))
 
         def encode(df: pd.DataFrame) -> TokenizedDataset:
             ids = tokenize(df.text.tolist(), tokenizer, cfg.trainer.max_len)

@@ -11,17 +11,19 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 import mlflow
-import torch
 
 from src.checkpoint import load_checkpoint, resolve_model_dir
-from src.config import TrackingConfig
+from src.config import TaskConfig, TrackingConfig
 from src.errors import UserError
+from src.long_text import InputSpec, encode
+from src.tasks import make_task
 from src.tracking import tracking_uri
-from src.training import predict_logits, tokenize
+from src.training import predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +67,19 @@ def read_texts(stream: Iterable[bytes], name: str) -> list[str]:
 
 
 def classify(model_dir: Path, texts: list[str], batch_size: int, max_len: int | None) -> list[dict]:
-    """Label and class probabilities for each text, in input order."""
+    """Label (labels, value) and probabilities for each text, in input order.
+
+    Texts are encoded as in training (prompt, truncation or sliding windows, whose logits are
+    aggregated per text); the task and its threshold come from the checkpoint's metadata.
+    """
     model, tokenizer, info = load_checkpoint(model_dir)
-    encodings = tokenize(texts, tokenizer, max_len or info.max_len)
-    logits, _ = predict_logits(model, tokenizer, encodings, batch_size)
-    probs = torch.softmax(torch.from_numpy(logits), dim=-1).tolist()
+    spec = InputSpec(**info.inputs) if info.inputs else InputSpec(max_len=info.max_len)
+    encoded = encode(texts, tokenizer, replace(spec, max_len=max_len or spec.max_len))
+    logits, _ = predict_logits(model, tokenizer, encoded.inputs, batch_size)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    return [
-        {
-            "text": text,
-            "label": labels[max(range(len(row)), key=row.__getitem__)],
-            "probabilities": dict(zip(labels, row, strict=True)),
-        }
-        for text, row in zip(texts, probs, strict=True)
-    ]
+    task = make_task(TaskConfig(name=info.task, threshold=info.threshold), labels)
+    answers = task.answers(encoded.aggregate(logits))
+    return [{"text": text} | answer for text, answer in zip(texts, answers, strict=True)]
 
 
 def write_jsonl(rows: list[dict], out: TextIO) -> None:

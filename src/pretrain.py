@@ -108,6 +108,7 @@ def pretrain(cfg: DictConfig) -> str:
             {
                 "eval_loss": eval_loss,
                 "eval_perplexity": math.exp(min(eval_loss, 50.0)),
+                "train_loss": float(result.training_loss),
                 "train_samples_per_second": float(result.metrics["train_samples_per_second"]),
             }
         )

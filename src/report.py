@@ -78,7 +78,7 @@ PREFERRED_FACTORS = (
 # The factor each claim's preset compares (the `_cpu` twins share it); --compare overrides.
 CLAIM_FACTORS = {
     "c1_short_text_llm_vs_bert": "model.name",
-    "c2_long_text_truncation_vs_window": "data.long_text",
+    "c2_long_text_truncation_vs_window": "model.name",  # per data.long_text
     "c3_base_vs_instruct_by_size": "model.name",
     "c4_lora_vs_sft_by_size": "method.name",
     "c5_epochs_rank": "trainer.epochs",
@@ -131,7 +131,9 @@ def load_runs(uri: str, experiment: str, parent_run_id: str | None, metric: str)
     table["state"] = [s for s, _ in states]
     table["reason"] = [r for _, r in states]
     for col in param_cols:
-        table[col.removeprefix("params.")] = [stats.parse_value(v) for v in children[col]]
+        # object dtype: pandas would turn a null param (None) into NaN, the mark of an absent one
+        values = [stats.parse_value(v) for v in children[col]]
+        table[col.removeprefix("params.")] = pd.Series(values, index=table.index, dtype=object)
     for suffix, _ in METRICS:
         table[suffix] = column(children, f"metrics.test_{suffix}")
     params = [c.removeprefix("params.") for c in param_cols]
@@ -250,13 +252,18 @@ def label_names(predictions: pd.DataFrame) -> list[str]:
     return [c.removeprefix("p_") for c in predictions.columns if c.startswith("p_")]
 
 
-def paired(a: pd.DataFrame, b: pd.DataFrame, names: list[str]) -> stats.PairedPredictions:
-    """Two runs' predictions on their shared test ids, as label indices."""
+def paired(a: pd.DataFrame, b: pd.DataFrame) -> stats.PairedPredictions | str:
+    """Two runs' predictions on their shared test ids as label indices, or why they cannot be."""
+    names = label_names(a)
+    if names != label_names(b):
+        return f"different label sets {names} and {label_names(b)}"
     merged = a[["id", "gold", "predicted"]].merge(
         b[["id", "gold", "predicted"]], on="id", suffixes=("_a", "_b")
     )
+    if merged.empty:
+        return "no shared test ids (different test sets)"
     if (merged.gold_a != merged.gold_b).any():
-        raise UserError("two runs give different gold labels to the same test id: not comparable")
+        return "different gold labels for the same test ids"
     index = {name: i for i, name in enumerate(names)}
     return stats.PairedPredictions(
         gold=merged.gold_a.map(index).to_numpy(dtype=int),
@@ -398,22 +405,35 @@ def compare_levels(
         levels = sweep_order(sub, compare)
         for a, b in itertools.combinations(levels, 2):
             where = ", ".join(f"{k}={v}" for k, v in stratum.items()) or "all runs"
-            seeds = [s for s in by_level[a] if s in by_level[b]]
-            pairs, names = [], None
-            for s in seeds:
-                pa = artifacts.predictions(by_level[a][s].run_id)
-                pb = artifacts.predictions(by_level[b][s].run_id)
-                if pa is None or pb is None:
-                    continue
-                names = label_names(pa)
-                pairs.append(paired(pa, pb, names))
-            if not pairs or names is None:
-                skipped.append(f"{a} vs {b} at {where}: no seed with predictions for both")
+            pairs, used, n_labels, why = seed_pairs(by_level[a], by_level[b], artifacts)
+            if not pairs:
+                skipped.append(f"{a} vs {b} at {where}: {why}")
                 continue
-            result = stats.paired_bootstrap(pairs, metric, len(names), n_boot, 0, confidence)
+            result = stats.paired_bootstrap(pairs, metric, n_labels, n_boot, 0, confidence)
             text = stats.verdict(result, level_name(compare, a), level_name(compare, b))
-            out.append(Comparison(stratum, a, b, seeds[: len(pairs)], result, text))
+            out.append(Comparison(stratum, a, b, used, result, text))
     return out, skipped
+
+
+def seed_pairs(
+    runs_a: dict[Any, pd.Series], runs_b: dict[Any, pd.Series], artifacts: Artifacts
+) -> tuple[list[stats.PairedPredictions], list[Any], int, str]:
+    """Predictions of the seeds both arms ran: (pairs, seeds, label count, why none if none)."""
+    pairs, used, n_labels, why = [], [], 0, "no seed ran both"
+    for seed in [s for s in runs_a if s in runs_b]:
+        pa = artifacts.predictions(runs_a[seed].run_id)
+        pb = artifacts.predictions(runs_b[seed].run_id)
+        if pa is None or pb is None:
+            why = f"seed {seed}: no {PREDICTIONS} artifact"
+            continue
+        pair = paired(pa, pb)
+        if isinstance(pair, str):
+            why = f"seed {seed}: {pair}"
+            continue
+        pairs.append(pair)
+        used.append(seed)
+        n_labels = len(label_names(pa))
+    return pairs, used, n_labels, why
 
 
 def sweep_order(runs: pd.DataFrame, factor: str) -> list[Any]:

@@ -39,6 +39,7 @@ th { background: #f3f3f3; }
 td.text, th.text { text-align: left; }
 tr.best td { background: #eef7ee; }
 img { max-width: 900px; display: block; margin: 1em 0; }
+div.wrap { overflow-x: auto; max-width: 100%; }
 """
 
 
@@ -65,6 +66,11 @@ def fmt(value: Any) -> str:
     if isinstance(value, tuple):
         return "[" + ", ".join(map(str, value)) + "]"
     return str(value)
+
+
+def fmt_p(p: float) -> str:
+    """A p-value with three decimals; '<0.001' below that (the bootstrap's resolution)."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def metric_title(metric: str) -> str:
@@ -208,7 +214,7 @@ def comparison_blocks(analysis: Analysis) -> list[Block]:
                 str(r.n_pairs),
                 f"{r.delta:+.4f}",
                 f"[{r.low:+.4f}, {r.high:+.4f}]",
-                f"{r.p_value:.3f}",
+                fmt_p(r.p_value),
                 ", ".join(f"{d:+.3f}" for d in r.per_pair),
                 c.verdict,
             ]
@@ -323,7 +329,8 @@ def html_table(table: Table) -> str:
     for n, r in enumerate(table.rows):
         tr = '<tr class="best">' if n == table.highlight else "<tr>"
         rows.append(tr + "".join(f"<td{cls(i)}>{esc(c)}</td>" for i, c in enumerate(r)) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    table_html = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f'<div class="wrap">{table_html}</div>'  # wide tables scroll, the page does not
 
 
 # --------------------------------------------------------------------------- CSV
@@ -395,7 +402,10 @@ def write_plots(analysis: Analysis, artifacts: Artifacts, plot_dir: Path) -> lis
                 predictions.predicted.map(index).to_numpy(),
                 names,
             )
-            fig.axes[0].set_title(f"Confusion matrix, best run {analysis.best_run.run_name}")
+            fig.axes[0].set_title(
+                f"Confusion matrix (test), best run\n{analysis.best_run.run_name}", fontsize=9
+            )
+            fig.tight_layout()
             save(fig, "confusion_matrix_best.png")
     if analysis.importances:
         save(importance_plot(analysis.importances), "optuna_importances.png")
@@ -532,7 +542,7 @@ def terminal_summary(
                 fmt(c.b),
                 f"{r.delta:+.4f}",
                 f"[{r.low:+.4f}, {r.high:+.4f}]",
-                f"{r.p_value:.3f}",
+                fmt_p(r.p_value),
                 c.verdict,
             )
         console.print(comp)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
+from scipy.special import stdtrit  # inverse Student t CDF; lighter than scipy.stats
 
 BOOTSTRAP_METRICS = ("accuracy", "micro_f1", "macro_f1", "weighted_f1")
 NO_DIFFERENCE = "no significant difference"
@@ -59,7 +59,7 @@ def t_interval(values: Iterable[float], confidence: float = 0.95) -> Interval:
     if x.size == 1:
         return Interval(float(x[0]), math.nan, 1)
     sem = float(x.std(ddof=1)) / math.sqrt(x.size)
-    t = float(scipy_stats.t.ppf((1 + confidence) / 2, df=x.size - 1))
+    t = float(stdtrit(x.size - 1, (1 + confidence) / 2))
     return Interval(float(x.mean()), t * sem, int(x.size))
 
 
@@ -203,9 +203,12 @@ def verdict(result: BootstrapResult, name_a: str, name_b: str) -> str:
 
 
 def parse_value(text: Any) -> Any:
-    """An MLflow param string as a Python value: '300' → 300, '1e-4' → 0.0001, 'null' → None."""
+    """An MLflow param string as a Python value: '300' → 300, '1e-4' → 0.0001, 'null' → None.
+
+    A param the run does not have (None / NaN in a search_runs frame) becomes NaN, not None.
+    """
     if not isinstance(text, str):
-        return None if _is_nan(text) else text
+        return math.nan if text is None or _is_nan(text) else text
     try:
         value = json.loads(text)
     except ValueError:
@@ -221,19 +224,27 @@ def _is_nan(value: Any) -> bool:
 
 
 def cell_key(value: Any) -> Hashable:
-    """A hashable grouping key (lists and dicts become their JSON text)."""
-    if isinstance(value, list | dict):
-        return json.dumps(value, sort_keys=True)
-    return None if _is_nan(value) else value
+    """A hashable grouping key: unhashable values (e.g. a list of dicts) become their JSON."""
+    if _is_nan(value):
+        return None
+    try:
+        hash(value)
+    except TypeError:
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
 
 
 def varying_columns(frame: pd.DataFrame, exclude: Callable[[str], bool]) -> list[str]:
-    """Columns that take more than one value across the rows (missing counts as a value)."""
+    """Columns that take more than one value across the rows.
+
+    NaN (a param some runs lack, e.g. one a newer version logs) is not a value: a column is not
+    a factor by its absence. None (a param logged as null) is one.
+    """
     out = []
     for column in frame.columns:
         if exclude(column):
             continue
-        if len({cell_key(v) for v in frame[column]}) > 1:
+        if len({cell_key(v) for v in frame[column] if not _is_nan(v)}) > 1:
             out.append(column)
     return out
 

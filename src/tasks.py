@@ -96,6 +96,16 @@ class SingleLabel:
     def calibrated(self, gold: Sequence[Any], logits: np.ndarray) -> SingleLabel:
         return self
 
+    def answers(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        """Per text: the predicted label and every label's probability."""
+        return [
+            {
+                "label": self.label_names[int(row.argmax())],
+                "probabilities": dict(zip(self.label_names, row.tolist(), strict=True)),
+            }
+            for row in self.probabilities(logits)
+        ]
+
     def predictions(self, frame: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
         """Per text: id, gold and predicted label name, class probabilities."""
         probs = self.probabilities(logits)
@@ -160,6 +170,19 @@ class MultiLabel:
         """The task with its threshold fixed: the configured one, else tuned on these logits."""
         return replace(self, threshold=self.decide(gold, logits)[1])
 
+    def answers(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        """Per text: the labels at or above the threshold (0.5 if none was tuned), probabilities."""
+        threshold = 0.5 if self.threshold is None else self.threshold
+        return [
+            {
+                "labels": [
+                    name for name, p in zip(self.label_names, row, strict=True) if p >= threshold
+                ],
+                "probabilities": dict(zip(self.label_names, row.tolist(), strict=True)),
+            }
+            for row in self.probabilities(logits)
+        ]
+
     def predictions(self, frame: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
         """Per text: id, gold and predicted label names ("|"-joined), label probabilities."""
         pred, _ = self.decide(frame["label"].tolist(), logits)
@@ -205,6 +228,10 @@ class Regression:
 
     def calibrated(self, gold: Sequence[Any], logits: np.ndarray) -> Regression:
         return self
+
+    def answers(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        """Per text: the predicted value."""
+        return [{"value": float(value)} for value in self.values(logits)]
 
     def predictions(self, frame: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
         """Per text: id, gold and predicted value."""

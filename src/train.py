@@ -29,7 +29,8 @@ from src.baseline import baseline_logits, fit_baseline
 from src.checkpoint import CheckpointInfo, write_checkpoint
 from src.config import Arch, MixConfig, register_configs
 from src.data import Splits
-from src.errors import UserError
+from src.errors import UserError, disk_space_guard
+from src.estimate import preflight
 from src.long_text import Encoded, InputSpec, check_long_text, input_spec, length_stats
 from src.long_text import encode as encode_texts
 from src.methods import (
@@ -51,6 +52,7 @@ from src.training import (
     EpochEnd,
     StepLogger,
     TokenizedDataset,
+    TrainingDiverged,
     check_trainer,
     fit,
     predict_logits,
@@ -86,6 +88,11 @@ def main(cfg: DictConfig) -> float:
             tracking.end_parent_run(f"a job stopped the sweep: {exc}")
             raise SystemExit(2) from None
         raise
+    except TrainingDiverged as exc:  # the run is FAILED with the reason; a sweep goes on
+        print(f"error: {exc}", file=sys.stderr)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise SystemExit(1) from None
+        raise
 
 
 def train(cfg: DictConfig) -> float:
@@ -105,6 +112,8 @@ def train(cfg: DictConfig) -> float:
     tags = run_tags(cfg) | lineage_tags(backbone)
     with tracking.run(experiment_id, run_name(cfg), tags):
         tracking.log_config(cfg, tags)
+        if torch.cuda.is_available():  # before the weights load: will the run fit the GPU?
+            preflight(cfg, backbone.path, len(training.head_labels))
         log_datasets(splits, training)
         log_token_lengths(inputs, training, cfg.data.mix)
         set_seed(cfg.seed)
@@ -438,7 +447,12 @@ def save_checkpoint(
         threshold=getattr(task, "threshold", None),
         inputs=asdict(spec),
     )
-    with tempfile.TemporaryDirectory(dir=cfg.output_dir, prefix=".staging-") as staging:
+    if not tracking.is_main_process():
+        return  # a multi-GPU run saves one checkpoint, from rank 0
+    with (
+        disk_space_guard(cfg.output_dir, "the checkpoint"),
+        tempfile.TemporaryDirectory(dir=cfg.output_dir, prefix=".staging-") as staging,
+    ):
         checkpoint = write_checkpoint(model, tokenizer, Path(staging) / "checkpoint", info)
         log.info("model logged: %s", tracking.log_checkpoint(checkpoint))
 

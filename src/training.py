@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,13 +24,16 @@ from transformers import (
     TrainingArguments,
 )
 
+from src.batching import LengthBucketSampler, length_batches, longest_first
 from src.config import Precision, TrainerConfig
-from src.errors import UserError
+from src.errors import UserError, disk_space_guard
 from src.methods import is_head_parameter
 from src.metrics import greater_is_better
 
 log = logging.getLogger(__name__)
 
+DEEPSPEED_DIR = Path(__file__).resolve().parents[1] / "conf" / "deepspeed"
+FSDP_SHARDING = {"full_shard": True, "shard_grad_op": False}  # FSDP2's reshard_after_forward
 EpochHook = Callable[[int, dict[str, float]], None]
 
 
@@ -83,6 +86,35 @@ def check_trainer(cfg: TrainerConfig) -> None:
         raise UserError(f"trainer.warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.weight_decay < 0:
         raise UserError(f"trainer.weight_decay must be >= 0, got {cfg.weight_decay}")
+    if cfg.deepspeed and cfg.fsdp:
+        raise UserError("trainer.deepspeed and trainer.fsdp both set: choose one")
+    if cfg.deepspeed:
+        deepspeed_config(cfg.deepspeed)
+    fsdp_arguments(cfg.fsdp)
+
+
+def fsdp_arguments(sharding: str | None) -> dict[str, Any]:
+    """TrainingArguments for trainer.fsdp: FSDP2, full_shard (parameters too, like ZeRO-3) or
+    shard_grad_op (gradients and optimizer states, like ZeRO-2)."""
+    if not sharding:
+        return {}
+    if sharding not in FSDP_SHARDING:
+        raise UserError(f"trainer.fsdp={sharding}: use one of {', '.join(FSDP_SHARDING)} or null")
+    return {"fsdp": True, "fsdp_config": {"reshard_after_forward": FSDP_SHARDING[sharding]}}
+
+
+def deepspeed_config(name: str) -> str:
+    """The JSON file of trainer.deepspeed: a preset under conf/deepspeed/ or a path."""
+    path = Path(name).expanduser() if name.endswith(".json") else DEEPSPEED_DIR / f"{name}.json"
+    if not path.is_file():
+        presets = ", ".join(sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json")))
+        raise UserError(f"trainer.deepspeed={name}: no file {path}; use {presets} or a .json path")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise UserError(
+            f"trainer.deepspeed={name} needs the deepspeed package (on a CUDA machine: "
+            "pip install deepspeed), and a launcher: make train-ddp NPROC=... ARGS=..."
+        )
+    return str(path)
 
 
 def resolve_precision(precision: Precision) -> Precision:
@@ -137,10 +169,14 @@ def training_arguments(
         fp16=precision == Precision.fp16,
         activation_checkpointing=cfg.gradient_checkpointing,
         optim="adamw_torch_fused" if cuda else "adamw_torch",
+        torch_compile=cfg.compile,
         dataloader_num_workers=cfg.num_workers,
         dataloader_pin_memory=cuda,
         use_cpu=not cuda,
         disable_tqdm=True,
+        logging_nan_inf_filter=False,  # a NaN / inf loss must stop training (StopOnNonFinite)
+        deepspeed=deepspeed_config(cfg.deepspeed) if cfg.deepspeed else None,
+        **fsdp_arguments(cfg.fsdp),
     )
 
 
@@ -148,7 +184,7 @@ def compute_metrics_fn(
     score: Callable[[np.ndarray], dict[str, float]],
 ) -> Callable[[EvalPrediction], dict[str, float]]:
     """The Trainer's metric hook: `score` maps the validation inputs' logits (in dataset order,
-    as the evaluation loop keeps it) to metrics against its own gold labels, e.g. per text."""
+    which `ClassifierTrainer` restores) to metrics against its own gold labels, e.g. per text."""
 
     def compute(pred: EvalPrediction) -> dict[str, float]:
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
@@ -157,12 +193,68 @@ def compute_metrics_fn(
     return compute
 
 
+def in_dataset_order(
+    compute: Callable[[EvalPrediction], dict[str, float]], order_of: Callable[[], list[int] | None]
+) -> Callable[[EvalPrediction], dict[str, float]]:
+    """A metric hook that gets predictions and labels back in dataset order from sampler order."""
+
+    def restore(x: Any, order: list[int]) -> Any:
+        if isinstance(x, tuple):
+            return tuple(restore(item, order) for item in x)
+        if not isinstance(x, np.ndarray) or len(x) != len(order):
+            return x
+        out = np.empty_like(x)
+        out[order] = x
+        return out
+
+    def compute_in_order(pred: EvalPrediction) -> dict[str, float]:
+        order = order_of()
+        if order is None:
+            return compute(pred)
+        return compute(
+            EvalPrediction(
+                predictions=restore(pred.predictions, order),
+                label_ids=restore(pred.label_ids, order),
+            )
+        )
+
+    return compute_in_order
+
+
 class ClassifierTrainer(Trainer):
-    """The HF Trainer, with an optional learning rate of its own for the classification head."""
+    """The HF Trainer, with an optional learning rate of its own for the classification head,
+    and batches of about equal length (src.batching) for training and evaluation."""
 
     def __init__(self, *args: Any, head_lr: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.head_lr = head_lr
+        self.eval_order: list[int] | None = None
+        if self.compute_metrics is not None:
+            self.compute_metrics = in_dataset_order(self.compute_metrics, lambda: self.eval_order)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """group_by_length: length-sorted batches in random order, not HF's mega-batches."""
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and isinstance(
+            dataset, TokenizedDataset
+        ):
+            return LengthBucketSampler(dataset.lengths(), self.args.train_batch_size)
+        return super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        """Longest texts first, so fixed-size evaluation batches pad little; the metric hook gets
+        dataset order back (HF's group_by_length would hand it shuffled predictions)."""
+        if isinstance(eval_dataset, TokenizedDataset):
+            self.eval_order = longest_first(eval_dataset.lengths())
+            return self.eval_order
+        self.eval_order = None
+        return super()._get_eval_sampler(eval_dataset)
+
+    def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The Trainer's step (forward, backward), stopping at once on a NaN / inf loss."""
+        loss = super().training_step(*args, **kwargs)
+        StopOnNonFinite.check(loss, self.state)
+        return loss
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer, the head's parameters moved into groups at `head_lr`."""
@@ -200,23 +292,31 @@ class EpochEnd(TrainerCallback):
             hook(epoch, dict(metrics or {}))
 
 
-class StopOnNonFinite(TrainerCallback):
-    """Stop at once when the logged training loss is NaN or infinite, naming the step."""
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite: the run stops at that step."""
 
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, float] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss is {loss} at step {state.global_step} (epoch {state.epoch:.2f}): "
-                "lower trainer.lr, or use trainer.precision=fp32"
-            )
+
+class StopOnNonFinite:
+    """Checks every micro-batch's loss and stops at the first NaN / inf, naming the step.
+
+    The check reads one value back from the device per micro-batch. The stock Trainer makes
+    that same host sync for `logging_nan_inf_filter` (on by default), which *hides* a NaN loss
+    by logging an average instead; `training_arguments` turns that filter off, so training
+    pays no sync beyond the Trainer's default while a divergence stops at once.
+    """
+
+    @staticmethod
+    def check(loss: torch.Tensor, state: TrainerState) -> None:
+        """Raise TrainingDiverged when `loss` (detached, on its device) is not finite."""
+        if bool(torch.isfinite(loss).all()):
+            return
+        value = float(loss.float().mean())
+        step = state.global_step + 1  # the optimizer step whose batch gave this loss
+        epoch = (state.epoch or 0.0) + 0.0
+        raise TrainingDiverged(
+            f"training loss is {value} at optimizer step {step} (epoch {epoch:.2f}): training "
+            "diverged; lower trainer.lr, or use trainer.precision=fp32 / bf16 instead of fp16"
+        )
 
 
 class StepLogger(TrainerCallback):
@@ -272,10 +372,13 @@ def fit(
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics_fn(score),
-        callbacks=[StopOnNonFinite(), *callbacks],
+        callbacks=list(callbacks),
         head_lr=head_lr,
     )
-    result = trainer.train()
+    with disk_space_guard(args.output_dir, "a Trainer checkpoint"):
+        result = trainer.train()
+    # Every rank has loaded the best epoch before the caller removes the checkpoints (DDP).
+    trainer.accelerator.wait_for_everyone()
     history = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
     best_epoch = None
     if trainer.state.best_model_checkpoint:
@@ -298,19 +401,22 @@ def predict_logits(
     encodings: Sequence[list[int]],
     batch_size: int,
 ) -> tuple[np.ndarray, float]:
-    """Logits in input order, computed in length-sorted batches; also returns samples/s."""
+    """Logits in input order, computed in length-sorted batches of at most `batch_size` that
+    pad little (src.batching.length_batches); also returns samples/s. Logits stay on the device
+    until the end: no host sync per batch."""
     model.eval()
     device = next(model.parameters()).device
     collator = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    order = np.argsort([len(ids) for ids in encodings], kind="stable")
+    batches = length_batches([len(ids) for ids in encodings], batch_size)
+    order = np.asarray([i for batch in batches for i in batch], dtype=np.int64)
     out: list[torch.Tensor] = []
     start = time.perf_counter()
-    for i in range(0, len(order), batch_size):
-        batch = collator([{"input_ids": encodings[j]} for j in order[i : i + batch_size]])
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        out.append(logits.float().cpu())
+    for indices in batches:
+        batch = collator([{"input_ids": encodings[j]} for j in indices])
+        out.append(model(**{k: v.to(device) for k, v in batch.items()}).logits)
+    n_labels = int(model.config.num_labels or 0)
+    sorted_logits = torch.cat(out).float().cpu().numpy() if out else np.zeros((0, n_labels))
     elapsed = time.perf_counter() - start
-    sorted_logits = torch.cat(out).numpy() if out else np.zeros((0, model.config.num_labels))
     logits = np.empty_like(sorted_logits)
     logits[order] = sorted_logits
     return logits, len(encodings) / elapsed if elapsed > 0 else float("inf")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,8 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from src.config import TrialConfig
+from src.errors import UserError
+from src.tracking import redact
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,7 @@ JOURNAL_SCHEME = "journal://"
 PRUNER_ATTR = "clfsweep:pruner"  # study system attr: the pruner spec the sweeper was given
 FAIL_REASON_ATTR = "fail_reason"  # trial user attr: why a trial FAILED
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
+SCHEMA_RACE_ATTEMPTS = 3
 _JOB_STORAGES: dict[str, BaseStorage] = {}  # storages opened by jobs of this process
 
 
@@ -68,6 +72,8 @@ def open_storage(
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
+    elif url.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}  # a dead host fails in 10 s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         callback = (
@@ -75,13 +81,43 @@ def open_storage(
             if heartbeat_interval
             else None
         )
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval or None,
-            grace_period=grace_period if heartbeat_interval else None,
-            heartbeat_stale_trial_callback=callback,
+        for attempt in range(SCHEMA_RACE_ATTEMPTS):
+            try:
+                return RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval or None,
+                    grace_period=grace_period if heartbeat_interval else None,
+                    heartbeat_stale_trial_callback=callback,
+                )
+            except Exception as exc:
+                # Workers starting together on a new database race to create Optuna's tables;
+                # the loser's CREATE fails, and its next attempt finds them made.
+                text = str(exc)
+                if attempt + 1 < SCHEMA_RACE_ATTEMPTS and (
+                    "already exists" in text or "duplicate key" in text
+                ):
+                    log.info("Optuna storage schema created concurrently; opening it again")
+                    time.sleep(1.0 + attempt)
+                    continue
+                raise open_storage_error(url, exc) from exc
+    raise AssertionError("unreachable")
+
+
+def open_storage_error(url: str, exc: Exception) -> UserError:
+    """One line on why an RDB storage could not be opened."""
+    if isinstance(exc, ImportError):
+        driver = getattr(exc.__cause__, "name", None) or exc.name
+        return UserError(
+            f"the Optuna storage {redact(url)} needs the database driver {driver}: "
+            "pip install -e '.[services]' (psycopg for postgresql://)"
         )
+    reason = redact(" ".join(str(exc).split("\n")[0].split()))[:300]
+    return UserError(
+        f"cannot open the Optuna storage {redact(url)} ({type(exc).__name__}: {reason}): "
+        "is the database server running and reachable, the URL right "
+        "(postgresql://user:password@host:5432/db, sqlite:///path.db, journal:///path)?"
+    )
 
 
 def build_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:

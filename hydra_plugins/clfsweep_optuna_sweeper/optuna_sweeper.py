@@ -17,13 +17,17 @@ T = TypeVar("T")
 
 
 def _one_line_errors(fn: Callable[[], T]) -> T:
-    """Run `fn`; a user error (bad settings, too many failed trials) exits with one line."""
+    """Run `fn`; a user error (bad settings, too many failed trials) exits with one line, and
+    the multirun's parent MLflow run (if any) ends FAILED with it instead of staying RUNNING."""
     from src.errors import UserError
 
     try:
         return fn()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        from src.tracking import end_parent_run
+
+        end_parent_run(f"the sweep stopped: {exc}")
         raise SystemExit(2) from None
 
 

@@ -1,0 +1,384 @@
+"""Faults with real processes: kill -9, NaN loss, a full disk; and determinism.
+
+Each test breaks a run the way it breaks in the field and checks what is left behind: the MLflow
+run ends with the right status and reason, no half-written model is ever offered for
+prediction, earlier records stay intact, and the next start (a run or a sweep) cleans up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import optuna
+import pandas as pd
+import pytest
+from mlflow.entities import LoggedModelStatus
+from optuna.trial import TrialState
+
+from src import tracking
+from src.checkpoint import resolve_model_dir
+from src.config import TrackingConfig
+from src.errors import UserError
+from src.predict import main as predict_main
+from src.train import train
+from src.trial import FAIL_REASON_ATTR, journal_url, open_storage
+from tests.conftest import QUICK, ROOT, Store, run_module
+
+TIMING = ("_per_second", "runtime")
+
+
+def quick(*changes: str) -> list[str]:
+    """The quick run's overrides with some of them changed."""
+    keys = {change.split("=", 1)[0] for change in changes}
+    return [o for o in QUICK if o.split("=", 1)[0] not in keys] + list(changes)
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child process, without tracking settings of the caller."""
+    drop = ("CLFSWEEP_PARENT_RUN_ID", "MLFLOW_TRACKING_URI", "RANK", "WORLD_SIZE")
+    return {k: v for k, v in os.environ.items() if k not in drop} | {"PYTHONUNBUFFERED": "1"}
+
+
+def start_run_then(store: Store, action: str, experiment: str = "clfsweep") -> int:
+    """A real process that starts an MLflow run through src.tracking, then does `action`
+    (Python code, e.g. kill itself with -9); returns its exit status."""
+    code = textwrap.dedent(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from src import tracking
+        from src.config import TrackingConfig
+        cfg = TrackingConfig(uri={store.uri!r}, dir={str(store.root / "mlruns")!r},
+                             experiment={experiment!r})
+        with tracking.run(tracking.setup(cfg), "doomed", {{"model": "none"}}):
+            tracking.log_metrics({{"before": 1.0}})
+        """
+    )
+    code = code.rstrip() + "\n" + textwrap.indent(textwrap.dedent(action), " " * 4)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True
+    )
+    return proc.returncode
+
+
+def the_run(store: Store, experiment: str = "clfsweep") -> mlflow.entities.Run:
+    """The only run of the experiment (fresh from the store)."""
+    (run,) = store.runs(experiment)
+    return store.client().get_run(run.info.run_id)
+
+
+# -- kill -9 ------------------------------------------------------------------------------------
+
+
+def test_kill_9_mid_training_next_start_marks_the_run_killed(store: Store) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "src.train",
+        *quick("trainer.epochs=40"),
+        *store.overrides(),
+    ]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        run_id = wait_for_epoch_metric(store, proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()  # type: ignore[union-attr]
+    client = store.client()
+    assert client.get_run(run_id).info.status == "RUNNING"  # what kill -9 leaves behind
+
+    # The next start (any `python -m src.train` / sweep calls tracking.setup first):
+    tracking.setup(TrackingConfig(uri=store.uri, dir=str(store.root / "mlruns")))
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[tracking.STATE_TAG] == "killed"
+    assert f"pid {proc.pid}" in run.data.tags["error"]
+    assert run.data.metrics["eval_macro_f1"] >= 0  # what it logged is kept
+    assert not run.outputs or not run.outputs.model_outputs  # no model was registered
+    with pytest.raises(UserError, match="has no logged model"):
+        resolve_model_dir(run_id, None)
+
+
+def wait_for_epoch_metric(store: Store, proc: subprocess.Popen[bytes], timeout: float = 240) -> str:
+    """The run id, once the training process has logged its first epoch's metrics."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended before the kill: {proc.stderr.read()[-2000:]!r}")  # type: ignore[union-attr]
+        db = store.root / "mlruns" / "mlflow.db"
+        if db.exists():
+            try:
+                runs = store.runs()
+            except Exception:  # the store is being created
+                runs = []
+            if runs and "eval_macro_f1" in runs[0].data.metrics:
+                return runs[0].info.run_id
+        time.sleep(0.3)
+    raise AssertionError("no epoch metric within the timeout")
+
+
+def test_kill_9_during_the_model_upload_never_registers_a_half_written_model(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = store.root / "staging" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (checkpoint / name).write_bytes(b"x" * 4096)
+    # The upload copies one file, then the process is killed (-9) before it can finish.
+    status = start_run_then(
+        store,
+        f"""
+        import shutil
+        from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+        def dies_mid_upload(self, local_dir, artifact_path=None):
+            target = Path(self.artifact_dir, artifact_path or "")
+            target.mkdir(parents=True, exist_ok=True)
+            first = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())[0]
+            shutil.copy(first, target / first.name)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        LocalArtifactRepository.log_artifacts = dies_mid_upload
+        tracking.log_checkpoint(Path({str(checkpoint)!r}))
+        """,
+    )
+    assert status == -signal.SIGKILL
+    run = the_run(store)
+    (output,) = run.outputs.model_outputs  # MLflow links the model before uploading it
+    model = mlflow.MlflowClient(store.uri).get_logged_model(output.model_id)
+    assert model.status == LoggedModelStatus.PENDING
+
+    mlflow.set_tracking_uri(store.uri)
+    with pytest.raises(UserError, match=r"is PENDING, not READY: its upload did not finish"):
+        resolve_model_dir(run.info.run_id, None)
+    with pytest.raises(UserError, match="not READY"):
+        resolve_model_dir(None, f"models:/{output.model_id}")
+    code = predict_main(["--run-id", run.info.run_id, "--tracking-uri", store.uri])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "not READY" in errors[0]
+
+    tracking.setup(TrackingConfig(uri=store.uri, dir=str(store.root / "mlruns")))
+    assert the_run(store).info.status == "KILLED"
+
+
+def test_orphan_scan_leaves_live_finished_and_other_hosts_runs_alone(store: Store) -> None:
+    cfg = TrackingConfig(uri=store.uri, dir=str(store.root / "mlruns"))
+    experiment_id = tracking.setup(cfg)
+    client = store.client()
+    me = tracking.process_tags()
+    dead = dead_pid()
+    cases = {
+        "live": me,  # this very process
+        "remote": me | {tracking.HOST_TAG: "another-host", tracking.PID_TAG: str(dead)},
+        "container": me | {tracking.PID_NS_TAG: "pid:[1]", tracking.PID_TAG: str(dead)},
+        "foreign": {},  # started by another tool: no process tags
+        "dead": me | {tracking.PID_TAG: str(dead)},
+    }
+    ids = {
+        name: client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        for name, tags in cases.items()
+    }
+    finished = client.create_run(experiment_id, tags=me | {tracking.PID_TAG: str(dead)})
+    client.set_terminated(finished.info.run_id, "FINISHED")
+
+    assert tracking.mark_orphaned_runs(experiment_id) == [ids["dead"]]
+    status = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
+    assert status == {
+        "live": "RUNNING",
+        "remote": "RUNNING",
+        "container": "RUNNING",
+        "foreign": "RUNNING",
+        "dead": "KILLED",
+    }
+    assert client.get_run(finished.info.run_id).info.status == "FINISHED"
+    assert tracking.mark_orphaned_runs(experiment_id) == []  # idempotent
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+# -- NaN / inf loss ------------------------------------------------------------------------------
+
+
+def test_nan_loss_stops_at_once_naming_the_step_and_the_run_fails(compose_cfg, tmp_path) -> None:
+    # lr=1e30: the first update blows the weights up, the second step's loss is not finite.
+    cfg = compose_cfg(*quick("trainer.lr=1e30", "trainer.batch_size=4", "trainer.epochs=3"))
+    with pytest.raises(FloatingPointError, match=r"training loss is (nan|inf).* optimizer step 2"):
+        train(cfg)
+    (run,) = Store(tmp_path).runs()
+    assert run.info.status == "FAILED"
+    assert run.data.tags[tracking.STATE_TAG] == "failed"
+    assert "optimizer step 2" in run.data.tags["error"]
+    assert "lower trainer.lr" in run.data.tags["error"]
+    client = Store(tmp_path).client()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_macro_f1")] == []
+    assert not (tmp_path / "run" / "trainer").exists() or not any(
+        (tmp_path / "run" / "trainer").glob("checkpoint-*")
+    )
+
+
+@pytest.mark.slow  # about a minute: a sweep of two src.train trials
+def test_a_sweep_marks_orphans_killed_then_fails_the_nan_trial_and_moves_on(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    # An orphan left by a process killed with -9, found by the sweep's start.
+    assert start_run_then(store, "os.kill(os.getpid(), signal.SIGKILL)") == -signal.SIGKILL
+    (orphan,) = store.runs()
+    assert orphan.info.status == "RUNNING"
+
+    proc = run_sweep(
+        tmp_path,
+        "hydra/sweeper=clfsweep_optuna",
+        "hydra.sweeper.study_name=nan_sweep",
+        "hydra.sweeper.n_trials=1",  # finished trials: the failed one does not count
+        "hydra.sweeper.sampler.name=random",
+        "hydra.sweeper.sampler.seed=0",  # after the queued lr=1e30, it draws lr=1e-3
+        "hydra.sweeper.enqueue=[{trainer.lr: 1e30}]",
+        "hydra.sweeper.plots=false",
+        "trainer.lr=choice(1e30, 1e-3)",
+        "trainer.batch_size=4",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert store.client().get_run(orphan.info.run_id).info.status == "KILLED"
+
+    storage = open_storage(journal_url(tmp_path / "sweeps" / "nan_sweep" / "journal.log"))
+    trials = optuna.load_study(study_name="nan_sweep", storage=storage).trials
+    assert [t.params["trainer.lr"] for t in trials] == [1e30, 1e-3]
+    by_lr = {t.params["trainer.lr"]: t for t in trials}
+    assert by_lr[1e30].state == TrialState.FAIL
+    assert "TrainingDiverged" in by_lr[1e30].user_attrs[FAIL_REASON_ATTR]
+    assert "optimizer step 2" in by_lr[1e30].user_attrs[FAIL_REASON_ATTR]
+    assert by_lr[1e-3].state == TrialState.COMPLETE
+    jobs = {
+        r.data.params.get("trainer.lr"): r for r in store.runs() if "optuna.trial_id" in r.data.tags
+    }
+    assert jobs["1e+30"].info.status == "FAILED" and "step 2" in jobs["1e+30"].data.tags["error"]
+    assert jobs["0.001"].info.status == "FINISHED"
+
+
+def run_sweep(cwd: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    """`python -m src.train -m ...` on the quick setting, all records under `cwd`."""
+    return subprocess.run(
+        [sys.executable, "-m", "src.train", "-m", *quick(*overrides)],
+        cwd=cwd,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+# -- out of disk ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 192 KiB tmpfs: room for a run's reports and plots, not for its model."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.decode()[:200]}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_out_of_disk_while_saving_the_model_is_one_line_and_keeps_earlier_artifacts(
+    compose_cfg, tmp_path: Path, small_disk: Path
+) -> None:
+    cfg = compose_cfg(*QUICK)
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    mlflow.create_experiment("clfsweep", artifact_location=small_disk.as_uri())
+    with pytest.raises(
+        UserError, match=r"no space left on the device while writing the checkpoint"
+    ):
+        train(cfg)
+    (run,) = Store(tmp_path).runs()
+    client = Store(tmp_path).client()
+    assert run.info.status == "FAILED"
+    assert "no space left" in run.data.tags["error"]
+    assert run.data.metrics["test_macro_f1"] >= 0  # metrics logged before the save are there
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "confusion_matrix.png", "test_classification_report.txt"} <= names
+    local = client.download_artifacts(run.info.run_id, "predictions/test.csv", str(tmp_path))
+    assert len(pd.read_csv(local)) == 4  # intact: the 4 test reviews
+    for output in run.outputs.model_outputs if run.outputs else []:
+        assert client.get_logged_model(output.model_id).status != LoggedModelStatus.READY
+    with pytest.raises(UserError):
+        resolve_model_dir(run.info.run_id, None)
+    assert not list((tmp_path / "run").glob(".staging-*"))  # the staged copy was removed
+
+
+def test_out_of_disk_for_trainer_checkpoints_is_one_line(
+    compose_cfg, tmp_path: Path, small_disk: Path
+) -> None:
+    cfg = compose_cfg(*QUICK)
+    cfg.output_dir = str(small_disk / "run")
+    with pytest.raises(UserError, match=r"no space left on the device while writing a Trainer"):
+        train(cfg)
+    (run,) = Store(tmp_path).runs()
+    assert run.info.status == "FAILED" and "no space left" in run.data.tags["error"]
+
+
+# -- determinism ---------------------------------------------------------------------------------
+
+
+def test_same_config_and_seed_give_identical_metrics_twice(compose_cfg, tmp_path: Path) -> None:
+    overrides = quick("trainer.logging_steps=1", "trainer.batch_size=4", "seed=7")
+    train(compose_cfg(*overrides))
+    train(compose_cfg(*overrides))
+    store = Store(tmp_path)
+    first, second = store.runs()
+    assert comparable(first) == comparable(second)
+    for key in ("train_loss", "eval_macro_f1", "eval_loss"):
+        assert history(store, first, key) == history(store, second, key)
+    assert len(history(store, first, "train_loss")) == 6  # 3 steps x 2 epochs, each compared
+
+
+@pytest.mark.slow
+def test_same_config_and_seed_give_identical_metrics_in_two_processes(
+    compose_cfg, tmp_path: Path
+) -> None:
+    overrides = quick("trainer.logging_steps=1", "trainer.batch_size=4", "seed=7")
+    store = Store(tmp_path / "cli")
+    proc = run_module("src.train", *overrides, *store.overrides())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train(compose_cfg(*overrides))  # the same run again, in this process
+    first, second = store.runs()[0], Store(tmp_path).runs()[0]
+    assert comparable(first) == comparable(second)
+    for key in ("train_loss", "eval_macro_f1", "eval_loss"):
+        assert history(store, first, key) == history(Store(tmp_path), second, key)
+
+
+def comparable(run: mlflow.entities.Run) -> dict[str, float]:
+    """The run's final metrics without timings and per-process bookkeeping."""
+    return {
+        k: v
+        for k, v in run.data.metrics.items()
+        if not k.endswith(TIMING) and k != "backbone_weight_reads"
+    }
+
+
+def history(store: Store, run: mlflow.entities.Run, key: str) -> list[tuple[int, float]]:
+    """A metric's (step, value) history."""
+    return [(m.step, m.value) for m in store.client().get_metric_history(run.info.run_id, key)]

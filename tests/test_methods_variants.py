@@ -1,0 +1,210 @@
+"""Specification of the method variants: DoRA, rsLoRA, trained embeddings, head learning rate,
+top-layer fine-tuning, QLoRA's GPU requirement, and dropping auxiliary head outputs."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import PreTrainedModel
+
+from src.config import Arch, MethodConfig, ModelConfig, Precision, TinyArchConfig, TrainerConfig
+from src.errors import UserError
+from src.methods import (
+    apply_method,
+    check_method,
+    export_model,
+    freeze_below_top,
+    lora_config,
+    restrict_head,
+)
+from src.models import Backbone, load_classifier, load_tokenizer, materialize_tiny
+from src.training import ClassifierTrainer, TokenizedDataset, predict_logits, training_arguments
+from tests.conftest import Store
+from tests.levers import train_run
+
+TEXTS = ["这基金真的稳啊,收益不错", "分红政策一会儿一个样", "经理换得太频繁了", "感觉很靠谱"] * 3
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PRESETS = {
+    "qwen2": ModelConfig(name="tiny_qwen2", arch=Arch.decoder, lora_target_modules=PROJECTIONS),
+    "bert": ModelConfig(
+        name="tiny_bert", arch=Arch.encoder, lora_target_modules=["query", "key", "value", "dense"]
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=["qwen2", "bert"])
+def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(request.param)
+
+
+def classifier(family: str, tmp_path: Path, labels: int = 2) -> tuple[PreTrainedModel, object]:
+    """A tiny randomly initialised classifier of the family and its tokenizer (fp32)."""
+    cfg = TinyArchConfig(family=family, num_kv_heads=2 if family != "bert" else 4)
+    arch = Arch.encoder if family == "bert" else Arch.decoder
+    backbone = Backbone(materialize_tiny(cfg, TEXTS, tmp_path / "tiny"), arch, False)
+    tokenizer = load_tokenizer(backbone)
+    names = [f"c{i}" for i in range(labels)]
+    model = load_classifier(backbone, tokenizer, names, torch.float32, "sdpa")
+    return model, tokenizer
+
+
+def logits_of(model: PreTrainedModel, tokenizer: object) -> np.ndarray:
+    ids = tokenizer(TEXTS[:4], truncation=True, max_length=16)["input_ids"]  # type: ignore[operator]
+    return predict_logits(model, tokenizer, ids, batch_size=4)[0]  # type: ignore[arg-type]
+
+
+def test_dora_and_rslora_are_peft_switches() -> None:
+    dora = lora_config(MethodConfig(name="dora", rank=8), PRESETS["qwen2"])
+    assert dora.use_dora and not dora.use_rslora and dora.lora_alpha == 16
+    rslora = lora_config(MethodConfig(name="lora", rank=8, use_rslora=True), PRESETS["qwen2"])
+    assert rslora.use_rslora and not rslora.use_dora and rslora.modules_to_save is None
+
+
+def test_dora_with_rslora_and_embeddings_trains_them_and_merges_exactly(
+    family: str, tmp_path: Path
+) -> None:
+    model, tokenizer = classifier(family, tmp_path)
+    method = MethodConfig(name="dora", rank=4, use_rslora=True, train_embeddings=True)
+    peft = apply_method(model, method, PRESETS[family])
+    trainable = [n for n, p in peft.named_parameters() if p.requires_grad]
+    assert any("lora_magnitude_vector" in n for n in trainable)  # DoRA's magnitudes
+    embedding_copies = [n for n in trainable if "modules_to_save" in n and "embed" in n]
+    assert len(embedding_copies) == 1  # the whole input embedding matrix trains
+    scalings = [m.scaling["default"] for m in peft.modules() if hasattr(m, "lora_A")]
+    assert scalings == pytest.approx([8 / math.sqrt(4)] * len(scalings))  # alpha / sqrt(rank)
+    with torch.no_grad():  # stand-in for training: move every trainable weight
+        for param in peft.parameters():
+            if param.requires_grad:
+                param.add_(0.05 * torch.randn_like(param))
+    before = logits_of(peft, tokenizer)
+    trained = dict(peft.named_parameters())[embedding_copies[0]].detach().clone()
+    exported = export_model(peft)
+    np.testing.assert_allclose(logits_of(exported, tokenizer), before, atol=1e-5)
+    assert torch.equal(exported.get_input_embeddings().weight, trained)
+
+
+def test_freeze_layers_trains_the_top_blocks_and_everything_above(
+    family: str, tmp_path: Path
+) -> None:
+    model, _ = classifier(family, tmp_path)
+    apply_method(model, MethodConfig(name="freeze_layers", trainable_layers=1), PRESETS[family])
+    trains = {n for n, p in model.named_parameters() if p.requires_grad}
+    if family == "bert":
+        assert not any(n.startswith(("bert.embeddings", "bert.encoder.layer.0.")) for n in trains)
+        assert {n.split(".")[0] for n in trains} == {"bert", "classifier"}
+        assert any(n.startswith("bert.encoder.layer.1.") for n in trains)
+        assert any(n.startswith("bert.pooler") for n in trains)
+    else:
+        assert not any(n.startswith(("model.embed_tokens", "model.layers.0.")) for n in trains)
+        assert any(n.startswith("model.layers.1.") for n in trains)
+        assert {"model.norm.weight", "score.weight"} <= trains
+    freeze_below_top(model, 0)
+    assert all(
+        "layers.1." not in n and "layer.1." not in n
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    )
+    with pytest.raises(UserError, match="trainable_layers=3, but the model has 2"):
+        freeze_below_top(model, 3)
+
+
+def test_head_lr_puts_the_head_in_its_own_groups(tmp_path: Path) -> None:
+    model, _ = classifier("qwen2", tmp_path)
+    peft = apply_method(model, MethodConfig(name="lora", rank=4), PRESETS["qwen2"])
+    trainer_cfg = TrainerConfig(lr=1e-4, weight_decay=0.01)
+    args = training_arguments(trainer_cfg, tmp_path / "t", 0, "eval_loss", Precision.fp32)
+    data = TokenizedDataset([[1, 2, 3]], [0])
+    trainer = ClassifierTrainer(
+        model=peft, args=args, train_dataset=data, eval_dataset=data, head_lr=5e-3
+    )
+    optimizer = trainer.create_optimizer()
+    by_lr: dict[float, set[str]] = {}
+    names = {id(p): n for n, p in peft.named_parameters()}
+    for group in optimizer.param_groups:
+        by_lr.setdefault(group["lr"], set()).update(names[id(p)] for p in group["params"])
+    assert set(by_lr) == {1e-4, 5e-3}
+    assert by_lr[5e-3] and all(".score." in n for n in by_lr[5e-3])
+    assert not any(".score." in n for n in by_lr[1e-4])
+    trainable = {n for n, p in peft.named_parameters() if p.requires_grad}
+    assert by_lr[1e-4] | by_lr[5e-3] == trainable
+    assert trainer.create_optimizer() is optimizer  # split once
+
+
+def test_restrict_head_keeps_the_first_outputs_exactly(family: str, tmp_path: Path) -> None:
+    model, tokenizer = classifier(family, tmp_path, labels=4)
+    full = logits_of(model, tokenizer)
+    restricted = restrict_head(model, 2)
+    np.testing.assert_allclose(logits_of(restricted, tokenizer), full[:, :2], atol=1e-6)
+    assert restricted.config.num_labels == 2 and restricted.config.id2label == {0: "c0", 1: "c1"}
+    restricted.save_pretrained(tmp_path / "saved")
+    reloaded = type(restricted).from_pretrained(tmp_path / "saved")
+    np.testing.assert_allclose(logits_of(reloaded, tokenizer), full[:, :2], atol=1e-6)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only message")
+def test_qlora_without_a_gpu_is_one_line_and_never_imports_bitsandbytes(
+    compose_cfg, tmp_path
+) -> None:
+    from src.train import train
+
+    with pytest.raises(UserError, match=re.escape("method=qlora needs a CUDA GPU")) as err:
+        check_method(MethodConfig(name="qlora"))
+    assert "\n" not in str(err.value) and "method=lora" in str(err.value)
+    with pytest.raises(UserError, match="needs a CUDA GPU"):
+        train(compose_cfg("data=fund_reviews", "method=qlora"))
+    assert "bitsandbytes" not in sys.modules
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"name": "lora", "head_lr": 0.0}, "method.head_lr must be > 0"),
+        ({"name": "freeze_layers", "trainable_layers": -1}, "method.trainable_layers must be >= 0"),
+        ({"name": "dora", "rank": 0}, "method.rank must be a positive integer"),
+        ({"name": "adapter"}, "method.name=adapter is not one of"),
+    ],
+)
+def test_bad_method_values_are_one_line(override: dict, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_method(MethodConfig(**override))
+
+
+def test_dora_run_with_rslora_head_lr_and_embeddings(store: Store) -> None:
+    """method=dora with every LoRA option on tiny_qwen2: the embedding matrix (2000 x 64) is
+    among the trained parameters, and the run logs the usual metrics."""
+    run = train_run(
+        store,
+        "data=fund_reviews",
+        "method=dora",
+        "method.use_rslora=true",
+        "method.train_embeddings=true",
+        "method.head_lr=1e-2",
+        "trainer.max_len=32",
+    )
+    metrics, params = run.data.metrics, run.data.params
+    assert params["method.name"] == "dora" and params["method.head_lr"] == "0.01"
+    assert metrics["trainable_params"] > 64 * 1000  # the embeddings train in full
+    assert {"test_macro_f1", "best_eval_macro_f1", "train_samples_per_second"} <= set(metrics)
+    assert run.data.tags["method"] == "dora"
+
+
+def test_freeze_layers_run(store: Store) -> None:
+    """method=freeze_layers on tiny_bert: only the top block, pooler and head train."""
+    run = train_run(
+        store,
+        "model=tiny_bert",
+        "data=fund_reviews",
+        "method=freeze_layers",
+        "method.trainable_layers=1",
+        "trainer.max_len=32",
+    )
+    metrics = run.data.metrics
+    assert 0 < metrics["trainable_params"] < metrics["total_params"] / 2
+    assert "test_macro_f1" in metrics

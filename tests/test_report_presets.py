@@ -1,0 +1,132 @@
+"""Specification of the claim presets in conf/experiment/: what each sweeps, and its CPU twin."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+from src import report
+from src.config import register_configs
+from tests.conftest import CONF, run_module
+
+PRESETS = sorted(
+    p.stem for p in (CONF / "experiment").glob("c[0-9]_*.yaml") if not p.stem.endswith("_cpu")
+)
+TWINS = [f"{name}_cpu" for name in PRESETS]
+
+
+@functools.cache
+def compose_experiment(name: str, *overrides: str) -> DictConfig:
+    """The composed config (cached: each test reads it only)."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=[f"experiment={name}", *overrides], return_hydra_config=True
+        )
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def sweep_params(cfg: DictConfig) -> dict[str, str]:
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+    assert isinstance(params, dict)
+    return {str(k): str(v) for k, v in params.items()}
+
+
+def test_every_claim_preset_has_a_cpu_twin() -> None:
+    assert {
+        "c1_short_text_llm_vs_bert",
+        "c3_base_vs_instruct_by_size",
+        "c4_lora_vs_sft_by_size",
+        "c5_epochs_rank",
+        "c8_lr_vs_trainable_params",
+    } <= set(PRESETS)
+    for twin in TWINS:
+        assert (CONF / "experiment" / f"{twin}.yaml").is_file(), twin
+
+
+@functools.cache
+def jobs(name: str) -> list[DictConfig]:
+    """The composed configs of a preset's first and last job (first / last value of each param)."""
+    params = sweep_params(compose_experiment(name))
+    out = []
+    for pick in (0, -1):
+        overrides = [f"{k}={v.split(',')[pick]}" for k, v in params.items() if k != "seed"]
+        out.append(compose_experiment(name, *overrides, "seed=1"))
+    return out
+
+
+@pytest.mark.parametrize("name", PRESETS + TWINS)
+def test_preset_names_its_experiment_and_sweeps_seeds(name: str) -> None:
+    cfg = compose_experiment(name)
+    assert cfg.tracking.experiment == name
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert sweep_params(cfg)["seed"] == "range(3)"
+    assert sweep_params(compose_experiment(name, "seeds=5"))["seed"] == "range(5)"
+
+
+@pytest.mark.parametrize("name", PRESETS + TWINS)
+def test_every_job_composes_and_the_claims_factor_varies(name: str) -> None:
+    """First and last job are valid configs (schema, groups) and differ in the report's factor."""
+    first, last = jobs(name)
+    assert first.tracking.experiment == last.tracking.experiment == name
+    factor = report.CLAIM_FACTORS[name.removesuffix("_cpu")]
+    assert OmegaConf.select(first, factor) != OmegaConf.select(last, factor), factor
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_cpu_twins_use_tiny_models_and_say_they_only_exercise_the_pipeline(name: str) -> None:
+    text = (CONF / "experiment" / f"{name}.yaml").read_text()
+    assert "ONLY EXERCISES THE PIPELINE" in text
+    for job in jobs(name):
+        assert job.model.name.startswith("tiny_"), job.model.name
+        assert job.tracking.log_model is False
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_gpu_presets_use_hub_backbones(name: str) -> None:
+    for job in jobs(name):
+        assert job.model.hub_id, job.model.name
+    for model in sweep_params(compose_experiment(name)).get("model", "").split(","):
+        assert not model or (CONF / "model" / f"{model}.yaml").is_file(), model
+
+
+@pytest.mark.slow
+def test_c4_cpu_twin_runs_and_reports_end_to_end(tmp_path: Path) -> None:
+    """The real commands: the CPU twin (2 seeds, smaller caps), then the report."""
+    name = "c4_lora_vs_sft_by_size_cpu"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.MlflowClient(tracking_uri=uri).create_experiment(
+        name, artifact_location=(tmp_path / "artifacts").as_uri()
+    )
+    train = run_module(
+        "src.train",
+        f"experiment={name}",
+        "seeds=2",
+        "data.max_train=60",
+        "data.max_eval=40",
+        "data.max_test=80",
+        "trainer.epochs=1",
+        f"tracking.uri={uri}",
+        f"tracking.dir={tmp_path}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        timeout=900,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    out = tmp_path / "report"
+    rep = run_module("src.report", "--experiment", name, "--tracking-uri", uri, "--out", str(out))
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["method.name"].tolist() == ["lora", "sft"] and set(summary.n) == {2}
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    assert comparisons[["a", "b"]].values.tolist() == [["lora", "sft"]]
+    assert comparisons.verdict.item() in ("lora better", "sft better", "no significant difference")
+    assert "logged to parent run" in rep.stdout
