@@ -25,8 +25,8 @@ demo: $(STAMP)  ## CPU demo: tiny Qwen2 vs tiny BERT x LoRA vs full fine-tuning,
 	$(PY) -m src.train experiment=demo
 	$(PY) -m src.summary --experiment demo
 
-test: $(STAMP)  ## the default test suite (skips tests marked slow)
-	$(PY) -m pytest -m "not slow and not browser" -q
+test: $(STAMP)  ## the default test suite (skips tests marked slow; browser tests need Debian chromium)
+	$(PY) -m pytest -m "not slow" -q
 
 test-all: $(STAMP)  ## every test, slow ones included
 	$(PY) -m pytest -q
@@ -39,6 +39,10 @@ sweep: $(STAMP)  ## Optuna study; re-run to resume: make sweep [SWEEP=lora_rank_
 
 sweep-worker: $(STAMP)  ## one more worker on the same study (another terminal, same SWEEP / ARGS)
 	$(PY) -m src.train -m hparams_search=$(SWEEP) $(ARGS)
+
+report: $(STAMP)  ## tables, verdicts, plots of an experiment: make report EXPERIMENT=c3_base_vs_instruct_by_size
+	@test -n "$(EXPERIMENT)" || { echo "usage: make report EXPERIMENT=<name> [ARGS=...]" >&2; exit 2; }
+	$(PY) -m src.report --experiment $(EXPERIMENT) $(ARGS)
 
 ui: $(STAMP)  ## MLflow UI on 127.0.0.1 against mlruns/ (loopback only: add auth before exposing it)
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \

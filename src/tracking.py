@@ -203,8 +203,9 @@ def redact_values(values: Mapping[str, Any]) -> dict[str, str]:
 
 
 def redact(uri: str) -> str:
-    """Hide a password in a URI (`scheme://user:secret@host` → `scheme://user:***@host`)."""
-    return re.sub(r"(://[^:/@]+):[^@/]+@", r"\1:***@", uri)
+    """Hide a password in a URI (`scheme://user:secret@host` → `scheme://user:***@host`), also
+    one with an unescaped `@`, and every URI in a longer text."""
+    return re.sub(r"(://[^:/@\s]+):[^/\s]*@", r"\1:***@", uri)
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -8,6 +8,7 @@ saves the one checkpoint.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 from mlflow.entities import LoggedModelStatus
 
 from src import tracking
-from src.config import TrainerConfig
+from src.config import TrackingConfig, TrainerConfig
 from src.errors import UserError
 from src.training import DEEPSPEED_DIR, check_trainer, fsdp_arguments
 from tests.conftest import CONF, QUICK, ROOT, Store
@@ -43,6 +44,7 @@ def test_torchrun_two_processes_record_one_run_once_and_save_one_checkpoint(
             "-m",
             "src.train",
             *QUICK,
+            "trainer.batch_size=2",  # 12 reviews: 6 steps an epoch alone, 3 on two ranks
             "trainer.logging_steps=1",
             *store.overrides(),
         ],
@@ -53,7 +55,6 @@ def test_torchrun_two_processes_record_one_run_once_and_save_one_checkpoint(
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "[rank1]" not in proc.stderr or "Traceback" not in proc.stderr
 
     (run,) = store.runs()  # one run, not one per rank
     client = store.client()
@@ -62,10 +63,8 @@ def test_torchrun_two_processes_record_one_run_once_and_save_one_checkpoint(
     epochs = [m.step for m in client.get_metric_history(run.info.run_id, "eval_macro_f1")]
     assert epochs == list(range(1, EPOCHS + 1))  # each epoch's metrics logged once
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
-    assert steps == sorted(set(steps)) and steps  # each optimizer step once
+    assert steps == list(range(1, 3 * EPOCHS + 1))  # each step once; two ranks share the data
     assert len(client.get_metric_history(run.info.run_id, "test_macro_f1")) == 1
-    # Two processes each saw half of every batch: DistributedDataParallel ran.
-    assert "world_size=2" in proc.stderr or "WORLD_SIZE" not in proc.stderr or True
     (output,) = run.outputs.model_outputs  # one checkpoint, from rank 0
     assert client.get_logged_model(output.model_id).status == LoggedModelStatus.READY
     outputs = store.root / "outputs"
@@ -75,19 +74,13 @@ def test_torchrun_two_processes_record_one_run_once_and_save_one_checkpoint(
 
 def test_only_rank_0_records(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("RANK", "1")
-    cfg = TrackingConfigForTest(tmp_path)
+    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", dir=str(tmp_path))
     assert tracking.setup(cfg) == ""  # no store is even opened on rank 1
     with tracking.run("", "x", {}) as active:
         assert active is None
         tracking.log_metrics({"a": 1.0})
         tracking.log_dict({"a": 1}, "a.json")
     assert not (tmp_path / "mlflow.db").exists()
-
-
-def TrackingConfigForTest(root: Path):  # noqa: N802 - reads like the config it builds
-    from src.config import TrackingConfig
-
-    return TrackingConfig(uri=f"sqlite:///{root / 'mlflow.db'}", dir=str(root))
 
 
 @pytest.mark.parametrize(("name", "stage"), [("zero2", 2), ("zero3", 3)])
@@ -105,7 +98,7 @@ def test_deepspeed_settings_fail_with_one_line_before_anything_loads(monkeypatch
         check_trainer(TrainerConfig(deepspeed="zero9"))
     with pytest.raises(UserError, match="choose one"):
         check_trainer(TrainerConfig(deepspeed="zero2", fsdp="full_shard"))
-    if shutil.which("deepspeed") is None:
+    if importlib.util.find_spec("deepspeed") is None:
         with pytest.raises(UserError, match="needs the deepspeed package"):
             check_trainer(TrainerConfig(deepspeed="zero2"))
     with pytest.raises(UserError, match=r"trainer.fsdp=zero3: use one of full_shard"):
@@ -129,9 +122,10 @@ def test_makefile_train_ddp_runs_torchrun_with_one_output_dir_for_all_ranks() ->
 
 
 def test_slurm_launcher_example_composes_with_postgres_storage_and_tracking_server(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch
 ) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    monkeypatch.setenv("CLFSWEEP_PG_PASSWORD", "from-the-environment")
     local = tmp_path / "local"
     local.mkdir()
     shutil.copy(CONF / "local" / "slurm.yaml.example", local / "slurm.yaml")
@@ -150,6 +144,6 @@ def test_slurm_launcher_example_composes_with_postgres_storage_and_tracking_serv
     finally:
         GlobalHydra.instance().clear()
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
-    assert cfg.hydra.sweeper.storage.startswith("postgresql://")
+    assert cfg.hydra.sweeper.storage.startswith("postgresql://postgres:from-the-environment@")
     assert cfg.tracking.uri.startswith("http://")
     assert cfg.hydra.sweeper.n_jobs == cfg.hydra.launcher.array_parallelism

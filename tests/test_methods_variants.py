@@ -187,6 +187,7 @@ def test_dora_run_with_rslora_head_lr_and_embeddings(store: Store) -> None:
         "method.train_embeddings=true",
         "method.head_lr=1e-2",
         "trainer.max_len=32",
+        "tracking.log_model=false",
     )
     metrics, params = run.data.metrics, run.data.params
     assert params["method.name"] == "dora" and params["method.head_lr"] == "0.01"
@@ -195,6 +196,7 @@ def test_dora_run_with_rslora_head_lr_and_embeddings(store: Store) -> None:
     assert run.data.tags["method"] == "dora"
 
 
+@pytest.mark.slow
 def test_freeze_layers_run(store: Store) -> None:
     """method=freeze_layers on tiny_bert: only the top block, pooler and head train."""
     run = train_run(
@@ -204,6 +206,7 @@ def test_freeze_layers_run(store: Store) -> None:
         "method=freeze_layers",
         "method.trainable_layers=1",
         "trainer.max_len=32",
+        "tracking.log_model=false",
     )
     metrics = run.data.metrics
     assert 0 < metrics["trainable_params"] < metrics["total_params"] / 2

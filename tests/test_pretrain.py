@@ -76,6 +76,7 @@ def test_an_unknown_from_run_is_one_line(compose_cfg) -> None:
         train(cfg)
 
 
+@pytest.mark.slow
 def test_pretrain_then_fine_tune_from_its_run(store: Store, tmp_path: Path) -> None:
     """Masked-LM pretraining of tiny_bert on the fund reviews, then fine-tuning from the run:
     the checkpoint is the pretrained one, and the fine-tuning run names its parent."""

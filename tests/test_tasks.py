@@ -212,7 +212,12 @@ def test_multi_label_run(store: Store, tmp_path: Path) -> None:
     """task=multi_label on tiny_bert: BCE head, threshold tuned on validation, set-based metrics."""
     data = write_jsonl(tmp_path / "aspects.jsonl", multi_label_rows(80))
     run = train_run(
-        store, "model=tiny_bert", "task=multi_label", "data=custom", f"data.train_path={data}"
+        store,
+        "model=tiny_bert",
+        "task=multi_label",
+        "data=custom",
+        f"data.train_path={data}",
+        "tracking.log_model=false",
     )
     metrics = run.data.metrics
     for name in ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "threshold"):
@@ -226,6 +231,7 @@ def test_multi_label_run(store: Store, tmp_path: Path) -> None:
     assert "samples avg" in Path(report).read_text()
 
 
+@pytest.mark.slow
 def test_regression_run(store: Store, tmp_path: Path) -> None:
     """task=regression on tiny_qwen2: one output, MSE; MAE / RMSE / Pearson / Spearman."""
     path = tmp_path / "scores.csv"
@@ -240,6 +246,7 @@ def test_regression_run(store: Store, tmp_path: Path) -> None:
         f"data.train_path={path}",
         "data.label_column=score",
         "trainer.lr=1e-3",
+        "tracking.log_model=false",
     )
     metrics = run.data.metrics
     assert {"test_mae", "test_rmse", "test_pearson", "test_spearman", "best_eval_rmse"} <= set(
