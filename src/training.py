@@ -375,7 +375,7 @@ def fit(
         callbacks=list(callbacks),
         head_lr=head_lr,
     )
-    with disk_space_guard(args.output_dir, "a Trainer checkpoint"):
+    with disk_space_guard(args.output_dir or ".", "a Trainer checkpoint"):
         result = trainer.train()
     # Every rank has loaded the best epoch before the caller removes the checkpoints (DDP).
     trainer.accelerator.wait_for_everyone()

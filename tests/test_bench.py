@@ -118,6 +118,16 @@ def test_recipe_pads_each_map_batch_to_its_longest_text(tokenizer: Any) -> None:
     assert sum(ds[1199]["attention_mask"]) == 16  # truncated at max_len
 
 
+def test_recipe_sharded_padding(tokenizer: Any) -> None:
+    """num_proc shards pad to their own longest text (batch size 1: no collator padding)."""
+    short, long = "好", "质量不错,价格也便宜,下次还来"
+    texts = [short, short, long, short]
+    n_short, n_long = (len(tokenizer(t)["input_ids"]) for t in (short, long))
+    got = article_recipe.sharded_training_efficiency(texts, tokenizer, 64, 2, 1)
+    assert got == pytest.approx((3 * n_short + n_long) / (2 * n_short + 2 * n_long))
+    assert article_recipe.sharded_training_efficiency(texts, tokenizer, 64, 4, 1) == 1.0
+
+
 def test_recipe_evaluates_one_text_at_a_time(tokenizer: Any) -> None:
     torch.manual_seed(0)
     config = Qwen2Config(
@@ -248,6 +258,7 @@ def arm(train: float, test: float, wall: float, real: int, processed: int) -> di
         "peak_rss_mb": 900.0,
         "test_macro_f1": 0.5,
         "padding": {"train": phase, "valid": phase, "test": phase},
+        "train_padding_efficiency_num_proc_64": 0.2,
     }
 
 
@@ -258,13 +269,16 @@ def test_table_rows() -> None:
         "plain": [arm(60, 90, 29, 96, 100), arm(61, 91, 30, 96, 100)],
     }
     startup = {"reuse_s": 0.1, "reload_s": 0.3}
-    sweep = {"median_steps_share": 0.3}
+    sweep = {"median_steps_share": 0.3, "grid_steps": 480}
     rows = {r["metric"]: r for r in table_rows(arms, startup, sweep)}
     train = rows["training samples/s"]
     assert (train["reference"], train["ours"], train["ratio"], train["met"]) == (11, 55, 5, True)
     assert rows["padding efficiency, training"]["met"] is True
-    overhead = rows["framework overhead: wall s, plain HF script vs ours"]
+    overhead = next(r for name, r in rows.items() if name.startswith("framework overhead"))
     assert overhead["ratio"] == pytest.approx(30.5 / 29.5) and overhead["met"] is True
-    assert rows["trial start-up: reload s vs reuse s"]["ratio"] == pytest.approx(3)
+    startup_row = next(r for name, r in rows.items() if name.startswith("trial start-up"))
+    assert startup_row["ratio"] == pytest.approx(1 / 3)
+    sweep_row = next(r for name, r in rows.items() if name.startswith("sweep"))
+    assert sweep_row["met"] is True and sweep_row["ours"] == pytest.approx(0.3 * 480)
     assert "| training samples/s | 11 | 55 | 5 |" in render_table(list(rows.values()))
     json.dumps(rows)  # the JSON report holds them as they are

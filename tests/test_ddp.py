@@ -23,7 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 from mlflow.entities import LoggedModelStatus
 
 from src import tracking
-from src.config import TrackingConfig, TrainerConfig
+from src.config import TrackingConfig, TrainerConfig, register_configs
 from src.errors import UserError
 from src.training import DEEPSPEED_DIR, check_trainer, fsdp_arguments
 from tests.conftest import CONF, QUICK, ROOT, Store
@@ -129,6 +129,7 @@ def test_slurm_launcher_example_composes_with_postgres_storage_and_tracking_serv
     local = tmp_path / "local"
     local.mkdir()
     shutil.copy(CONF / "local" / "slurm.yaml.example", local / "slurm.yaml")
+    register_configs()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(CONF), version_base="1.3"):

@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.clfsweep_optuna_sweeper._impl import EXCESS_ATTR
 from hydra_plugins.clfsweep_optuna_sweeper._liveness import WORKER_ATTR
-from tests.conftest import QUICK, ROOT
+from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "services.sh"
 
@@ -103,7 +103,8 @@ def test_two_workers_on_postgres_finish_exactly_n_trials_and_the_server_gets_eve
         "src.train",
         "-m",
         "hparams_search=smoke_tiny",
-        *QUICK,
+        "data=fund_reviews",  # the article's 20 reviews: seconds a trial
+        "trainer.max_len=32",
         f"hydra.sweeper.n_trials={n_trials}",
         "hydra.sweeper.study_name=pg_study",
         "hydra.sweeper.plots=false",

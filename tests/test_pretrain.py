@@ -68,6 +68,15 @@ def test_bad_pretraining_settings_are_one_line(
     assert "\n" not in str(err.value)
 
 
+def test_a_model_path_to_a_pretrained_checkpoint_keeps_its_lineage(tmp_path: Path) -> None:
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (tmp_path / name).write_text("{}")
+    cfg = ModelConfig(name="tiny_bert", arch=Arch.encoder, path=str(tmp_path))
+    assert resolve_backbone(cfg, []).pretrain_run_id is None
+    (tmp_path / LINEAGE_FILE).write_text(json.dumps({"run_id": "abc123"}))
+    assert resolve_backbone(cfg, []).pretrain_run_id == "abc123"
+
+
 def test_an_unknown_from_run_is_one_line(compose_cfg) -> None:
     from src.train import train
 
