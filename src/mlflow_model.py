@@ -1,29 +1,28 @@
-"""MLflow pyfunc wrapper of a saved sequence-classification checkpoint (logged as model code).
+"""MLflow pyfunc wrapper of a saved checkpoint, logged as model code.
 
-Self-contained on purpose: MLflow copies this file into every logged model, and loading the model
-must not need this project installed. The checkpoint itself is a plain HF directory
-(config + safetensors + tokenizer) under the model's `artifacts/checkpoint/`, which
-`AutoModelForSequenceClassification.from_pretrained` loads directly.
+The checkpoint itself is a plain HF directory (config + safetensors + tokenizer + our
+`clfsweep.json`) under the model's `artifacts/checkpoint/`, which
+`AutoModelForSequenceClassification.from_pretrained` loads directly. Through pyfunc, texts are
+encoded exactly as `python -m src.predict` does (prompt, truncation or sliding windows, task and
+threshold), by the same code: the `src` package travels with the model (`code_paths`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import mlflow
-import torch
 from mlflow.pyfunc import PythonModel, PythonModelContext
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 
 class SequenceClassifier(PythonModel):
-    """Texts in (a `text` column or a list of strings); label and probabilities out."""
+    """Texts in; per text the label(s) or value and the probabilities out."""
 
     def load_context(self, context: PythonModelContext) -> None:
-        path = context.artifacts["checkpoint"]
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
-        self.model.eval()
+        from src.predict import Classifier
+
+        self.classifier = Classifier.load(Path(context.artifacts["checkpoint"]))
 
     def predict(
         self,
@@ -31,23 +30,8 @@ class SequenceClassifier(PythonModel):
         model_input: list[str],
         params: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        texts = list(model_input)
-        max_len = int((params or {}).get("max_len", 512))
-        rows = []
-        for start in range(0, len(texts), 32):
-            batch = self.tokenizer(
-                texts[start : start + 32],
-                truncation=True,
-                max_length=max_len,
-                padding=True,
-                return_tensors="pt",
-            )
-            with torch.inference_mode():
-                probs = torch.softmax(self.model(**batch).logits.float(), dim=-1)
-            for row in probs.tolist():
-                best = max(range(len(row)), key=row.__getitem__)
-                rows.append({"label": self.model.config.id2label[best], "probabilities": row})
-        return rows
+        max_len = (params or {}).get("max_len")
+        return self.classifier(list(model_input), max_len=int(max_len) if max_len else None)
 
 
 mlflow.models.set_model(SequenceClassifier())

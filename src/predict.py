@@ -11,13 +11,14 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
 import mlflow
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from src.checkpoint import load_checkpoint, resolve_model_dir
+from src.checkpoint import CheckpointInfo, load_checkpoint, resolve_model_dir
 from src.config import TaskConfig, TrackingConfig
 from src.errors import UserError
 from src.long_text import InputSpec, encode
@@ -66,20 +67,41 @@ def read_texts(stream: Iterable[bytes], name: str) -> list[str]:
     return texts
 
 
-def classify(model_dir: Path, texts: list[str], batch_size: int, max_len: int | None) -> list[dict]:
-    """Label (labels, value) and probabilities for each text, in input order.
+@dataclass
+class Classifier:
+    """A loaded checkpoint that classifies texts the way its run encoded them."""
 
-    Texts are encoded as in training (prompt, truncation or sliding windows, whose logits are
-    aggregated per text); the task and its threshold come from the checkpoint's metadata.
-    """
-    model, tokenizer, info = load_checkpoint(model_dir)
-    spec = InputSpec(**info.inputs) if info.inputs else InputSpec(max_len=info.max_len)
-    encoded = encode(texts, tokenizer, replace(spec, max_len=max_len or spec.max_len))
-    logits, _ = predict_logits(model, tokenizer, encoded.inputs, batch_size)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    task = make_task(TaskConfig(name=info.task, threshold=info.threshold), labels)
-    answers = task.answers(encoded.aggregate(logits))
-    return [{"text": text} | answer for text, answer in zip(texts, answers, strict=True)]
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    info: CheckpointInfo
+
+    @classmethod
+    def load(cls, model_dir: Path) -> Classifier:
+        """Load a checkpoint directory (safetensors only)."""
+        return cls(*load_checkpoint(model_dir))
+
+    def __call__(
+        self, texts: list[str], batch_size: int = 32, max_len: int | None = None
+    ) -> list[dict]:
+        """Label (labels, value) and probabilities for each text, in input order.
+
+        Texts are encoded as in training (prompt, truncation or sliding windows, whose logits
+        are aggregated per text); the task and its threshold come from the checkpoint metadata.
+        """
+        info = self.info
+        spec = InputSpec(**info.inputs) if info.inputs else InputSpec(max_len=info.max_len)
+        encoded = encode(texts, self.tokenizer, replace(spec, max_len=max_len or spec.max_len))
+        logits, _ = predict_logits(self.model, self.tokenizer, encoded.inputs, batch_size)
+        config = self.model.config
+        labels = [config.id2label[i] for i in range(config.num_labels)]
+        task = make_task(TaskConfig(name=info.task, threshold=info.threshold), labels)
+        answers = task.answers(encoded.aggregate(logits))
+        return [{"text": text} | answer for text, answer in zip(texts, answers, strict=True)]
+
+
+def classify(model_dir: Path, texts: list[str], batch_size: int, max_len: int | None) -> list[dict]:
+    """Classify texts with the checkpoint in `model_dir`."""
+    return Classifier.load(model_dir)(texts, batch_size, max_len)
 
 
 def write_jsonl(rows: list[dict], out: TextIO) -> None:

@@ -334,7 +334,8 @@ def log_checkpoint(checkpoint_dir: Path) -> str:
         name="model",
         python_model=str(Path(__file__).with_name("mlflow_model.py")),
         artifacts={"checkpoint": str(checkpoint_dir)},
-        pip_requirements=["torch", "transformers", "pandas", "safetensors"],
+        code_paths=[str(Path(__file__).parent)],
+        pip_requirements=["torch", "transformers", "peft", "pandas", "safetensors", "scikit-learn"],
     )
     return str(info.model_uri)
 

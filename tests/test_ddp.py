@@ -67,6 +67,8 @@ def test_torchrun_two_processes_record_one_run_once_and_save_one_checkpoint(
     assert len(client.get_metric_history(run.info.run_id, "test_macro_f1")) == 1
     (output,) = run.outputs.model_outputs  # one checkpoint, from rank 0
     assert client.get_logged_model(output.model_id).status == LoggedModelStatus.READY
+    models = client.search_logged_models([run.info.experiment_id])
+    assert [m.model_id for m in models] == [output.model_id]  # and no other anywhere
     outputs = store.root / "outputs"
     assert not (outputs / "trainer").exists()  # per-epoch checkpoints removed by rank 0
     assert not list(outputs.glob(".staging-*"))

@@ -86,17 +86,17 @@ def test_kill_9_mid_training_next_start_marks_the_run_killed(store: Store) -> No
         *quick("trainer.epochs=40"),
         *store.overrides(),
     ]
-    proc = subprocess.Popen(
-        command, cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    log = store.root / "train.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=child_env(), stdout=out, stderr=out)
     try:
-        run_id = wait_for_epoch_metric(store, proc)
+        run_id = wait_for_epoch_metric(store, proc, log)
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.stderr.close()  # type: ignore[union-attr]
+            proc.wait()
     client = store.client()
     assert client.get_run(run_id).info.status == "RUNNING"  # what kill -9 leaves behind
 
@@ -112,12 +112,14 @@ def test_kill_9_mid_training_next_start_marks_the_run_killed(store: Store) -> No
         resolve_model_dir(run_id, None)
 
 
-def wait_for_epoch_metric(store: Store, proc: subprocess.Popen[bytes], timeout: float = 240) -> str:
+def wait_for_epoch_metric(
+    store: Store, proc: subprocess.Popen[bytes], log: Path, timeout: float = 240
+) -> str:
     """The run id, once the training process has logged its first epoch's metrics."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"training ended before the kill: {proc.stderr.read()[-2000:]!r}")  # type: ignore[union-attr]
+            raise AssertionError(f"training ended before the kill: {log.read_text()[-2000:]}")
         db = store.root / "mlruns" / "mlflow.db"
         if db.exists():
             try:

@@ -127,6 +127,8 @@ def test_two_workers_on_postgres_finish_exactly_n_trials_and_the_server_gets_eve
     ]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    # Not even in the console: jobs get the storage URL through the environment.
+    assert not any(services.pg_password in output for output in outputs)
 
     study = optuna.load_study(study_name="pg_study", storage=services.storage)
     trials = [t for t in study.trials if not t.system_attrs.get(EXCESS_ATTR)]

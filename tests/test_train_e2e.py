@@ -9,7 +9,10 @@ import mlflow
 import pandas as pd
 import pytest
 
+from src.predict import classify
 from tests.conftest import QUICK, Store, run_module
+
+TEXTS = ["退钱,什么辣鸡基金", "收益一直挺不错"]
 
 EPOCHS = 2
 
@@ -95,6 +98,9 @@ def test_logged_model_is_a_safetensors_checkpoint_that_from_pretrained_loads(
     assert not list(checkpoint.glob("*.bin")) and not list(checkpoint.glob("adapter_*"))
     loaded = AutoModelForSequenceClassification.from_pretrained(checkpoint)
     assert loaded.config.id2label == {0: "负向", 1: "正向"}
+    answers = mlflow.pyfunc.load_model(uri).predict(TEXTS)
+    expected = classify(checkpoint, TEXTS, batch_size=8, max_len=None)
+    assert [a["label"] for a in answers] == [a["label"] for a in expected]
 
 
 def test_predict_cli_classifies_stdin_texts_from_a_run_id(single_run) -> None:

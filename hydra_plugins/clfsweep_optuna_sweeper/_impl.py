@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import logging
 import math
+import os
 import time
 import uuid
 import warnings
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 SEARCH_SPACE_ATTR = "clfsweep:search_space"
 WORKER_PREFIX = "clfsweep:worker:"
 EXCESS_ATTR = "clfsweep:excess"
+TRIAL_STORAGE_ENV = "CLFSWEEP_TRIAL_STORAGE"  # a storage URL with a password, for the jobs
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 REASON_MAX = 2000
 
@@ -434,10 +436,16 @@ class OptunaSweep:
 
     def _job_overrides(self, trial: optuna.Trial) -> list[str]:
         """Fixed overrides, the trial's parameters, and where the job finds its trial."""
+        storage = quote(self.storage_url)
+        if redact(self.storage_url) != self.storage_url:
+            # A password stays out of the overrides, which launchers print and jobs keep in
+            # .hydra/overrides.yaml: jobs (here, or submitted from here) read the environment.
+            os.environ[TRIAL_STORAGE_ENV] = self.storage_url
+            storage = "${oc.env:" + TRIAL_STORAGE_ENV + "}"
         return [
             *self.space.fixed,
             *param_overrides(trial.params),
-            f"++trial.storage={quote(self.storage_url)}",
+            f"++trial.storage={storage}",
             f"++trial.study_name={quote(self.settings.study_name)}",
             f"++trial.trial_id={trial._trial_id}",
             f"hydra.sweep.dir={quote(str(self.sweep_dir))}",
