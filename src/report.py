@@ -217,16 +217,24 @@ class Artifacts:
             self._predictions[run_id] = self._read_predictions(run_id)
         return self._predictions[run_id]
 
-    def _read_predictions(self, run_id: str) -> pd.DataFrame | None:
+    def _download(self, run_id: str, artifact: str) -> str | None:
+        """A run's artifact as a local path, None (with a warning) if the run has none."""
         try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path=PREDICTIONS,
-                dst_path=str(self.dir / run_id),
-                tracking_uri=self.uri,
+            return str(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run_id,
+                    artifact_path=artifact,
+                    dst_path=str(self.dir / run_id),
+                    tracking_uri=self.uri,
+                )
             )
         except Exception as exc:
-            log.warning("run %s: no %s (%s)", run_id, PREDICTIONS, exc)
+            log.warning("run %s: no %s (%s)", run_id, artifact, exc)
+            return None
+
+    def _read_predictions(self, run_id: str) -> pd.DataFrame | None:
+        path = self._download(run_id, PREDICTIONS)
+        if path is None:
             return None
         return pd.read_csv(
             path, dtype={"id": str, "gold": str, "predicted": str}, keep_default_na=False
@@ -234,15 +242,8 @@ class Artifacts:
 
     def class_report(self, run_id: str) -> dict[str, Any] | None:
         """The run's test classification report (sklearn's output_dict), None if absent."""
-        try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path=CLASS_REPORT,
-                dst_path=str(self.dir / run_id),
-                tracking_uri=self.uri,
-            )
-        except Exception as exc:
-            log.warning("run %s: no %s (%s)", run_id, CLASS_REPORT, exc)
+        path = self._download(run_id, CLASS_REPORT)
+        if path is None:
             return None
         return dict(json.loads(Path(path).read_text(encoding="utf-8")))
 

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import TrackingConfig
 from src.errors import UserError
+from src.processes import process_alive, process_start_ticks
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,6 @@ def _experiment_id(cfg: TrackingConfig, uri: str) -> str:
 
 def process_tags() -> dict[str, str]:
     """This process's identity, recorded on every run it starts."""
-    from hydra_plugins.clfsweep_optuna_sweeper._liveness import process_start_ticks
 
     pid = os.getpid()
     return {
@@ -167,7 +167,6 @@ def mark_orphaned_runs(experiment_id: str) -> list[str]:
     stay RUNNING forever. One query per start. Runs of other hosts are left alone: MLflow keeps
     no heartbeat that could tell a live remote run from a dead one.
     """
-    from hydra_plugins.clfsweep_optuna_sweeper._liveness import process_alive
 
     me = process_tags()
     client = mlflow.MlflowClient()

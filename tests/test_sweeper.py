@@ -26,8 +26,6 @@ from hydra_plugins.clfsweep_optuna_sweeper._liveness import (
     WORKER_ATTR,
     Heartbeat,
     Worker,
-    process_alive,
-    process_start_ticks,
     stale_reason,
 )
 from hydra_plugins.clfsweep_optuna_sweeper._search_space import (
@@ -41,6 +39,7 @@ from hydra_plugins.clfsweep_optuna_sweeper._search_space import (
 from hydra_plugins.clfsweep_optuna_sweeper.optuna_sweeper import ClfsweepOptunaSweeper
 from src.config import TrialConfig, register_configs
 from src.errors import UserError
+from src.processes import process_alive, process_start_ticks
 from src.trial import (
     PRUNER_ATTR,
     build_pruner,
