@@ -258,8 +258,15 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{sweep['median_steps_share']:.0%} of the grid's {sweep['grid_steps']:,} steps "
             f"(90th percentile {sweep['p90_steps_share']:.0%}, median {sweep['median_trials']} "
             f"trials; {sweep['good_cells']} of {sweep['grid_cells']} cells are within 0.5 pt "
-            f"of the best, {sweep['grid_best']:.4f})."
+            f"of the best, {sweep['grid_best']:.4f}); {sweep['reached_share']:.0%} of the "
+            f"studies get there within {sweep['max_trials']} trials."
         )
+        for name, alt in sweep["alternatives"].items():
+            parts.append(
+                f"  - {name}: median {alt['median_steps_share']:.0%} of the grid's steps, "
+                f"90th percentile {alt['p90_steps_share']:.0%}, "
+                f"{alt['reached_share']:.0%} of the studies get there."
+            )
     else:
         parts.append("- sweep: no cached grid; run `python -m benchmarks.sweep --build`.")
     return "\n".join(parts) + "\n"

@@ -30,7 +30,7 @@ class MlflowParentRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra sets HydraConfig only per job; `${hydra:...}` in the tracking config needs it now.
         HydraConfig.instance().set_config(config)
-        tracking_cfg: TrackingConfig = config.tracking  # type: ignore[assignment]
+        tracking_cfg: TrackingConfig = config.tracking
         experiment_id = tracking.setup(tracking_cfg)
         os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri(tracking_cfg)
         client = MlflowClient()

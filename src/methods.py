@@ -97,7 +97,7 @@ def lora_config(
     return LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=method.rank,
-        lora_alpha=method.alpha if method.alpha is not None else 2 * method.rank,
+        lora_alpha=int(method.alpha) if method.alpha is not None else 2 * method.rank,
         lora_dropout=method.dropout,
         target_modules=targets,
         use_dora=method.name == "dora",

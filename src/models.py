@@ -141,7 +141,7 @@ def download(cfg: ModelConfig) -> Path:
 def download_modelscope(model_id: str, revision: str | None) -> Path:
     """Fetch weights through ModelScope, the hub the article uses for Qwen."""
     try:
-        from modelscope import snapshot_download  # type: ignore[import-not-found]
+        from modelscope import snapshot_download
     except ImportError as exc:
         raise UserError(
             "model.hub=modelscope needs the modelscope package: pip install -e '.[modelscope]'"
@@ -318,7 +318,7 @@ def load_classifier(
         )
     else:
         # Weights come from the per-process cache, so the concrete class gets config and weights.
-        model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+        model_class: Any = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
         model = model_class.from_pretrained(
             None, config=config, state_dict=backbone_weights(backbone.path, reuse_weights), **kwargs
         )

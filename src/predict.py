@@ -92,8 +92,8 @@ class Classifier:
         spec = InputSpec(**info.inputs) if info.inputs else InputSpec(max_len=info.max_len)
         encoded = encode(texts, self.tokenizer, replace(spec, max_len=max_len or spec.max_len))
         logits, _ = predict_logits(self.model, self.tokenizer, encoded.inputs, batch_size)
-        config = self.model.config
-        labels = [config.id2label[i] for i in range(config.num_labels)]
+        id2label: dict[int, str] = dict(self.model.config.id2label or {})  # type: ignore[assignment]
+        labels = [id2label[i] for i in range(len(id2label))]
         task = make_task(TaskConfig(name=info.task, threshold=info.threshold), labels)
         answers = task.answers(encoded.aggregate(logits))
         return [{"text": text} | answer for text, answer in zip(texts, answers, strict=True)]

@@ -282,7 +282,7 @@ def log_config(cfg: DictConfig, tags: dict[str, str]) -> None:
     URIs hidden in all three)."""
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert isinstance(resolved, dict)
-    mlflow.log_params(flatten(resolved))
+    mlflow.log_params(flatten({str(k): v for k, v in resolved.items()}))
     mlflow.set_tags(redact_values(tags))
     mlflow.log_text(redact(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")
 
@@ -293,7 +293,7 @@ def log_dataset(df: pd.DataFrame, name: str, context: str) -> None:
     with warnings.catch_warnings():
         # The schema hint about integer columns concerns model signatures, not dataset records.
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(df, name=name, targets="label")
+        dataset = mlflow.data.from_pandas(df, name=name, targets="label")  # type: ignore[attr-defined]
         mlflow.log_input(dataset, context=context)
 
 

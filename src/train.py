@@ -279,8 +279,8 @@ def build_model(
         problem_type=task.problem_type,
         quantization=quantization(cfg.method),
     )
-    model = apply_method(model, cfg.method, cfg.model)
-    trainable, total = count_parameters(model)
+    adapted = apply_method(model, cfg.method, cfg.model)
+    trainable, total = count_parameters(adapted)
     tracking.log_metrics(
         {
             "trainable_params": trainable,
@@ -290,7 +290,7 @@ def build_model(
         }
     )
     log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
-    return model  # type: ignore[return-value]
+    return adapted  # type: ignore[return-value]  # a PeftModel wraps and acts as the model
 
 
 def prompt_and_length(
@@ -382,7 +382,7 @@ def log_train_step(step: int, logs: dict[str, float]) -> None:
     tracking.log_metrics({f"train_{k}": v for k, v in logs.items() if k in keep}, step)
 
 
-def report_to_trial(trial: object, metric: str):  # type: ignore[no-untyped-def]
+def report_to_trial(trial: object, metric: str) -> Callable[[int, dict[str, float]], None]:
     """An epoch hook reporting the validation metric to the Optuna trial, pruning when told."""
     import optuna
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: Hydra composition, isolated MLflow stores, subprocess runs of the real commands."""
+"""Shared fixtures: Hydra composition, isolated MLflow stores, subprocess runs of the commands."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def test_reloaded_checkpoint_gives_the_same_logits(family, method, tmp_path: Pat
     model = apply_method(model, MethodConfig(name=method, rank=4), preset)
     # Move trained weights away from their initial values, as training would.
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.requires_grad:
                 param.add_(torch.randn_like(param) * 0.05)
     encodings = tokenize(TEXTS, tokenizer, max_len=32)
