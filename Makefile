@@ -9,7 +9,7 @@ SWEEP ?= smoke_tiny
 EXPERIMENT ?=
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-all train sweep sweep-worker report ui lint format clean
+.PHONY: setup demo test test-all train sweep sweep-worker report bench bench-grid ui lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ sweep-worker: $(STAMP)  ## one more worker on the same study (another terminal, 
 report: $(STAMP)  ## tables, verdicts, plots of an experiment: make report EXPERIMENT=c3_base_vs_instruct_by_size
 	@test -n "$(EXPERIMENT)" || { echo "usage: make report EXPERIMENT=<name> [ARGS=...]" >&2; exit 2; }
 	$(PY) -m src.report --experiment $(EXPERIMENT) $(ARGS)
+
+bench: $(STAMP)  ## CPU benchmark vs the article's recipe (~7 min): benchmarks/results/bench.{json,md}
+	$(PY) -m benchmarks.bench
+
+bench-grid: $(STAMP)  ## re-run the real grid behind the sweep replay (~40 min): benchmarks/results/grid_curves.json
+	$(PY) -m benchmarks.sweep --build
 
 ui: $(STAMP)  ## MLflow UI on 127.0.0.1 against mlruns/ (loopback only: add auth before exposing it)
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \

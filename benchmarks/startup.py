@@ -1,10 +1,13 @@
 """Trial start-up with backbone reuse against reload, in one fresh process.
 
-A sweep trial builds its model with src.train's own calls: `load_tokenizer`, `load_classifier`
-(with `reuse_weights=True` in a multirun: the backbone's tensors come from the per-process cache
-`src.models.cached_weights`, cloned; otherwise they are read from the safetensors files) and
-`apply_method` (LoRA). The first reuse trial fills the cache and is left out, as the first
-trial of a sweep pays the read. Reads come from the OS page cache either way (a warm disk).
+A sweep trial builds its model with src.train's own calls, `load_classifier` (with
+`reuse_weights=True` in a multirun: the backbone's tensors are cloned from the per-process cache
+`src.models.cached_weights`; otherwise read from the safetensors files) and `apply_method`
+(LoRA), with every page of the weights touched (safetensors maps files lazily); timed is
+that build, what reuse changes (the tokenizer loads alike either way). The two modes are
+interleaved and garbage is collected before each build; the file is in the OS page cache (a
+warm disk, as from the second trial of a sweep on). The first reuse build fills the cache and
+is left out, as the first trial of a sweep pays the read.
 
 python -m benchmarks.startup --settings '<json>' --repeats 7 --out FILE
 """
@@ -12,6 +15,7 @@ python -m benchmarks.startup --settings '<json>' --repeats 7 --out FILE
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 from pathlib import Path
@@ -23,14 +27,13 @@ from benchmarks.article_recipe import TARGET_MODULES
 from benchmarks.common import Settings, bench_checkpoint, stopwatch
 
 
-def build_trial_model(checkpoint: Path, reuse: bool, settings: Settings) -> Any:
+def build_trial_model(checkpoint: Path, reuse: bool, settings: Settings, tokenizer: Any) -> Any:
     """What src.train.build_model does for a LoRA trial (without the MLflow logging)."""
     from src.config import Arch, MethodConfig, ModelConfig
     from src.methods import apply_method
-    from src.models import Backbone, load_classifier, load_tokenizer
+    from src.models import Backbone, load_classifier
 
     backbone = Backbone(path=checkpoint, arch=Arch.decoder, trust_remote_code=False)
-    tokenizer = load_tokenizer(backbone)
     model = load_classifier(
         backbone,
         tokenizer,
@@ -41,31 +44,36 @@ def build_trial_model(checkpoint: Path, reuse: bool, settings: Settings) -> Any:
     )
     method = MethodConfig(name="lora", rank=settings.rank, dropout=settings.dropout)
     preset = ModelConfig(
-        name="tiny_qwen2",
-        arch=Arch.decoder,
-        lora_target_modules=list(TARGET_MODULES),
+        name="tiny_qwen2", arch=Arch.decoder, lora_target_modules=list(TARGET_MODULES)
     )
-    return apply_method(model, method, preset)
+    adapted = apply_method(model, method, preset)
+    # safetensors maps the file: pages are read when first touched, which training does at
+    # once. Touch one value per 4 KiB page so a lazy read is paid inside the timed region.
+    with torch.no_grad():
+        for param in adapted.parameters():
+            param.reshape(-1)[:: 4096 // param.element_size()].sum()
+    return adapted
 
 
 def measure(settings: Settings, repeats: int) -> dict[str, Any]:
-    """Median seconds of a trial's model build, reusing and re-reading the backbone."""
-    from src.models import WEIGHT_READS
+    """Median seconds of a trial's model build in each mode."""
+    from src.config import Arch
+    from src.models import WEIGHT_READS, Backbone, load_tokenizer
 
     checkpoint = bench_checkpoint(settings)
-    build_trial_model(checkpoint, reuse=True, settings=settings)  # fills the cache
-    build_trial_model(checkpoint, reuse=False, settings=settings)  # warms the page cache
+    tokenizer = load_tokenizer(Backbone(checkpoint, Arch.decoder, False))
+    build_trial_model(checkpoint, True, settings, tokenizer)  # fills the cache
     times: dict[str, list[float]] = {"reuse": [], "reload": []}
     for _ in range(repeats):
-        for mode in ("reuse", "reload"):  # interleaved: drift hits both alike
+        for mode in times:  # interleaved: drift hits both modes alike
+            gc.collect()
             with stopwatch() as t:
-                build_trial_model(checkpoint, reuse=mode == "reuse", settings=settings)
+                build_trial_model(checkpoint, mode == "reuse", settings, tokenizer)
             times[mode].append(t["s"])
-    reuse, reload = statistics.median(times["reuse"]), statistics.median(times["reload"])
+    medians = {mode: statistics.median(values) for mode, values in times.items()}
     return {
-        "reuse_s": reuse,
-        "reload_s": reload,
-        "reload_over_reuse": reload / reuse,
+        "reuse_s": medians["reuse"],
+        "reload_s": medians["reload"],
         "weight_reads": dict(WEIGHT_READS),
         "checkpoint_mb": sum(f.stat().st_size for f in checkpoint.glob("*.safetensors")) / 2**20,
         "repeats": repeats,
