@@ -128,7 +128,8 @@ def test_recipe_sharded_padding(tokenizer: Any) -> None:
     assert article_recipe.sharded_training_efficiency(texts, tokenizer, 64, 4, 1) == 1.0
 
 
-def test_recipe_evaluates_one_text_at_a_time(tokenizer: Any) -> None:
+def tiny_classifier(tokenizer: Any, num_labels: int) -> Qwen2ForSequenceClassification:
+    """A one-layer Qwen2 classifier, seeded."""
     torch.manual_seed(0)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
@@ -137,10 +138,14 @@ def test_recipe_evaluates_one_text_at_a_time(tokenizer: Any) -> None:
         num_attention_heads=2,
         num_key_value_heads=1,
         intermediate_size=16,
-        num_labels=2,
+        num_labels=num_labels,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = Qwen2ForSequenceClassification(config)
+    return Qwen2ForSequenceClassification(config)
+
+
+def test_recipe_evaluates_one_text_at_a_time(tokenizer: Any) -> None:
+    model = tiny_classifier(tokenizer, num_labels=2)
     meter = PaddingMeter(pad_id=tokenizer.pad_token_id)
     meter.attach(model.get_input_embeddings())
     test_ds = article_recipe.get_dataset(frame(TEXTS[:6]), ["a", "b"])
@@ -183,18 +188,7 @@ def test_length_batches_for_inference() -> None:
 def test_validation_metrics_see_dataset_order(tokenizer: Any, tmp_path: Any) -> None:
     """Evaluation runs longest first; the metric hook gets predictions back in dataset order
     (HF's group_by_length evaluation sampler would hand them over shuffled)."""
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=16,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = Qwen2ForSequenceClassification(config)
+    model = tiny_classifier(tokenizer, num_labels=1)
     rng = np.random.default_rng(0)
     encodings = [[5] * int(n) for n in rng.integers(2, 40, size=50)]
     seen: dict[str, np.ndarray] = {}
