@@ -110,7 +110,7 @@ def train(cfg: DictConfig) -> float:
     experiment_id = tracking.setup(cfg.tracking)
     trial = open_trial(cfg.trial)
     tags = run_tags(cfg) | lineage_tags(backbone)
-    with tracking.run(experiment_id, run_name(cfg), tags):
+    with tracking.run(experiment_id, run_name(cfg, tags), tags):
         tracking.log_config(cfg, tags)
         if torch.cuda.is_available():  # before the weights load: will the run fit the GPU?
             preflight(cfg, backbone.path, len(training.head_labels))
@@ -152,7 +152,7 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
     """The classical row's recipe: the same data, run record and metrics, without a backbone."""
     experiment_id = tracking.setup(cfg.tracking)
     tags = run_tags(cfg) | {"method": "none"}  # method= does not apply to it
-    with tracking.run(experiment_id, run_name(cfg), tags):
+    with tracking.run(experiment_id, run_name(cfg, tags), tags):
         tracking.log_config(cfg, tags)
         log_datasets(splits, training)
         task = make_task(cfg.task, splits.label_names)
@@ -229,11 +229,12 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     return tags
 
 
-def run_name(cfg: DictConfig) -> str:
-    """The configured name, else `model-method-data` (with the trial number in a sweep)."""
+def run_name(cfg: DictConfig, tags: dict[str, str]) -> str:
+    """The configured name, else `model-method-data` from the run's tags (with the trial number
+    in a sweep); the classical baseline's method tag is `none`."""
     if cfg.tracking.run_name:
         return str(cfg.tracking.run_name)
-    name = f"{cfg.model.name}-{cfg.method.name}-{cfg.data.name}"
+    name = f"{tags['model']}-{tags['method']}-{tags['data']}"
     return (
         f"{name}-job{HydraConfig.get().job.num}"
         if HydraConfig.get().mode == RunMode.MULTIRUN
