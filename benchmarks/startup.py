@@ -1,9 +1,9 @@
 """Trial start-up with backbone reuse against reload, in one fresh process.
 
-A sweep trial builds its model with src.train's own calls, `load_classifier` (with
+A sweep trial builds its model with src.train's own call, `build_classifier` (with
 `reuse_weights=True` in a multirun: the backbone's tensors are cloned from the per-process cache
-`src.models.cached_weights`; otherwise read from the safetensors files) and `apply_method`
-(LoRA), with every page of the weights touched (safetensors maps files lazily); timed is
+`src.model.backbones.cached_weights`; otherwise read from the safetensors files), LoRA here, with
+every page of the weights touched (safetensors maps files lazily); timed is
 that build, what reuse changes (the tokenizer loads alike either way). The two modes are
 interleaved and garbage is collected before each build; the file is in the OS page cache (a
 warm disk, as from the second trial of a sweep on). The first reuse build fills the cache and
@@ -28,37 +28,37 @@ from benchmarks.common import Settings, bench_checkpoint, stopwatch
 
 
 def build_trial_model(checkpoint: Path, reuse: bool, settings: Settings, tokenizer: Any) -> Any:
-    """What src.train.build_model does for a LoRA trial (without the MLflow logging)."""
-    from src.config import Arch, MethodConfig, ModelConfig
-    from src.methods import apply_method
-    from src.models import Backbone, load_classifier
+    """A LoRA trial's model, built by src.train's own call (`build_classifier`)."""
+    from src.config.schema import Arch, MethodConfig, ModelConfig, Precision
+    from src.model.backbones import Backbone
+    from src.model.build import build_classifier
 
     backbone = Backbone(path=checkpoint, arch=Arch.decoder, trust_remote_code=False)
-    model = load_classifier(
-        backbone,
-        tokenizer,
-        ["negative", "positive"],
-        torch.float32,
-        "sdpa",
-        reuse_weights=reuse,
-    )
     method = MethodConfig(name="lora", rank=settings.rank, dropout=settings.dropout)
     preset = ModelConfig(
         name="tiny_qwen2", arch=Arch.decoder, lora_target_modules=list(TARGET_MODULES)
     )
-    adapted = apply_method(model, method, preset)
+    built = build_classifier(
+        backbone,
+        tokenizer,
+        preset,
+        method,
+        ["negative", "positive"],
+        Precision.fp32,
+        reuse_weights=reuse,
+    )
     # safetensors maps the file: pages are read when first touched, which training does at
     # once. Touch one value per 4 KiB page so a lazy read is paid inside the timed region.
     with torch.no_grad():
-        for param in adapted.parameters():
+        for param in built.model.parameters():
             param.reshape(-1)[:: 4096 // param.element_size()].sum()
-    return adapted
+    return built.model
 
 
 def measure(settings: Settings, repeats: int) -> dict[str, Any]:
     """Median seconds of a trial's model build in each mode."""
-    from src.config import Arch
-    from src.models import WEIGHT_READS, Backbone, load_tokenizer
+    from src.config.schema import Arch
+    from src.model.backbones import WEIGHT_READS, Backbone, load_tokenizer
 
     checkpoint = bench_checkpoint(settings)
     tokenizer = load_tokenizer(Backbone(checkpoint, Arch.decoder, False))

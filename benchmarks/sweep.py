@@ -3,7 +3,8 @@
 The grid is run for real, once, with our pipeline (`python -m src.train -m ...`, 3 epochs each,
 validation macro F1 after every epoch, read back from MLflow) and cached as a table of per-epoch
 validation curves in `benchmarks/results/grid_curves.json`. The TPE + pruning study is then
-*replayed* on that table with Optuna's own TPESampler and our sweeper's pruner (src.trial), over
+*replayed* on that table with Optuna's own TPESampler and our sweeper's pruner
+(src.sweep.trial), over
 many sampler seeds: a trial asks for a (rank, lr) cell, reports the cell's recorded curve epoch by
 epoch and stops where the pruner says. This is exact for the grid's cells (the same seed, the same
 curves), cheap, and free of timing noise; what it leaves out is run-to-run noise of a re-run cell.
@@ -133,7 +134,7 @@ def replay(
     """One TPE + pruning study on the table: steps and trials until within TOLERANCE of the best."""
     import optuna
 
-    from src.trial import build_pruner
+    from src.sweep.trial import build_pruner
 
     curves = {(r["rank"], r["lr"]): r["curve"] for r in table["runs"]}
     target = max(max(c) for c in curves.values()) - TOLERANCE

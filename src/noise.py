@@ -19,268 +19,29 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import hydra
-import numpy as np
 import pandas as pd
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
-from sklearn.model_selection import StratifiedKFold
 
-from src.config import TrainConfig, register_configs
+from src.config.schema import register_configs
+from src.data.label_noise import find_suspects, write_outputs
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SCORERS = ("tfidf", "model")
-# fold training rows -> held-out rows -> probabilities (held-out rows x labels)
-FoldScorer = Callable[[pd.DataFrame, pd.DataFrame, int], np.ndarray]
 
-
-@dataclass
-class NoiseConfig:
-    scorer: str = "tfidf"  # tfidf: char n-gram TF-IDF + logistic regression | model: model=
-    folds: int = 5
-    include_valid: bool = True  # score the valid split too (the test split is never touched)
-    ngram_max: int = 3  # tfidf: character n-grams of 1 … ngram_max
-    C: float = 10.0  # tfidf: inverse regularisation strength of the logistic regression
-    max_features: int | None = 200_000
-
-
-@dataclass
-class NoiseRunConfig(TrainConfig):
-    noise: NoiseConfig = field(default_factory=NoiseConfig)
-
-
-def register_noise_config() -> None:
-    """The schema of conf/noise.yaml: the training config plus the `noise` group."""
-    register_configs()
-    ConfigStore.instance().store(name="noise_schema", node=NoiseRunConfig)
-
-
-register_noise_config()
-
-
-# --------------------------------------------------------------------------- pure core
-
-
-def out_of_fold_probs(
-    frame: pd.DataFrame, n_labels: int, scorer: FoldScorer, folds: int, seed: int
-) -> np.ndarray:
-    """Class probabilities of every row from a model fitted on the other folds (stratified)."""
-    counts = np.bincount(frame.label.to_numpy(), minlength=n_labels)
-    present = counts[counts > 0]
-    if folds < 2:
-        raise UserError(f"noise.folds={folds}: cross-fitting needs at least 2 folds")
-    if present.min() < folds:
-        raise UserError(
-            f"a class has only {present.min()} examples, fewer than noise.folds={folds}: "
-            "lower noise.folds or add examples"
-        )
-    probs = np.zeros((len(frame), n_labels))
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for k, (fit_idx, held_idx) in enumerate(splitter.split(frame.text, frame.label)):
-        log.info("fold %d/%d: fitting on %d, scoring %d", k + 1, folds, len(fit_idx), len(held_idx))
-        probs[held_idx] = scorer(
-            frame.iloc[fit_idx].reset_index(drop=True),
-            frame.iloc[held_idx].reset_index(drop=True),
-            k,
-        )
-    return probs
-
-
-def class_thresholds(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per class j: the mean probability of j over the examples labelled j (inf if none)."""
-    out = np.full(probs.shape[1], np.inf)
-    for j in range(probs.shape[1]):
-        mask = labels == j
-        if mask.any():
-            out[j] = probs[mask, j].mean()
-    return out
-
-
-def rank_suspects(
-    frame: pd.DataFrame, probs: np.ndarray, label_names: Sequence[str]
-) -> pd.DataFrame:
-    """Every row with its confident-learning flag, ranked by normalised margin (lowest first)."""
-    labels = frame.label.to_numpy()
-    n = len(frame)
-    given = probs[np.arange(n), labels]
-    others = probs.copy()
-    others[np.arange(n), labels] = -np.inf
-    suggested = others.argmax(axis=1)
-    best_other = others[np.arange(n), suggested]
-    confident = probs >= class_thresholds(probs, labels)
-    confident_probs = np.where(confident, probs, -np.inf)
-    confident_label = confident_probs.argmax(axis=1)
-    flagged = confident.any(axis=1) & (confident_label != labels)
-    table = pd.DataFrame(
-        {
-            "id": frame.id.to_numpy(),
-            "split": frame.get("split", pd.Series(["train"] * n)).to_numpy(),
-            "text": frame.text.to_numpy(),
-            "given": [label_names[i] for i in labels],
-            "suggested": [label_names[i] for i in suggested],
-            "p_given": given,
-            "p_suggested": best_other,
-            "margin": given - best_other,
-            "flagged": flagged,
-        }
-    )
-    table = table.sort_values("margin", kind="stable").reset_index(drop=True)
-    table.insert(0, "rank", np.arange(1, n + 1))
-    return table
-
-
-def recall_at_k(ranked_ids: Sequence[str], true_ids: set[str], k: int | None = None) -> float:
-    """Share of `true_ids` among the first k ranked ids (k defaults to len(true_ids))."""
-    k = len(true_ids) if k is None else k
-    if not true_ids:
-        return float("nan")
-    return len(set(list(ranked_ids)[:k]) & true_ids) / len(true_ids)
-
-
-# --------------------------------------------------------------------------- scorers
-
-
-def tfidf_scorer(cfg: NoiseConfig, n_labels: int, seed: int) -> FoldScorer:
-    """Character n-gram TF-IDF + logistic regression, fitted per fold."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    def score(fit: pd.DataFrame, held: pd.DataFrame, fold: int) -> np.ndarray:
-        pipeline = make_pipeline(
-            TfidfVectorizer(
-                analyzer="char",
-                ngram_range=(1, cfg.ngram_max),
-                sublinear_tf=True,
-                max_features=cfg.max_features,
-            ),
-            LogisticRegression(C=cfg.C, max_iter=2000, random_state=seed),
-        )
-        pipeline.fit(fit.text.tolist(), fit.label.to_numpy())
-        out = np.zeros((len(held), n_labels))
-        out[:, pipeline.classes_] = pipeline.predict_proba(held.text.tolist())
-        return out
-
-    return score
-
-
-def model_scorer(cfg: DictConfig, label_names: Sequence[str], workdir: Path) -> FoldScorer:
-    """The configured backbone and method (model=, method=, trainer=), fine-tuned per fold with
-    src.training; a stratified tenth of each fold's training rows picks the best epoch."""
-    import torch
-    from transformers import PreTrainedModel
-
-    from src.data import stratified_split
-    from src.methods import apply_method, export_model
-    from src.metrics import classification_metrics
-    from src.models import load_classifier, load_tokenizer, resolve_backbone
-    from src.training import (
-        TokenizedDataset,
-        fit,
-        predict_logits,
-        resolve_precision,
-        tokenize,
-        training_arguments,
-    )
-
-    n_labels = len(label_names)
-    precision = resolve_precision(cfg.trainer.precision)
-
-    def score(train: pd.DataFrame, held: pd.DataFrame, fold: int) -> np.ndarray:
-        fit_df, valid_df = stratified_split(train, 0.1, cfg.seed, stage=40 + fold)
-        backbone = resolve_backbone(cfg.model, fit_df.text.tolist())
-        tokenizer = load_tokenizer(backbone)
-        model = load_classifier(
-            backbone, tokenizer, label_names, torch.float32, cfg.model.attn_implementation
-        )
-        # A PeftModel quacks like the PreTrainedModel the Trainer wants (as in src.train).
-        model = cast(PreTrainedModel, apply_method(model, cfg.method, cfg.model))
-
-        def encode(df: pd.DataFrame) -> TokenizedDataset:
-            ids = tokenize(df.text.tolist(), tokenizer, cfg.trainer.max_len)
-            return TokenizedDataset(ids, df.label.tolist())
-
-        valid_labels = valid_df.label.to_numpy()
-        fitted = fit(
-            model,
-            tokenizer,
-            encode(fit_df),
-            encode(valid_df),
-            training_arguments(
-                cfg.trainer, workdir / f"fold{fold}", cfg.seed, "eval_macro_f1", precision
-            ),
-            lambda logits: classification_metrics(valid_labels, logits.argmax(-1), n_labels),
-            callbacks=[],
-        )
-        logits, _ = predict_logits(
-            export_model(fitted.model),
-            tokenizer,
-            encode(held).encodings,
-            batch_size=cfg.trainer.eval_batch_size,
-        )
-        return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
-
-    return score
-
-
-# --------------------------------------------------------------------------- the command
-
-
-def scored_frame(cfg: DictConfig) -> tuple[pd.DataFrame, list[str]]:
-    """train (+ valid) rows with a `split` column, and the label names."""
-    from src.data import load_splits
-
-    splits = load_splits(cfg.data, cfg.seed)
-    parts = [splits.train.assign(split="train")]
-    if cfg.noise.include_valid:
-        parts.append(splits.valid.assign(split="valid"))
-    return pd.concat(parts, ignore_index=True), list(splits.label_names)
-
-
-def find_suspects(cfg: DictConfig, workdir: Path) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    """Load, cross-fit, rank: (ranked table, out-of-fold probabilities, label names)."""
-    if cfg.noise.scorer not in SCORERS:
-        raise UserError(f"noise.scorer={cfg.noise.scorer} is not one of {', '.join(SCORERS)}")
-    frame, names = scored_frame(cfg)
-    if cfg.noise.scorer == "tfidf":
-        scorer = tfidf_scorer(cfg.noise, len(names), cfg.seed)
-    else:
-        scorer = model_scorer(cfg, names, workdir)
-    probs = out_of_fold_probs(frame, len(names), scorer, cfg.noise.folds, cfg.seed)
-    return rank_suspects(frame, probs, names), probs, names
-
-
-def write_outputs(
-    ranked: pd.DataFrame, frame_probs: np.ndarray, names: list[str], out_dir: Path
-) -> dict[str, Path]:
-    """suspects.csv (flagged rows, ranked), exclude_ids.txt, out_of_fold.csv (every row)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    suspects = ranked[ranked.flagged].drop(columns="flagged")
-    paths = {
-        "suspects": out_dir / "suspects.csv",
-        "exclude_ids": out_dir / "exclude_ids.txt",
-        "out_of_fold": out_dir / "out_of_fold.csv",
-    }
-    suspects.to_csv(paths["suspects"], index=False)
-    paths["exclude_ids"].write_text("".join(f"{i}\n" for i in suspects.id), encoding="utf-8")
-    ranked.drop(columns="text").to_csv(paths["out_of_fold"], index=False)
-    return paths
+register_configs()
 
 
 def log_run(cfg: DictConfig, ranked: pd.DataFrame, paths: dict[str, Path]) -> None:
     """One MLflow run: the config, counts, out-of-fold quality and the three files."""
     import mlflow
 
-    from src import tracking
+    from src.tracking import record
 
-    experiment_id = tracking.setup(cfg.tracking)
+    experiment_id = record.setup(cfg.tracking)
     tags = {
         "data": cfg.data.name,
         "noise.scorer": cfg.noise.scorer,
@@ -288,9 +49,9 @@ def log_run(cfg: DictConfig, ranked: pd.DataFrame, paths: dict[str, Path]) -> No
     }
     if cfg.noise.scorer == "model":
         tags["model"] = cfg.model.name
-    with tracking.run(experiment_id, cfg.tracking.run_name, tags):
-        tracking.log_config(cfg, tags)
-        tracking.log_metrics(
+    with record.run(experiment_id, cfg.tracking.run_name, tags):
+        record.log_config(cfg, tags)
+        record.log_metrics(
             {
                 "noise_examples": len(ranked),
                 "noise_flagged": int(ranked.flagged.sum()),

@@ -11,20 +11,12 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
-import mlflow
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-from src.checkpoint import CheckpointInfo, load_checkpoint, resolve_model_dir
-from src.config import TaskConfig, TrackingConfig
+from src.config.schema import TrackingConfig
 from src.errors import UserError
-from src.long_text import InputSpec, encode
-from src.tasks import make_task
-from src.tracking import tracking_uri
-from src.training import predict_logits
+from src.tracking.uris import tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -67,43 +59,6 @@ def read_texts(stream: Iterable[bytes], name: str) -> list[str]:
     return texts
 
 
-@dataclass
-class Classifier:
-    """A loaded checkpoint that classifies texts the way its run encoded them."""
-
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    info: CheckpointInfo
-
-    @classmethod
-    def load(cls, model_dir: Path) -> Classifier:
-        """Load a checkpoint directory (safetensors only)."""
-        return cls(*load_checkpoint(model_dir))
-
-    def __call__(
-        self, texts: list[str], batch_size: int = 32, max_len: int | None = None
-    ) -> list[dict]:
-        """Label (labels, value) and probabilities for each text, in input order.
-
-        Texts are encoded as in training (prompt, truncation or sliding windows, whose logits
-        are aggregated per text); the task and its threshold come from the checkpoint metadata.
-        """
-        info = self.info
-        spec = InputSpec(**info.inputs) if info.inputs else InputSpec(max_len=info.max_len)
-        encoded = encode(texts, self.tokenizer, replace(spec, max_len=max_len or spec.max_len))
-        logits, _ = predict_logits(self.model, self.tokenizer, encoded.inputs, batch_size)
-        id2label: dict[int, str] = dict(self.model.config.id2label or {})  # type: ignore[assignment]
-        labels = [id2label[i] for i in range(len(id2label))]
-        task = make_task(TaskConfig(name=info.task, threshold=info.threshold), labels)
-        answers = task.answers(encoded.aggregate(logits))
-        return [{"text": text} | answer for text, answer in zip(texts, answers, strict=True)]
-
-
-def classify(model_dir: Path, texts: list[str], batch_size: int, max_len: int | None) -> list[dict]:
-    """Classify texts with the checkpoint in `model_dir`."""
-    return Classifier.load(model_dir)(texts, batch_size, max_len)
-
-
 def write_jsonl(rows: list[dict], out: TextIO) -> None:
     """One JSON object per line, Chinese kept readable."""
     for row in rows:
@@ -113,6 +68,11 @@ def write_jsonl(rows: list[dict], out: TextIO) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; user errors print one line and exit 2."""
     args = parse_args(argv)
+    import mlflow
+
+    from src.checkpoint.classifier import classify
+    from src.checkpoint.locate import resolve_model_dir
+
     try:
         mlflow.set_tracking_uri(tracking_uri(TrackingConfig(uri=args.tracking_uri, dir="mlruns")))
         if args.input is not None and not args.input.is_file():

@@ -31,20 +31,16 @@ from transformers import (
     set_seed,
 )
 
-from src import tracking
-from src.config import Arch, LongText, register_configs
-from src.data import load_splits
+from src.config.schema import Arch, LongText, register_configs
+from src.data.sources import load_splits
 from src.errors import UserError
-from src.long_text import InputSpec, encode
-from src.models import LINEAGE_FILE, Backbone, load_tokenizer, resolve_backbone
-from src.train import log_train_step
-from src.training import (
-    StepLogger,
-    TokenizedDataset,
-    check_trainer,
-    resolve_precision,
-    training_arguments,
-)
+from src.inputs.long_text import InputSpec, encode
+from src.model.backbones import LINEAGE_FILE, Backbone, load_tokenizer, resolve_backbone
+from src.model.precision import resolve_precision
+from src.tracking import record
+from src.tracking.fine_tuning import log_train_step
+from src.training.arguments import check_trainer, training_arguments
+from src.training.trainer import StepLogger, TokenizedDataset
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -64,16 +60,16 @@ def pretrain(cfg: DictConfig) -> str:
     """The pretraining recipe; returns the MLflow run id to fine-tune from ("" on other ranks)."""
     check_pretrain(cfg)
     texts, valid_texts = domain_texts(cfg)
-    experiment_id = tracking.setup(cfg.tracking)
-    backbone = resolve_backbone(cfg.model, texts, tracking.tracking_uri(cfg.tracking))
+    experiment_id = record.setup(cfg.tracking)
+    backbone = resolve_backbone(cfg.model, texts, record.tracking_uri(cfg.tracking))
     tags = {
         "stage": "pretrain",
         "model": cfg.model.name,
         "data": cfg.data.name,
         "mlflow.source.name": "src.pretrain",
     }
-    with tracking.run(experiment_id, f"pretrain-{cfg.model.name}-{cfg.data.name}", tags) as run:
-        tracking.log_config(cfg, tags)
+    with record.run(experiment_id, f"pretrain-{cfg.model.name}-{cfg.data.name}", tags) as run:
+        record.log_config(cfg, tags)
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(backbone)
         # Consecutive windows without overlap: every token of every text is trained on once.
@@ -104,7 +100,7 @@ def pretrain(cfg: DictConfig) -> str:
         result = trainer.train()
         shutil.rmtree(out_dir / "trainer", ignore_errors=True)
         eval_loss = float(trainer.evaluate()["eval_loss"])
-        tracking.log_metrics(
+        record.log_metrics(
             {
                 "eval_loss": eval_loss,
                 "eval_perplexity": math.exp(min(eval_loss, 50.0)),
@@ -120,7 +116,7 @@ def pretrain(cfg: DictConfig) -> str:
         trainer.model.save_pretrained(checkpoint, safe_serialization=True)
         tokenizer.save_pretrained(checkpoint)
         (checkpoint / LINEAGE_FILE).write_text(json.dumps({"run_id": run_id}))
-        tracking.log_directory(checkpoint, "checkpoint")
+        record.log_directory(checkpoint, "checkpoint")
     print(f"pretraining run {run_id}: fine-tune from it with model.from_run={run_id}")
     return run_id
 

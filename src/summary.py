@@ -11,68 +11,11 @@ from collections.abc import Sequence
 
 import mlflow
 from rich.console import Console
-from rich.table import Table
 
-from src.config import TrackingConfig
+from src.analysis.summary import latest_children, runs_table
+from src.config.schema import TrackingConfig
 from src.errors import UserError
-from src.tracking import tracking_uri
-
-COLUMNS = {
-    "test_accuracy": "accuracy",
-    "test_macro_f1": "macro F1",
-    "test_weighted_f1": "weighted F1",
-    "train_samples_per_second": "train samples/s",
-    "test_samples_per_second": "test samples/s",
-}
-
-
-def latest_children(client: mlflow.MlflowClient, experiment: str) -> list[mlflow.entities.Run]:
-    """The child runs of the experiment's most recent parent run, oldest first."""
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise UserError(f"no MLflow experiment named {experiment!r} at {client.tracking_uri}")
-    parents = client.search_runs(
-        [exp.experiment_id],
-        filter_string="tags.`clfsweep.sweep` != ''",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not parents:
-        raise UserError(
-            f"experiment {experiment!r} has no multirun yet: run `python -m src.train -m ...`"
-        )
-    parent = parents[0].info.run_id
-    return client.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
-        order_by=["attributes.start_time ASC"],
-    )
-
-
-def format_metric(name: str, value: float | None) -> str:
-    """Scores with 4 decimals, throughputs as whole numbers, `-` when missing."""
-    if value is None:
-        return "-"
-    return f"{value:.0f}" if name.endswith("per_second") else f"{value:.4f}"
-
-
-def runs_table(runs: Sequence[mlflow.entities.Run], title: str) -> Table:
-    """One row per run: backbone, method, state and the headline metrics."""
-    table = Table(title=title)
-    for header in ("model", "method", "state", *COLUMNS.values()):
-        table.add_column(
-            header, justify="left" if header in ("model", "method", "state") else "right"
-        )
-    for run in runs:
-        metrics = run.data.metrics
-        cells = [format_metric(key, metrics.get(key)) for key in COLUMNS]
-        table.add_row(
-            run.data.tags.get("model", "?"),
-            run.data.tags.get("method", "?"),
-            run.data.tags.get("clfsweep.state", run.info.status.lower()),
-            *cells,
-        )
-    return table
+from src.tracking.uris import tracking_uri
 
 
 def main(argv: Sequence[str] | None = None) -> int:

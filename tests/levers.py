@@ -11,7 +11,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from src.checkpoint import MODEL_SUBDIR
+from src.checkpoint.files import MODEL_SUBDIR
 from tests.conftest import Store, run_module
 
 PREDICTIONS = "predictions/test.csv"

@@ -1,4 +1,4 @@
-"""Specification of the classical reference row, model=tfidf_logreg (src.baseline)."""
+"""Specification of the classical reference row, model=tfidf_logreg (src.model.baseline)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from src.baseline import ABSENT_CLASS_LOGIT, baseline_logits, build_pipeline, fit_baseline
-from src.config import DataConfig, TfidfConfig
-from src.data import load_splits
-from src.tasks import MultiLabel, Regression, SingleLabel
+from src.config.schema import DataConfig, TfidfConfig
+from src.data.sources import load_splits
+from src.model.baseline import ABSENT_CLASS_LOGIT, baseline_logits, build_pipeline, fit_baseline
+from src.task.heads import MultiLabel, Regression, SingleLabel
 from tests.conftest import Store
 from tests.levers import current_store, predictions, train_run
 

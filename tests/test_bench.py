@@ -22,9 +22,9 @@ from benchmarks import article_recipe
 from benchmarks.bench import render_table, table_rows
 from benchmarks.common import PaddingMeter, TokenCount
 from benchmarks.sweep import replay, summarize
-from src.batching import bucketed_order, length_batches, longest_first, padding_efficiency
-from src.models import train_byte_bpe
-from src.training import ClassifierTrainer, TokenizedDataset
+from src.model.tiny import train_byte_bpe
+from src.training.batching import bucketed_order, length_batches, longest_first, padding_efficiency
+from src.training.trainer import ClassifierTrainer, TokenizedDataset
 
 TEXTS = ["这个商品很好", "物流太慢了,再也不买", "一般", "质量不错,价格也便宜,下次还来"] * 10
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from src import tracking
+from src.tracking import record
 from tests.conftest import QUICK, ROOT, Store
 
 WORKERS = 4
@@ -32,23 +32,23 @@ def child_env() -> dict[str, str]:
 
 
 def logger_code(store: Store, go: Path, worker: int) -> str:
-    """A process that waits for `go`, then records one run through src.tracking."""
+    """A process that waits for `go`, then records one run through src.tracking.record."""
     return textwrap.dedent(
         f"""
         import time
         from pathlib import Path
         from omegaconf import OmegaConf
-        from src import tracking
-        from src.config import TrackingConfig
+        from src.tracking import record
+        from src.config.schema import TrackingConfig
 
         cfg = TrackingConfig(uri={store.uri!r}, dir={str(store.root / "mlruns")!r})
         while not Path({str(go)!r}).exists():
             time.sleep(0.01)
-        with tracking.run(tracking.setup(cfg), "worker-{worker}", {{"worker": "{worker}"}}):
-            tracking.log_config(OmegaConf.create({{"worker": {worker}, "lr": 1e-3}}), {{}})
+        with record.run(record.setup(cfg), "worker-{worker}", {{"worker": "{worker}"}}):
+            record.log_config(OmegaConf.create({{"worker": {worker}, "lr": 1e-3}}), {{}})
             for step in range({STEPS}):
-                tracking.log_metrics({{name: step + {worker} for name in {METRICS!r}}}, step)
-            tracking.log_dict({{"worker": {worker}}}, "done.json")
+                record.log_metrics({{name: step + {worker} for name in {METRICS!r}}}, step)
+            record.log_dict({{"worker": {worker}}}, "done.json")
         """
     )
 
@@ -93,8 +93,8 @@ def test_four_processes_on_one_new_sqlite_store_lose_no_run_and_no_metric(store:
 
 
 def test_a_locked_store_is_retried_with_backoff_then_reported(monkeypatch) -> None:
-    monkeypatch.setattr(tracking, "RETRY_DELAYS", (0.0, 0.0, 0.0))
-    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    monkeypatch.setattr(record, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(record.time, "sleep", lambda s: None)
     calls: list[dict[str, float]] = []
 
     def locked_twice(metrics: dict[str, float], step: int | None = None) -> None:
@@ -102,25 +102,25 @@ def test_a_locked_store_is_retried_with_backoff_then_reported(monkeypatch) -> No
         if len(calls) <= 2:
             raise mlflow.exceptions.MlflowException("(sqlite3.OperationalError) database is locked")
 
-    monkeypatch.setattr(tracking.mlflow, "log_metrics", locked_twice)
-    tracking.log_metrics({"a": 1.0})
+    monkeypatch.setattr(record.mlflow, "log_metrics", locked_twice)
+    record.log_metrics({"a": 1.0})
     assert len(calls) == 3  # two locked attempts, then it went through
 
     def always_locked(metrics: dict[str, float], step: int | None = None) -> None:
         raise mlflow.exceptions.MlflowException("database is locked")
 
-    monkeypatch.setattr(tracking.mlflow, "log_metrics", always_locked)
+    monkeypatch.setattr(record.mlflow, "log_metrics", always_locked)
     with pytest.raises(mlflow.exceptions.MlflowException, match="database is locked"):
-        tracking.log_metrics({"a": 1.0})
+        record.log_metrics({"a": 1.0})
 
     def other_error(metrics: dict[str, float], step: int | None = None) -> None:
         calls.append(metrics)
         raise ValueError("not a lock")
 
     calls.clear()
-    monkeypatch.setattr(tracking.mlflow, "log_metrics", other_error)
+    monkeypatch.setattr(record.mlflow, "log_metrics", other_error)
     with pytest.raises(ValueError):
-        tracking.log_metrics({"a": 1.0})
+        record.log_metrics({"a": 1.0})
     assert len(calls) == 1  # anything else is not retried
 
 

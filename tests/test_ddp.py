@@ -22,10 +22,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.entities import LoggedModelStatus
 
-from src import tracking
-from src.config import TrackingConfig, TrainerConfig, register_configs
+from src.config.schema import TrackingConfig, TrainerConfig, register_configs
 from src.errors import UserError
-from src.training import DEEPSPEED_DIR, check_trainer, fsdp_arguments
+from src.tracking import names, record
+from src.training.arguments import DEEPSPEED_DIR, check_trainer, fsdp_arguments
 from tests.conftest import CONF, QUICK, ROOT, Store
 
 EPOCHS = 2
@@ -59,7 +59,7 @@ def test_torchrun_two_processes_record_one_run_once_and_save_one_checkpoint(
     (run,) = store.runs()  # one run, not one per rank
     client = store.client()
     assert run.info.status == "FINISHED"
-    assert run.data.tags[tracking.PID_TAG] != ""
+    assert run.data.tags[names.PID_TAG] != ""
     epochs = [m.step for m in client.get_metric_history(run.info.run_id, "eval_macro_f1")]
     assert epochs == list(range(1, EPOCHS + 1))  # each epoch's metrics logged once
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
@@ -77,11 +77,11 @@ def test_torchrun_two_processes_record_one_run_once_and_save_one_checkpoint(
 def test_only_rank_0_records(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("RANK", "1")
     cfg = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", dir=str(tmp_path))
-    assert tracking.setup(cfg) == ""  # no store is even opened on rank 1
-    with tracking.run("", "x", {}) as active:
+    assert record.setup(cfg) == ""  # no store is even opened on rank 1
+    with record.run("", "x", {}) as active:
         assert active is None
-        tracking.log_metrics({"a": 1.0})
-        tracking.log_dict({"a": 1}, "a.json")
+        record.log_metrics({"a": 1.0})
+        record.log_dict({"a": 1}, "a.json")
     assert not (tmp_path / "mlflow.db").exists()
 
 

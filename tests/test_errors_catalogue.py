@@ -17,12 +17,12 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
-from hydra_plugins.clfsweep_optuna_sweeper._search_space import parse_search_space
 from src import report
-from src.checkpoint import CheckpointInfo, write_checkpoint
+from src.checkpoint.files import CheckpointInfo, write_checkpoint
 from src.errors import UserError
-from src.models import train_wordpiece
+from src.model.tiny import train_wordpiece
 from src.predict import main as predict_main
+from src.sweep.search_space import parse_search_space
 from src.train import train
 from tests.conftest import ROOT, Store
 
@@ -122,14 +122,14 @@ def test_an_existing_study_with_another_direction_is_one_line(tmp_path: Path) ->
     storage = f"journal:///{tmp_path}/sweeps/app_study/journal.log"
     import optuna
 
-    from src.trial import open_storage
+    from src.sweep.storage import open_storage
 
     study = optuna.load_study(study_name="app_study", storage=open_storage(storage))
     assert len(study.trials) == 1  # the study is untouched
 
 
 def test_an_optuna_storage_without_its_driver_is_one_line(tmp_path: Path) -> None:
-    from src.trial import open_storage
+    from src.sweep.storage import open_storage
 
     with pytest.raises(UserError, match=r"needs the database driver MySQLdb: pip install"):
         open_storage("mysql://u:pw@127.0.0.1:9/optuna")

@@ -23,13 +23,14 @@ import pytest
 from mlflow.entities import LoggedModelStatus
 from optuna.trial import TrialState
 
-from src import tracking
-from src.checkpoint import resolve_model_dir
-from src.config import TrackingConfig
+from src.checkpoint.locate import resolve_model_dir
+from src.config.schema import TrackingConfig
 from src.errors import UserError
 from src.predict import main as predict_main
+from src.sweep.storage import journal_url, open_storage
+from src.sweep.trial import FAIL_REASON_ATTR
+from src.tracking import names, record
 from src.train import train
-from src.trial import FAIL_REASON_ATTR, journal_url, open_storage
 from tests.conftest import QUICK, ROOT, Store, run_module
 
 TIMING = ("_per_second", "runtime")
@@ -48,18 +49,18 @@ def child_env() -> dict[str, str]:
 
 
 def start_run_then(store: Store, action: str, experiment: str = "clfsweep") -> int:
-    """A real process that starts an MLflow run through src.tracking, then does `action`
+    """A real process that starts an MLflow run through src.tracking.record, then does `action`
     (Python code, e.g. kill itself with -9); returns its exit status."""
     code = textwrap.dedent(
         f"""
         import os, signal
         from pathlib import Path
-        from src import tracking
-        from src.config import TrackingConfig
+        from src.tracking import record
+        from src.config.schema import TrackingConfig
         cfg = TrackingConfig(uri={store.uri!r}, dir={str(store.root / "mlruns")!r},
                              experiment={experiment!r})
-        with tracking.run(tracking.setup(cfg), "doomed", {{"model": "none"}}):
-            tracking.log_metrics({{"before": 1.0}})
+        with record.run(record.setup(cfg), "doomed", {{"model": "none"}}):
+            record.log_metrics({{"before": 1.0}})
         """
     )
     code = code.rstrip() + "\n" + textwrap.indent(textwrap.dedent(action), " " * 4)
@@ -100,11 +101,11 @@ def test_kill_9_mid_training_next_start_marks_the_run_killed(store: Store) -> No
     client = store.client()
     assert client.get_run(run_id).info.status == "RUNNING"  # what kill -9 leaves behind
 
-    # The next start (any `python -m src.train` / sweep calls tracking.setup first):
-    tracking.setup(TrackingConfig(uri=store.uri, dir=str(store.root / "mlruns")))
+    # The next start (any `python -m src.train` / sweep calls record.setup first):
+    record.setup(TrackingConfig(uri=store.uri, dir=str(store.root / "mlruns")))
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
-    assert run.data.tags[tracking.STATE_TAG] == "killed"
+    assert run.data.tags[names.STATE_TAG] == "killed"
     assert f"pid {proc.pid}" in run.data.tags["error"]
     assert run.data.metrics["eval_macro_f1"] >= 0  # what it logged is kept
     assert not run.outputs or not run.outputs.model_outputs  # no model was registered
@@ -154,7 +155,7 @@ def test_kill_9_during_the_model_upload_never_registers_a_half_written_model(
             os.kill(os.getpid(), signal.SIGKILL)
 
         LocalArtifactRepository.log_artifacts = dies_mid_upload
-        tracking.log_checkpoint(Path({str(checkpoint)!r}))
+        record.log_checkpoint(Path({str(checkpoint)!r}))
         """,
     )
     assert status == -signal.SIGKILL
@@ -172,31 +173,31 @@ def test_kill_9_during_the_model_upload_never_registers_a_half_written_model(
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "not READY" in errors[0]
 
-    tracking.setup(TrackingConfig(uri=store.uri, dir=str(store.root / "mlruns")))
+    record.setup(TrackingConfig(uri=store.uri, dir=str(store.root / "mlruns")))
     assert the_run(store).info.status == "KILLED"
 
 
 def test_orphan_scan_leaves_live_finished_and_other_hosts_runs_alone(store: Store) -> None:
     cfg = TrackingConfig(uri=store.uri, dir=str(store.root / "mlruns"))
-    experiment_id = tracking.setup(cfg)
+    experiment_id = record.setup(cfg)
     client = store.client()
-    me = tracking.process_tags()
+    me = record.process_tags()
     dead = dead_pid()
     cases = {
         "live": me,  # this very process
-        "remote": me | {tracking.HOST_TAG: "another-host", tracking.PID_TAG: str(dead)},
-        "container": me | {tracking.PID_NS_TAG: "pid:[1]", tracking.PID_TAG: str(dead)},
+        "remote": me | {names.HOST_TAG: "another-host", names.PID_TAG: str(dead)},
+        "container": me | {names.PID_NS_TAG: "pid:[1]", names.PID_TAG: str(dead)},
         "foreign": {},  # started by another tool: no process tags
-        "dead": me | {tracking.PID_TAG: str(dead)},
+        "dead": me | {names.PID_TAG: str(dead)},
     }
     ids = {
         name: client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         for name, tags in cases.items()
     }
-    finished = client.create_run(experiment_id, tags=me | {tracking.PID_TAG: str(dead)})
+    finished = client.create_run(experiment_id, tags=me | {names.PID_TAG: str(dead)})
     client.set_terminated(finished.info.run_id, "FINISHED")
 
-    assert tracking.mark_orphaned_runs(experiment_id) == [ids["dead"]]
+    assert record.mark_orphaned_runs(experiment_id) == [ids["dead"]]
     status = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
     assert status == {
         "live": "RUNNING",
@@ -206,7 +207,7 @@ def test_orphan_scan_leaves_live_finished_and_other_hosts_runs_alone(store: Stor
         "dead": "KILLED",
     }
     assert client.get_run(finished.info.run_id).info.status == "FINISHED"
-    assert tracking.mark_orphaned_runs(experiment_id) == []  # idempotent
+    assert record.mark_orphaned_runs(experiment_id) == []  # idempotent
 
 
 def dead_pid() -> int:
@@ -226,7 +227,7 @@ def test_nan_loss_stops_at_once_naming_the_step_and_the_run_fails(compose_cfg, t
         train(cfg)
     (run,) = Store(tmp_path).runs()
     assert run.info.status == "FAILED"
-    assert run.data.tags[tracking.STATE_TAG] == "failed"
+    assert run.data.tags[names.STATE_TAG] == "failed"
     assert "optimizer step 2" in run.data.tags["error"]
     assert "lower trainer.lr" in run.data.tags["error"]
     client = Store(tmp_path).client()

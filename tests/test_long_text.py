@@ -1,4 +1,4 @@
-"""Specification of src.long_text: truncation, sliding windows, aggregation, length statistics."""
+"""Specification of src.inputs.long_text: truncation, sliding windows, aggregation, lengths."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.config import DataConfig, LongText, Truncation
-from src.data import load_splits
+from src.checkpoint.classifier import classify
+from src.config.schema import DataConfig, LongText, Truncation
+from src.data.sources import load_splits
 from src.errors import UserError
-from src.long_text import (
+from src.inputs.long_text import (
     InputSpec,
     aggregate,
     check_long_text,
@@ -21,8 +22,7 @@ from src.long_text import (
     truncate,
     windows,
 )
-from src.models import train_byte_bpe, train_wordpiece
-from src.predict import classify
+from src.model.tiny import train_byte_bpe, train_wordpiece
 from tests.conftest import Store
 from tests.levers import checkpoint_info, logged_checkpoint, predictions, train_run
 

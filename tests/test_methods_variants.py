@@ -13,9 +13,17 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
-from src.config import Arch, MethodConfig, ModelConfig, Precision, TinyArchConfig, TrainerConfig
+from src.config.schema import (
+    Arch,
+    MethodConfig,
+    ModelConfig,
+    Precision,
+    TinyArchConfig,
+    TrainerConfig,
+)
 from src.errors import UserError
-from src.methods import (
+from src.model.backbones import Backbone, load_classifier, load_tokenizer
+from src.model.methods import (
     apply_method,
     check_method,
     export_model,
@@ -23,8 +31,10 @@ from src.methods import (
     lora_config,
     restrict_head,
 )
-from src.models import Backbone, load_classifier, load_tokenizer, materialize_tiny
-from src.training import ClassifierTrainer, TokenizedDataset, predict_logits, training_arguments
+from src.model.tiny import materialize_tiny
+from src.training.arguments import training_arguments
+from src.training.inference import predict_logits
+from src.training.trainer import ClassifierTrainer, TokenizedDataset
 from tests.conftest import Store
 from tests.levers import train_run
 

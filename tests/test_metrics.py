@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from src.metrics import classification_metrics, greater_is_better, per_class_report, prefixed
+from src.task.metrics import classification_metrics, greater_is_better, per_class_report, prefixed
 
 GOLD = [0, 0, 0, 1, 1, 2]
 PRED = [0, 0, 1, 1, 2, 2]

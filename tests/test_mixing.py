@@ -1,4 +1,4 @@
-"""Specification of src.mixing: auxiliary training data, label mapping, order, length guard."""
+"""Specification of src.data.mixing: auxiliary training data, label mapping, order, length guard."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from src.config import DataConfig, MixConfig, MixLabels, MixOrder, OnMismatch, SourceConfig
-from src.data import load_splits
+from src.config.schema import DataConfig, MixConfig, MixLabels, MixOrder, OnMismatch, SourceConfig
+from src.data.mixing import check_mix, guard_lengths, length_comparison, mix_training
+from src.data.sources import load_splits
 from src.errors import UserError
-from src.mixing import check_mix, guard_lengths, length_comparison, mix_training
 from tests.conftest import Store
 from tests.levers import checkpoint_info, logged_checkpoint, predictions, train_run
 
@@ -113,7 +113,7 @@ def test_length_comparison_and_guard(caplog: pytest.LogCaptureFixture) -> None:
     )
     assert length_comparison(main, main, mix())[1] is None
     assert length_comparison(main, aux, mix(max_length_ratio=5.0))[1] is None
-    with caplog.at_level(logging.WARNING, logger="src.mixing"):
+    with caplog.at_level(logging.WARNING, logger="src.data.mixing"):
         guard_lengths(message, OnMismatch.warn)
     assert "4.2x" in caplog.text
     guard_lengths(message, OnMismatch.ignore)

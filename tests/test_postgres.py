@@ -27,8 +27,8 @@ import pytest
 from mlflow.entities import LoggedModelStatus
 from optuna.trial import TrialState
 
-from hydra_plugins.clfsweep_optuna_sweeper._impl import EXCESS_ATTR
-from hydra_plugins.clfsweep_optuna_sweeper._liveness import WORKER_ATTR
+from src.sweep.liveness import WORKER_ATTR
+from src.sweep.loop import EXCESS_ATTR
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "services.sh"

@@ -13,10 +13,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from safetensors.torch import load_file
 
-from src.config import Arch, DataConfig, ModelConfig, register_configs
-from src.data import load_splits
+from src.config.schema import Arch, DataConfig, ModelConfig, register_configs
+from src.data.sources import load_splits
 from src.errors import UserError
-from src.models import LINEAGE_FILE, resolve_backbone
+from src.model.backbones import LINEAGE_FILE, resolve_backbone
 from src.pretrain import domain_texts, pretrain
 from tests.conftest import CONF, Store, run_module
 from tests.levers import train_run

@@ -1,4 +1,4 @@
-"""Specification of src.prompts: templates, label descriptions, few-shot, chat templates."""
+"""Specification of src.inputs.prompts: templates, label descriptions, few-shot, chat templates."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from src.config import DataConfig, PromptConfig
-from src.data import load_splits
+from src.config.schema import DataConfig, PromptConfig
+from src.data.sources import load_splits
 from src.errors import UserError
-from src.long_text import InputSpec, encode, special_tokens_around
-from src.models import train_byte_bpe
-from src.prompts import Prompt, build_prompt, check_prompt, few_shot_examples
+from src.inputs.long_text import InputSpec, encode, special_tokens_around
+from src.inputs.prompts import Prompt, build_prompt, check_prompt, few_shot_examples
+from src.model.tiny import train_byte_bpe
 from tests.conftest import CONF, Store
 from tests.levers import checkpoint_info, logged_checkpoint, train_run
 

@@ -1,4 +1,4 @@
-"""Specification of src.report: tables, verdicts, plots and left-out runs from an MLflow store.
+"""Specification of src.report (src/analysis): tables, verdicts, plots, left-out runs of a store.
 
 The store is written directly with MlflowClient (no training): two backbones x two training
 sizes x three seeds, with predictions simulated at known accuracies, plus a failed and a pruned
@@ -17,7 +17,9 @@ import pytest
 from mlflow.entities import Metric, Param
 
 from src import report
-from src.metrics import classification_metrics, per_class_report, prefixed
+from src.analysis.compare import analyse
+from src.analysis.runs import METRICS, Artifacts, find_factors, load_runs
+from src.task.metrics import classification_metrics, per_class_report, prefixed
 
 LABELS = ["negative", "neutral", "positive"]
 N_TEST = 400
@@ -144,13 +146,13 @@ def built(store: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Pa
 def test_factors_are_the_swept_params_without_seed_and_covarying_ones(
     store: dict[str, str],
 ) -> None:
-    runs = report.load_runs(store["uri"], "c3_base_vs_instruct_by_size_cpu", None, "macro_f1")
+    runs = load_runs(store["uri"], "c3_base_vs_instruct_by_size_cpu", None, "macro_f1")
     assert len(runs.jobs) == 12
-    assert report.find_factors(runs) == ["model.name", "data.max_train"]
+    assert find_factors(runs) == ["model.name", "data.max_train"]
 
 
 def test_failed_and_pruned_runs_are_counted_and_listed(store: dict[str, str], built: Path) -> None:
-    runs = report.load_runs(store["uri"], "c3_base_vs_instruct_by_size_cpu", None, "macro_f1")
+    runs = load_runs(store["uri"], "c3_base_vs_instruct_by_size_cpu", None, "macro_f1")
     assert sorted(runs.excluded.state) == ["failed", "pruned"]
     md = (built / "report.md").read_text()
     assert "12 completed, 1 pruned, 1 failed" in md
@@ -226,7 +228,7 @@ def test_optuna_sweeps_get_parameter_importances(tmp_path: Path) -> None:
         value = 0.9 - 0.1 * abs(np.log10(lr) + 4)  # depends on the learning rate only
         client.log_batch(
             rid,
-            metrics=[Metric(f"test_{m}", value, 0, 0) for m, _ in report.METRICS],
+            metrics=[Metric(f"test_{m}", value, 0, 0) for m, _ in METRICS],
             params=[Param(k, v) for k, v in params.items()],
         )
         client.set_terminated(rid, "FINISHED")
@@ -236,7 +238,7 @@ def test_optuna_sweeps_get_parameter_importances(tmp_path: Path) -> None:
     md = (out / "report.md").read_text()
     assert "Optuna parameter importances" in md
     assert (out / "plots" / "optuna_importances.png").is_file()
-    runs = report.load_runs(uri, "study", None, "macro_f1")
-    analysis = report.analyse(runs, report.Artifacts(uri), "macro_f1", None, 200, 0.95)
+    runs = load_runs(uri, "study", None, "macro_f1")
+    analysis = analyse(runs, Artifacts(uri), "macro_f1", None, 200, 0.95)
     assert analysis.importances is not None
     assert max(analysis.importances, key=analysis.importances.__getitem__) == "trainer.lr"

@@ -12,8 +12,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from src import report
-from src.config import register_configs
+from src.analysis.runs import CLAIM_FACTORS
+from src.config.schema import register_configs
 from tests.conftest import CONF, run_module
 
 PRESETS = sorted(
@@ -78,7 +78,7 @@ def test_every_job_composes_and_the_claims_factor_varies(name: str) -> None:
     """First and last job are valid configs (schema, groups) and differ in the report's factor."""
     first, last = jobs(name)
     assert first.tracking.experiment == last.tracking.experiment == name
-    factor = report.CLAIM_FACTORS[name.removesuffix("_cpu")]
+    factor = CLAIM_FACTORS[name.removesuffix("_cpu")]
     assert OmegaConf.select(first, factor) != OmegaConf.select(last, factor), factor
 
 

@@ -8,12 +8,14 @@ import pytest
 import torch
 from transformers import set_seed
 
-from src.checkpoint import CheckpointInfo, load_checkpoint, write_checkpoint
-from src.config import Arch, MethodConfig, ModelConfig, TinyArchConfig
-from src.data import load_splits
-from src.methods import apply_method, export_model
-from src.models import Backbone, load_classifier, load_tokenizer, materialize_tiny
-from src.training import TokenizedDataset, predict_logits, tokenize
+from src.checkpoint.files import CheckpointInfo, load_checkpoint, write_checkpoint
+from src.config.schema import Arch, MethodConfig, ModelConfig, TinyArchConfig
+from src.data.sources import load_splits
+from src.model.backbones import Backbone, load_classifier, load_tokenizer
+from src.model.methods import apply_method, export_model
+from src.model.tiny import materialize_tiny
+from src.training.inference import predict_logits, tokenize
+from src.training.trainer import TokenizedDataset
 
 TEXTS = ["这基金表现也太差了吧,买了半年了还亏着呢。", "管理团队超级专业,让人放心。", "一般般吧"]
 
@@ -21,7 +23,7 @@ TEXTS = ["这基金表现也太差了吧,买了半年了还亏着呢。", "管�
 @pytest.mark.parametrize("family", ["qwen2", "bert"])
 @pytest.mark.parametrize("method", ["lora", "sft", "head_only"])
 def test_reloaded_checkpoint_gives_the_same_logits(family, method, tmp_path: Path) -> None:
-    from src.config import DataConfig
+    from src.config.schema import DataConfig
 
     splits = load_splits(DataConfig(name="fund_reviews"), seed=0)
     tiny = TinyArchConfig(family=family, vocab_size=300)

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from src import checkpoint, models
-from src.checkpoint import load_checkpoint
+from src.checkpoint import files as checkpoint
+from src.checkpoint.files import load_checkpoint
 from src.errors import UserError
-from src.models import backbone_weights, check_checkpoint_dir, resolve_backbone
-from src.tracking import redact
+from src.model import backbones as models
+from src.model.backbones import backbone_weights, check_checkpoint_dir, resolve_backbone
+from src.tracking.uris import redact
 from src.train import train
 from tests.conftest import QUICK, ROOT, Store
 from tests.test_errors_catalogue import tiny_checkpoint

@@ -1,4 +1,4 @@
-"""Specification of src.stats: seed intervals, the paired bootstrap, swept factors and cells."""
+"""Specification of src.analysis.stats: seed intervals, paired bootstrap, swept factors, cells."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from src import stats
+from src.analysis import stats
 
 # --------------------------------------------------------------------------- t-interval
 

@@ -20,15 +20,18 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hydra_plugins.clfsweep_optuna_sweeper._impl import Settings, _as_float, _is_pruned
-from hydra_plugins.clfsweep_optuna_sweeper._liveness import (
+from hydra_plugins.clfsweep_optuna_sweeper.optuna_sweeper import ClfsweepOptunaSweeper
+from src.config.schema import TrialConfig, register_configs
+from src.errors import UserError
+from src.sweep.liveness import (
     HEARTBEAT_ATTR,
     WORKER_ATTR,
     Heartbeat,
     Worker,
     stale_reason,
 )
-from hydra_plugins.clfsweep_optuna_sweeper._search_space import (
+from src.sweep.loop import Settings, _as_float, _is_pruned
+from src.sweep.search_space import (
     coerce,
     format_value,
     grid_space,
@@ -36,20 +39,9 @@ from hydra_plugins.clfsweep_optuna_sweeper._search_space import (
     parse_search_space,
     quote,
 )
-from hydra_plugins.clfsweep_optuna_sweeper.optuna_sweeper import ClfsweepOptunaSweeper
-from src.config import TrialConfig, register_configs
-from src.errors import UserError
-from src.processes import process_alive, process_start_ticks
-from src.trial import (
-    PRUNER_ATTR,
-    build_pruner,
-    journal_path,
-    journal_url,
-    normalize_storage_url,
-    open_storage,
-    open_trial,
-    report,
-)
+from src.sweep.storage import journal_path, journal_url, normalize_storage_url, open_storage
+from src.sweep.trial import PRUNER_ATTR, build_pruner, open_trial, report
+from src.tracking.processes import process_alive, process_start_ticks
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_CONF = ROOT / "tests" / "sweeper_app" / "conf"

@@ -16,8 +16,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.clfsweep_optuna_sweeper._liveness import WORKER_ATTR
-from src.trial import FAIL_REASON_ATTR, journal_url, open_storage
+from src.sweep.liveness import WORKER_ATTR
+from src.sweep.storage import journal_url, open_storage
+from src.sweep.trial import FAIL_REASON_ATTR
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tests" / "sweeper_app" / "app.py"

@@ -1,4 +1,4 @@
-"""Specification of src.tasks: single-label, multi-label and regression heads and their labels."""
+"""Specification of src.task.heads: single-label, multi-label and regression heads, their labels."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.config import DataConfig, TaskConfig
+from src.config.schema import DataConfig, TaskConfig
 from src.errors import UserError
-from src.metrics import best_threshold, greater_is_better
-from src.tasks import MultiLabel, Regression, SingleLabel, load_task_splits, make_task
+from src.task.heads import MultiLabel, Regression, SingleLabel, load_task_splits, make_task
+from src.task.metrics import best_threshold, greater_is_better
 from tests.conftest import Store
 from tests.levers import predictions, train_run
 

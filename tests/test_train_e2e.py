@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from src.predict import classify
+from src.checkpoint.classifier import classify
 from tests.conftest import QUICK, Store, run_module
 
 TEXTS = ["退钱,什么辣鸡基金", "收益一直挺不错"]

@@ -25,7 +25,7 @@ def _one_line_errors(fn: Callable[[], T]) -> T:
         return fn()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        from src.tracking import end_parent_run
+        from src.tracking.record import end_parent_run
 
         end_parent_run(f"the sweep stopped: {exc}")
         raise SystemExit(2) from None
@@ -42,7 +42,7 @@ class ClfsweepOptunaSweeper(Sweeper):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         """Validate the settings and prepare the launcher."""
-        from hydra_plugins.clfsweep_optuna_sweeper._impl import OptunaSweep, Settings
+        from src.sweep.loop import OptunaSweep, Settings
 
         self.config = config
         self.hydra_context = hydra_context

@@ -7,7 +7,7 @@ import time
 import hydra
 from omegaconf import DictConfig
 
-from src.trial import open_trial, report
+from src.sweep.trial import open_trial, report
 
 
 def objective(x: float, y: float, cat: str, step: int) -> float:

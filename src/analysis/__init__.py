@@ -1,0 +1,1 @@
+"""Reports of an experiment (make report): runs read back from MLflow, statistics, pages, plots."""

@@ -1,0 +1,231 @@
+"""What a report concludes: cells (one configuration, its seeds, mean ± CI), the best one's
+per-class table, paired-bootstrap comparisons of the claim's factor, Optuna importances."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from src.analysis import stats
+from src.analysis.runs import (
+    METRICS,
+    PREDICTIONS,
+    Artifacts,
+    Runs,
+    compare_factor,
+    find_factors,
+    label_names,
+    paired,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Cell:
+    """One configuration: its factor values, its runs (one per seed) and their intervals."""
+
+    key: tuple[Any, ...]
+    runs: pd.DataFrame
+    intervals: dict[str, stats.Interval]
+
+
+@dataclass
+class Comparison:
+    """metric(B) − metric(A) at one setting of the other factors."""
+
+    stratum: dict[str, Any]
+    a: Any
+    b: Any
+    seeds: list[Any]
+    result: stats.BootstrapResult
+    verdict: str
+
+
+@dataclass
+class Analysis:
+    """Everything a report shows."""
+
+    runs: Runs
+    factors: list[str]
+    compare: str | None
+    metric: str
+    confidence: float
+    n_boot: int
+    cells: list[Cell]
+    best: Cell | None
+    per_class: pd.DataFrame | None
+    comparisons: list[Comparison]
+    skipped_comparisons: list[str] = field(default_factory=list)
+    best_run: pd.Series | None = None
+    importances: dict[str, float] | None = None
+
+
+def analyse(
+    runs: Runs,
+    artifacts: Artifacts,
+    metric: str,
+    requested_compare: str | None,
+    n_boot: int,
+    confidence: float,
+) -> Analysis:
+    """Cells with seed intervals, the best one's per-class table, the factor's comparisons."""
+    factors = find_factors(runs) if not runs.jobs.empty else []
+    compare = compare_factor(runs.experiment, factors, requested_compare)
+    cells = [
+        Cell(key, runs.jobs.loc[idx], intervals(runs.jobs.loc[idx], confidence))
+        for key, idx in stats.group_runs(runs.jobs, factors)
+    ]
+    best = max(cells, key=lambda c: c.intervals[metric].mean, default=None)
+    analysis = Analysis(runs, factors, compare, metric, confidence, n_boot, cells, best, None, [])
+    if best is not None:
+        analysis.best_run = best.runs.iloc[int(np.argmax(best.runs[metric].to_numpy()))]
+        analysis.per_class = per_class_table(best.runs, artifacts, confidence)
+    if compare is not None:
+        analysis.comparisons, analysis.skipped_comparisons = compare_levels(
+            runs.jobs, factors, compare, artifacts, metric, n_boot, confidence
+        )
+    if runs.jobs.optuna_study.notna().any():
+        analysis.importances = optuna_importances(runs.jobs, factors, metric)
+    return analysis
+
+
+def intervals(runs: pd.DataFrame, confidence: float) -> dict[str, stats.Interval]:
+    """Mean ± CI over the cell's runs of every article metric."""
+    return {m: stats.t_interval(runs[m].tolist(), confidence) for m, _ in METRICS}
+
+
+def latest_by_seed(runs: pd.DataFrame) -> dict[Any, pd.Series]:
+    """The latest run of each seed (a repeated seed counts once)."""
+    out: dict[Any, pd.Series] = {}
+    for _, row in runs.sort_values("start_time").iterrows():
+        out[row.get("seed")] = row
+    return out
+
+
+def per_class_table(
+    runs: pd.DataFrame, artifacts: Artifacts, confidence: float
+) -> pd.DataFrame | None:
+    """Per-class precision / recall / F1 (mean ± CI over seeds) and support of one cell."""
+    reports = [r for r in (artifacts.class_report(i) for i in runs.run_id) if r]
+    if not reports:
+        return None
+    rows = []
+    for name, entry in reports[0].items():
+        if not isinstance(entry, dict):
+            continue
+        values = {
+            key: stats.t_interval([r[name][key] for r in reports if name in r], confidence)
+            for key in ("precision", "recall", "f1-score")
+        }
+        support = stats.t_interval([r[name]["support"] for r in reports if name in r])
+        rows.append({"class": name, **values, "support": support.mean})
+    return pd.DataFrame(rows)
+
+
+def level_name(factor: str, value: Any) -> str:
+    """How a verdict names a level: 'tiny_llama', 'lr=0.0001', 'max_train=500'."""
+    if factor.endswith(".name"):
+        return str(value)
+    return f"{factor.rsplit('.', 1)[-1]}={value}"
+
+
+def compare_levels(
+    jobs: pd.DataFrame,
+    factors: list[str],
+    compare: str,
+    artifacts: Artifacts,
+    metric: str,
+    n_boot: int,
+    confidence: float,
+) -> tuple[list[Comparison], list[str]]:
+    """Every pair of the factor's levels at each setting of the other factors, seed-paired."""
+    others = [f for f in factors if f != compare]
+    out: list[Comparison] = []
+    skipped: list[str] = []
+    for key, idx in stats.group_runs(jobs, others):
+        stratum = dict(zip(others, key, strict=True))
+        sub = jobs.loc[idx]
+        groups = stats.group_runs(sub, [compare])
+        by_level = {lv: latest_by_seed(sub.loc[i]) for (lv,), i in groups}
+        levels = sweep_order(sub, compare)
+        for a, b in itertools.combinations(levels, 2):
+            where = ", ".join(f"{k}={v}" for k, v in stratum.items()) or "all runs"
+            pairs, used, n_labels, why = seed_pairs(by_level[a], by_level[b], artifacts)
+            if not pairs:
+                skipped.append(f"{a} vs {b} at {where}: {why}")
+                continue
+            result = stats.paired_bootstrap(pairs, metric, n_labels, n_boot, 0, confidence)
+            text = stats.verdict(result, level_name(compare, a), level_name(compare, b))
+            out.append(Comparison(stratum, a, b, used, result, text))
+    return out, skipped
+
+
+def seed_pairs(
+    runs_a: dict[Any, pd.Series], runs_b: dict[Any, pd.Series], artifacts: Artifacts
+) -> tuple[list[stats.PairedPredictions], list[Any], int, str]:
+    """Predictions of the seeds both arms ran: (pairs, seeds, label count, why none if none)."""
+    pairs, used, n_labels, why = [], [], 0, "no seed ran both"
+    for seed in [s for s in runs_a if s in runs_b]:
+        pa = artifacts.predictions(runs_a[seed].run_id)
+        pb = artifacts.predictions(runs_b[seed].run_id)
+        if pa is None or pb is None:
+            why = f"seed {seed}: no {PREDICTIONS} artifact"
+            continue
+        pair = paired(pa, pb)
+        if isinstance(pair, str):
+            why = f"seed {seed}: {pair}"
+            continue
+        pairs.append(pair)
+        used.append(seed)
+        n_labels = len(label_names(pa))
+    return pairs, used, n_labels, why
+
+
+def sweep_order(runs: pd.DataFrame, factor: str) -> list[Any]:
+    """A factor's levels: numbers ascending, names in the order the sweep first ran them
+    (a preset lists Base before Instruct, LoRA before SFT: A is the first, B the second)."""
+    levels = [k[0] for k, _ in stats.group_runs(runs, [factor])]
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in levels):
+        return levels
+    first = runs.sort_values("start_time").drop_duplicates(factor, keep="first")
+    order = [stats.cell_key(v) for v in first[factor]]
+    return [v for v in order if v in levels]
+
+
+def optuna_importances(jobs: pd.DataFrame, factors: list[str], metric: str) -> dict[str, float]:
+    """fANOVA importances of the swept params for the test metric, from the runs themselves."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    numeric = [f for f in factors if all(isinstance(v, int | float) for v in jobs[f])]
+    distributions: dict[str, optuna.distributions.BaseDistribution] = {}
+    for f in factors:
+        values = jobs[f].tolist()
+        if f in numeric and min(values) < max(values):
+            low, high = float(min(values)), float(max(values))
+            log_scale = low > 0 and high / low >= 10
+            distributions[f] = optuna.distributions.FloatDistribution(low, high, log=log_scale)
+        elif f not in numeric:
+            choices = tuple(sorted({str(v) for v in values}))
+            distributions[f] = optuna.distributions.CategoricalDistribution(choices)
+    if not distributions or len(jobs) < 2:
+        return {}
+    study = optuna.create_study(direction="maximize")
+    for _, row in jobs.iterrows():
+        params = {f: float(row[f]) if f in numeric else str(row[f]) for f in distributions}
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=float(row[metric]), params=params, distributions=distributions
+            )
+        )
+    try:
+        return dict(optuna.importance.get_param_importances(study))
+    except Exception as exc:  # too few or constant trials
+        log.warning("Optuna importances not computed: %s", exc)
+        return {}

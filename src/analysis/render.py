@@ -1,0 +1,562 @@
+"""How a report looks: Markdown and HTML pages, CSV tables, PNG plots, the terminal summary.
+
+One list of blocks (headings, paragraphs, tables, images) renders to both Markdown and HTML,
+so the two files always say the same thing.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from src.analysis import stats
+from src.analysis.compare import Analysis, Cell, level_name
+from src.analysis.plots import confusion_matrix_figure
+from src.analysis.runs import METRICS, SIZE_FACTOR, STATES, Artifacts, label_names
+from src.tracking.names import RunState
+from src.tracking.uris import redact
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; white-space: nowrap; }
+th { background: #f3f3f3; }
+td.text, th.text { text-align: left; }
+tr.best td { background: #eef7ee; }
+img { max-width: 900px; display: block; margin: 1em 0; }
+div.wrap { overflow-x: auto; max-width: 100%; }
+"""
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    text_columns: int = 0  # the first N columns are left-aligned text
+    highlight: int | None = None  # row index shown as the best
+
+
+Block = tuple[str, Any]  # ("h1" | "h2" | "p" | "table" | "img" | "ul", payload)
+
+
+def fmt(value: Any) -> str:
+    """A factor value as a table shows it."""
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
+
+
+def fmt_p(p: float) -> str:
+    """A p-value with three decimals; '<0.001' below that (the bootstrap's resolution)."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def metric_title(metric: str) -> str:
+    return dict(METRICS).get(metric, metric)
+
+
+def blocks(analysis: Analysis, plots: Sequence[Path], out_dir: Path, generated: str) -> list[Block]:
+    """The report's content, top to bottom."""
+    runs = analysis.runs
+    out: list[Block] = [("h1", f"Report: {runs.experiment}"), ("p", overview(analysis, generated))]
+    out += [("h2", "Test metrics by configuration"), ("p", cells_note(analysis))]
+    out.append(("table", cells_table(analysis)))
+    out += best_blocks(analysis)
+    out += comparison_blocks(analysis)
+    out += excluded_blocks(analysis)
+    if analysis.importances:
+        out.append(("h2", "Optuna parameter importances (fANOVA, test metric)"))
+        rows = [[k, f"{v:.3f}"] for k, v in analysis.importances.items()]
+        out.append(("table", Table(["parameter", "importance"], rows, text_columns=1)))
+    if plots:
+        out.append(("h2", "Plots"))
+        out += [("img", p.relative_to(out_dir).as_posix()) for p in plots]
+    return out
+
+
+def overview(analysis: Analysis, generated: str) -> str:
+    runs = analysis.runs
+    counts = state_counts(analysis)
+    text = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    parents = len(runs.parents)
+    return (
+        f"{sum(counts.values())} runs in MLflow experiment `{runs.experiment}` at "
+        f"`{redact(runs.uri)}` ({text}); {parents} sweep parent run(s). Generated {generated}."
+    )
+
+
+def state_counts(analysis: Analysis) -> dict[str, int]:
+    counts: dict[str, int] = {RunState.completed: len(analysis.runs.jobs)}
+    for state in STATES[1:]:
+        counts[state] = int((analysis.runs.excluded.state == state).sum())
+    return counts
+
+
+def cells_note(analysis: Analysis) -> str:
+    level = f"{100 * analysis.confidence:g} %"
+    factors = ", ".join(f"`{f}`" for f in analysis.factors) or "none (all runs are one cell)"
+    seeds = sorted({len(c.runs) for c in analysis.cells})
+    return (
+        f"Swept factors: {factors}. Each cell: test metric mean ± half-width of the {level} "
+        f"t-interval over seeds (n = {', '.join(map(str, seeds)) or 0} per cell; a single run "
+        f"has no ±). Best configuration by test {metric_title(analysis.metric)} is highlighted."
+    )
+
+
+def cells_table(analysis: Analysis) -> Table:
+    headers = [*analysis.factors, "n", *(title for _, title in METRICS)]
+    rows = []
+    for cell in analysis.cells:
+        values = [fmt(v) for v in cell.key]
+        rows.append(
+            [*values, str(len(cell.runs)), *(cell.intervals[m].format() for m, _ in METRICS)]
+        )
+    best = analysis.cells.index(analysis.best) if analysis.best is not None else None
+    return Table(headers, rows, text_columns=len(analysis.factors), highlight=best)
+
+
+def describe_cell(analysis: Analysis, cell: Cell) -> str:
+    parts = [f"{f}={fmt(v)}" for f, v in zip(analysis.factors, cell.key, strict=True)]
+    return ", ".join(parts) or "all runs"
+
+
+def best_blocks(analysis: Analysis) -> list[Block]:
+    if analysis.best is None:
+        return [("p", "**No completed run**: nothing to tabulate (see the runs below).")]
+    title = f"Best configuration: {describe_cell(analysis, analysis.best)}"
+    out: list[Block] = [("h2", title)]
+    run = analysis.best_run
+    if run is not None:
+        out.append(
+            (
+                "p",
+                f"Per-class test metrics (sklearn classification report), mean ± CI over its "
+                f"{len(analysis.best.runs)} run(s). Best single run: `{run.run_id}` "
+                f"({run.run_name}, test {metric_title(analysis.metric)} "
+                f"{run[analysis.metric]:.4f}).",
+            )
+        )
+    if analysis.per_class is None:
+        out.append(("p", "No classification report artifacts found for these runs."))
+        return out
+    rows = [
+        [
+            str(r["class"]),
+            r["precision"].format(),
+            r["recall"].format(),
+            r["f1-score"].format(),
+            f"{r['support']:.0f}" if float(r["support"]).is_integer() else f"{r['support']:.1f}",
+        ]
+        for _, r in analysis.per_class.iterrows()
+    ]
+    out.append(("table", Table(["class", "precision", "recall", "F1", "support"], rows, 1)))
+    return out
+
+
+def comparison_blocks(analysis: Analysis) -> list[Block]:
+    if analysis.compare is None:
+        return [("h2", "Comparisons"), ("p", "Nothing was swept: there is nothing to compare.")]
+    metric = metric_title(analysis.metric)
+    level = f"{100 * analysis.confidence:g} %"
+    out: list[Block] = [
+        ("h2", f"Comparisons of `{analysis.compare}`"),
+        (
+            "p",
+            f"Δ = test {metric}(B) − test {metric}(A) on the same test examples (matched by id), "
+            f"averaged over the seeds both arms ran. Paired bootstrap over test examples: "
+            f"{analysis.n_boot} replicates, each resampling every seed pair's examples (the same "
+            f"draw for A and B); {level} percentile interval, two-sided p. Verdict: a difference "
+            f"only when the interval excludes 0 (comparisons are not corrected for multiplicity).",
+        ),
+    ]
+    others = [f for f in analysis.factors if f != analysis.compare]
+    headers = [
+        *others,
+        "A",
+        "B",
+        "seeds",
+        f"Δ {metric}",
+        f"{level} CI",
+        "p",
+        "Δ per seed",
+        "verdict",
+    ]
+    rows = []
+    for c in analysis.comparisons:
+        r = c.result
+        rows.append(
+            [
+                *(fmt(c.stratum[f]) for f in others),
+                fmt(c.a),
+                fmt(c.b),
+                str(r.n_pairs),
+                f"{r.delta:+.4f}",
+                f"[{r.low:+.4f}, {r.high:+.4f}]",
+                fmt_p(r.p_value),
+                ", ".join(f"{d:+.3f}" for d in r.per_pair),
+                c.verdict,
+            ]
+        )
+    if rows:
+        out.append(("table", Table(headers, rows, text_columns=len(others) + 2)))
+    else:
+        out.append(("p", "No comparison possible: the factor has one level only."))
+    if analysis.skipped_comparisons:
+        out.append(("ul", [f"skipped: {s}" for s in analysis.skipped_comparisons]))
+    return out
+
+
+def excluded_blocks(analysis: Analysis) -> list[Block]:
+    excluded = analysis.runs.excluded
+    out: list[Block] = [("h2", "Runs not in the tables")]
+    if excluded.empty:
+        return [*out, ("p", "None: every run of the experiment completed.")]
+    counts = state_counts(analysis)
+    text = ", ".join(f"{n} {s}" for s, n in counts.items() if n and s != RunState.completed)
+    out.append(("p", f"{len(excluded)} run(s) not used: {text}."))
+    shown = [f for f in analysis.factors if f in excluded.columns] + ["seed"]
+    shown = [f for f in dict.fromkeys(shown) if f in excluded.columns]
+    rows = [
+        [
+            str(r.run_id)[:12],
+            str(r.run_name),
+            str(r.state),
+            *(fmt(r[f]) for f in shown),
+            str(r.reason),
+        ]
+        for _, r in excluded.iterrows()
+    ]
+    headers = ["run", "name", "state", *shown, "reason"]
+    out.append(("table", Table(headers, rows, text_columns=len(headers))))
+    return out
+
+
+# --------------------------------------------------------------------------- Markdown / HTML
+
+
+def markdown(analysis: Analysis, plots: Sequence[Path], out_dir: Path, generated: str) -> str:
+    """The report as Markdown (pipe tables)."""
+    kinds: dict[str, Callable[[Any], str]] = {
+        "h1": lambda text: f"# {text}",
+        "h2": lambda text: f"## {text}",
+        "p": str,
+        "table": markdown_table,
+        "img": lambda path: f"![{Path(path).stem}]({path})",
+        "ul": lambda items: "\n".join(f"- {item}" for item in items),
+    }
+    parts = [kinds[kind](payload) for kind, payload in blocks(analysis, plots, out_dir, generated)]
+    return "\n\n".join(parts) + "\n"
+
+
+def markdown_table(table: Table) -> str:
+    def row(cells: Sequence[str], bold: bool = False) -> str:
+        cells = [c.replace("|", "\\|") for c in cells]
+        if bold:
+            cells = [f"**{c}**" if c else c for c in cells]
+        return "| " + " | ".join(cells) + " |"
+
+    align = [":--" if i < table.text_columns else "--:" for i in range(len(table.headers))]
+    lines = [row(table.headers), "| " + " | ".join(align) + " |"]
+    lines += [row(r, bold=i == table.highlight) for i, r in enumerate(table.rows)]
+    return "\n".join(lines)
+
+
+def html(analysis: Analysis, plots: Sequence[Path], out_dir: Path, generated: str) -> str:
+    """The report as a standalone HTML page."""
+    esc = html_lib.escape
+    kinds: dict[str, Callable[[Any], str]] = {
+        "h1": lambda text: f"<h1>{inline(esc(str(text)))}</h1>",
+        "h2": lambda text: f"<h2>{inline(esc(str(text)))}</h2>",
+        "p": lambda text: f"<p>{inline(esc(str(text)))}</p>",
+        "table": html_table,
+        "img": lambda path: f'<img src="{esc(path)}" alt="{esc(Path(path).stem)}">',
+        "ul": lambda items: "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>",
+    }
+    body = [kinds[kind](payload) for kind, payload in blocks(analysis, plots, out_dir, generated)]
+    title = esc(f"Report: {analysis.runs.experiment}")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def inline(text: str) -> str:
+    """`code` and **bold** of the Markdown paragraphs as HTML (text already escaped)."""
+    parts = text.split("`")
+    text = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    parts = text.split("**")
+    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def html_table(table: Table) -> str:
+    esc = html_lib.escape
+
+    def cls(i: int) -> str:
+        return ' class="text"' if i < table.text_columns else ""
+
+    head = "".join(f"<th{cls(i)}>{esc(h)}</th>" for i, h in enumerate(table.headers))
+    rows = []
+    for n, r in enumerate(table.rows):
+        tr = '<tr class="best">' if n == table.highlight else "<tr>"
+        rows.append(tr + "".join(f"<td{cls(i)}>{esc(c)}</td>" for i, c in enumerate(r)) + "</tr>")
+    table_html = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f'<div class="wrap">{table_html}</div>'  # wide tables scroll, the page does not
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def summary_frame(analysis: Analysis) -> pd.DataFrame:
+    """One row per cell: factor values, n, and each metric's mean, CI half-width, low, high."""
+    rows = []
+    for cell in analysis.cells:
+        row: dict[str, Any] = dict(zip(analysis.factors, cell.key, strict=True))
+        row["n"] = len(cell.runs)
+        row["run_ids"] = " ".join(cell.runs.run_id)
+        for m, _ in METRICS:
+            iv = cell.intervals[m]
+            row |= {f"{m}_mean": iv.mean, f"{m}_ci": iv.half_width}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparisons_frame(analysis: Analysis) -> pd.DataFrame:
+    """One row per comparison."""
+    rows = []
+    for c in analysis.comparisons:
+        r = c.result
+        rows.append(
+            {
+                **c.stratum,
+                "factor": analysis.compare,
+                "a": c.a,
+                "b": c.b,
+                "metric": analysis.metric,
+                "seeds": " ".join(map(str, c.seeds)),
+                "delta": r.delta,
+                "low": r.low,
+                "high": r.high,
+                "p_value": r.p_value,
+                "n_examples": r.n_examples,
+                "verdict": c.verdict,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def write_plots(analysis: Analysis, artifacts: Artifacts, plot_dir: Path) -> list[Path]:
+    """Learning curves, metric vs each factor, the best run's confusion matrix, importances."""
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        path = plot_dir / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    if SIZE_FACTOR in analysis.factors:
+        save(learning_curve(analysis), "learning_curve.png")
+    for factor in analysis.factors:
+        save(factor_plot(analysis, factor), f"{analysis.metric}_vs_{factor}.png")
+    if analysis.best_run is not None:
+        predictions = artifacts.predictions(analysis.best_run.run_id)
+        if predictions is not None:
+            names = label_names(predictions)
+            index = {n: i for i, n in enumerate(names)}
+            fig = confusion_matrix_figure(
+                predictions.gold.map(index).to_numpy(),
+                predictions.predicted.map(index).to_numpy(),
+                names,
+            )
+            fig.axes[0].set_title(
+                f"Confusion matrix (test), best run\n{analysis.best_run.run_name}", fontsize=9
+            )
+            fig.tight_layout()
+            save(fig, "confusion_matrix_best.png")
+    if analysis.importances:
+        save(importance_plot(analysis.importances), "optuna_importances.png")
+    return written
+
+
+def numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def learning_curve(analysis: Analysis) -> Any:
+    """Test metric (mean ± CI over seeds) against training-set size, one line per arm."""
+    metric = analysis.metric
+    arms = [f for f in analysis.factors if f != SIZE_FACTOR]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    jobs = analysis.runs.jobs
+    for key, idx in stats.group_runs(jobs, arms):
+        sub = jobs.loc[idx]
+        points = [
+            (k[0], stats.t_interval(sub.loc[i, metric], analysis.confidence))
+            for k, i in stats.group_runs(sub, [SIZE_FACTOR])
+            if k[0] is not None
+        ]
+        if not points:
+            continue
+        x = [p[0] for p in points]
+        y = [p[1].mean for p in points]
+        err = [0 if math.isnan(p[1].half_width) else p[1].half_width for p in points]
+        label = ", ".join(level_name(f, v) for f, v in zip(arms, key, strict=True)) or "all"
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
+    if numeric([v for v in jobs[SIZE_FACTOR] if v is not None]):
+        ax.set_xscale("log")
+    ax.set_xlabel("training-set size (data.max_train)")
+    ax.set_ylabel(f"test {metric_title(metric)}")
+    ax.set_title(f"Learning curves (mean ± {100 * analysis.confidence:g} % CI over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def factor_plot(analysis: Analysis, factor: str) -> Any:
+    """Every run's test metric against one factor, coloured by the compared factor."""
+    metric = analysis.metric
+    jobs = analysis.runs.jobs
+    others = [f for f in analysis.factors if f != factor]
+    color_by: str | None = analysis.compare if analysis.compare in others else None
+    if color_by is None and others:
+        color_by = others[0]
+    levels = [k[0] for k, _ in stats.group_runs(jobs, [factor])]
+    is_numeric = numeric([v for v in levels if v is not None]) and None not in levels
+    position = {lv: (lv if is_numeric else i) for i, lv in enumerate(levels)}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series = stats.group_runs(jobs, [color_by]) if color_by else [((None,), jobs.index)]
+    rng = np.random.default_rng(0)
+    for n, ((colour,), idx) in enumerate(series):
+        sub = jobs.loc[idx]
+        label = level_name(color_by, colour) if color_by else "runs"
+        x = np.array([position[stats.cell_key(v)] for v in sub[factor]])
+        jitter = 0 if is_numeric else rng.uniform(-0.08, 0.08, len(x))
+        colour_rgb = f"C{n}"
+        ax.scatter(x + jitter, sub[metric], alpha=0.45, s=18, color=colour_rgb)
+        means = [
+            (position[k[0]], stats.t_interval(sub.loc[i, metric], analysis.confidence).mean)
+            for k, i in stats.group_runs(sub, [factor])
+        ]
+        ax.plot(*zip(*means, strict=True), marker="D", color=colour_rgb, label=label)
+    if is_numeric:
+        positive = [v for v in levels if v > 0]
+        if len(positive) == len(levels) and max(levels) / min(levels) >= 10:
+            ax.set_xscale("log")
+    else:
+        ax.set_xticks(range(len(levels)), [fmt(v) for v in levels], rotation=20)
+    averaged = [f for f in others if f != color_by]
+    note = " (means over " + ", ".join(averaged) + ")" if averaged else ""
+    ax.set_xlabel(factor)
+    ax.set_ylabel(f"test {metric_title(metric)}")
+    ax.set_title(f"test {metric_title(metric)} vs {factor}{note}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def importance_plot(importances: dict[str, float]) -> Any:
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(names) + 1.5))
+    ax.barh(names, [importances[n] for n in names])
+    ax.set_xlabel("importance (fANOVA)")
+    ax.set_title("Optuna parameter importances")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+def terminal_summary(
+    analysis: Analysis, out_dir: Path, written: Sequence[Path], parent: str | None
+) -> None:
+    """The cells, the verdicts and the runs left out, as rich tables."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    # Logs and pipes get a wide page instead of rich's 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    counts = state_counts(analysis)
+    console.rule(f"[bold]{analysis.runs.experiment}")
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no runs")
+    shown = ["accuracy", "micro_f1", "macro_f1", "weighted_f1"]
+    table = RichTable(title="test metrics: mean ± CI over seeds")
+    for f in analysis.factors:
+        table.add_column(f)
+    table.add_column("n", justify="right")
+    for m in shown:
+        table.add_column(metric_title(m), justify="right")
+    for cell in analysis.cells:
+        style = "bold green" if cell is analysis.best else None
+        values = [fmt(v) for v in cell.key]
+        table.add_row(
+            *values, str(len(cell.runs)), *(cell.intervals[m].format() for m in shown), style=style
+        )
+    console.print(table)
+    if analysis.comparisons:
+        others = [f for f in analysis.factors if f != analysis.compare]
+        comp = RichTable(title=f"{analysis.compare}: paired bootstrap, Δ test {analysis.metric}")
+        for h in [*others, "A", "B", "Δ (B−A)", "CI", "p", "verdict"]:
+            comp.add_column(h)
+        for c in analysis.comparisons:
+            r = c.result
+            comp.add_row(
+                *(fmt(c.stratum[f]) for f in others),
+                fmt(c.a),
+                fmt(c.b),
+                f"{r.delta:+.4f}",
+                f"[{r.low:+.4f}, {r.high:+.4f}]",
+                fmt_p(r.p_value),
+                c.verdict,
+            )
+        console.print(comp)
+    excluded = analysis.runs.excluded
+    if not excluded.empty:
+        left = RichTable(title=f"{len(excluded)} run(s) not in the tables", style="yellow")
+        for h in ("run", "state", "reason"):
+            left.add_column(h)
+        for _, row in excluded.iterrows():
+            left.add_row(str(row.run_id)[:12], str(row.state), str(row.reason))
+        console.print(left)
+    console.print(f"report: {out_dir / 'report.md'} and report.html ({len(written)} files)")
+    if parent:
+        console.print(f"logged to parent run {parent} under report/")
+
+
+def write_report(analysis: Analysis, artifacts: Artifacts, out_dir: Path) -> list[Path]:
+    """report.md, report.html, summary.csv, comparisons.csv and plots/ under out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(analysis, artifacts, out_dir / "plots")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    md_path = out_dir / "report.md"
+    md_path.write_text(markdown(analysis, plots, out_dir, generated), encoding="utf-8")
+    html_path = out_dir / "report.html"
+    html_path.write_text(html(analysis, plots, out_dir, generated), encoding="utf-8")
+    summary = out_dir / "summary.csv"
+    summary_frame(analysis).to_csv(summary, index=False)
+    comparisons = out_dir / "comparisons.csv"
+    comparisons_frame(analysis).to_csv(comparisons, index=False)
+    return [md_path, html_path, summary, comparisons, *plots]

@@ -1,0 +1,1 @@
+"""The config tree (conf/) as typed dataclasses, and the checks run on a composed config."""

@@ -1,0 +1,1 @@
+"""Backbones and methods (conf/model, conf/method): load, build, estimate the memory of."""

@@ -1,0 +1,224 @@
+"""Backbones: resolve a preset to a local checkpoint, load tokenizer and classification model."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from transformers import (
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from src.config.schema import Arch, Hub, ModelConfig
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Files that make a directory a loadable checkpoint; pickled weights are never loaded.
+WEIGHT_PATTERNS = ("*.safetensors",)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "merges.txt"]
+# Written into checkpoints by `python -m src.pretrain`: the MLflow run that produced them.
+LINEAGE_FILE = "pretrain_run.json"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A resolved backbone: the local checkpoint directory and what kind of model it holds."""
+
+    path: Path
+    arch: Arch
+    trust_remote_code: bool
+    pretrain_run_id: str | None = None  # the domain-adaptive pretraining run it comes from
+
+
+def resolve_backbone(
+    cfg: ModelConfig, train_texts: Sequence[str], tracking_uri: str | None = None
+) -> Backbone:
+    """Find (or build, for tiny presets) the local checkpoint directory of a model preset.
+
+    `tracking_uri`: the MLflow store holding the run of model.from_run.
+    """
+    if cfg.from_run:
+        from src.tracking.record import download_run_checkpoint  # MLflow only when a run is named
+
+        cache = Path(cfg.cache_dir) / "runs"
+        path = check_checkpoint_dir(download_run_checkpoint(cfg.from_run, tracking_uri, cache))
+    elif cfg.path:
+        path = check_checkpoint_dir(Path(cfg.path).expanduser())
+    elif cfg.tiny is not None:
+        from src.model.tiny import materialize_tiny  # tokenizers and model classes: only here
+
+        path = materialize_tiny(cfg.tiny, train_texts, Path(cfg.cache_dir) / "tiny")
+    elif cfg.hub_id:
+        path = download(cfg)
+    else:
+        raise UserError(
+            f"model preset '{cfg.name}' has neither hub_id, tiny nor path: set model.path"
+        )
+    lineage = path / LINEAGE_FILE
+    return Backbone(
+        path=path,
+        arch=cfg.arch,
+        trust_remote_code=cfg.trust_remote_code,
+        pretrain_run_id=json.loads(lineage.read_text())["run_id"] if lineage.is_file() else None,
+    )
+
+
+def check_checkpoint_dir(path: Path) -> Path:
+    """Fail with one line unless `path` holds a config, safetensors weights and a tokenizer."""
+    if not path.is_dir():
+        raise UserError(f"model.path={path} is not a directory: point it at a saved HF checkpoint")
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
+        pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt*")]
+        hint = f" (found pickle files {pickled}: re-save them as safetensors)" if pickled else ""
+        missing.append(f"*.safetensors weights{hint}")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        missing.append("a tokenizer (tokenizer.json / tokenizer_config.json / vocab.txt)")
+    if missing:
+        raise UserError(
+            f"model.path={path} is not a checkpoint: missing {', '.join(missing)}; "
+            "save one with model.save_pretrained() and tokenizer.save_pretrained()"
+        )
+    return path
+
+
+def download(cfg: ModelConfig) -> Path:
+    """Fetch a preset's weights from its hub (or the local cache), failing with one line offline."""
+    assert cfg.hub_id is not None
+    if cfg.hub == Hub.modelscope:
+        return download_modelscope(cfg.modelscope_id or cfg.hub_id, cfg.revision)
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = snapshot_download(cfg.hub_id, revision=cfg.revision, allow_patterns=HUB_PATTERNS)
+    except Exception as exc:
+        raise UserError(
+            f"weights of {cfg.hub_id} are not available ({type(exc).__name__}: no access to "
+            "the Hub and not in the HF cache): download them where the Hub is reachable "
+            f"(`hf download {cfg.hub_id} --local-dir DIR`) and pass model.path=DIR, "
+            "or use model.hub=modelscope"
+        ) from exc
+    return check_checkpoint_dir(Path(local))
+
+
+def download_modelscope(model_id: str, revision: str | None) -> Path:
+    """Fetch weights through ModelScope, the hub the article uses for Qwen."""
+    try:
+        from modelscope import snapshot_download
+    except ImportError as exc:
+        raise UserError(
+            "model.hub=modelscope needs the modelscope package: pip install -e '.[modelscope]'"
+        ) from exc
+    try:
+        local = snapshot_download(model_id, revision=revision or "master")
+    except Exception as exc:
+        raise UserError(
+            f"weights of {model_id} are not available from ModelScope ({type(exc).__name__}): "
+            "download them where ModelScope is reachable and pass model.path=DIR"
+        ) from exc
+    return check_checkpoint_dir(Path(local))
+
+
+def load_tokenizer(backbone: Backbone) -> PreTrainedTokenizerBase:
+    """Load the tokenizer; decoders get a pad token (their eos) if they have none."""
+    tokenizer = AutoTokenizer.from_pretrained(
+        backbone.path, trust_remote_code=backbone.trust_remote_code
+    )
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise UserError(f"the tokenizer in {backbone.path} has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_classifier(
+    backbone: Backbone,
+    tokenizer: PreTrainedTokenizerBase,
+    label_names: Sequence[str],
+    dtype: torch.dtype,
+    attn_implementation: str | None,
+    reuse_weights: bool = False,
+    problem_type: str | None = None,
+    quantization: BitsAndBytesConfig | None = None,
+) -> PreTrainedModel:
+    """Load the backbone with a freshly initialised classification head for `label_names`.
+
+    `problem_type` picks the loss (None: from the labels); `quantization` loads 4-bit weights.
+    """
+    config = AutoConfig.from_pretrained(
+        backbone.path,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        pad_token_id=tokenizer.pad_token_id,
+        problem_type=problem_type,
+        trust_remote_code=backbone.trust_remote_code,
+    )
+    kwargs: dict[str, Any] = {}
+    if attn_implementation and backbone.arch == Arch.decoder:
+        kwargs["attn_implementation"] = attn_implementation
+    # A checkpoint fine-tuned on another label set has a head of another shape: re-initialise it.
+    kwargs.update(dtype=dtype, ignore_mismatched_sizes=True)
+    model: PreTrainedModel
+    if quantization is not None:
+        # bitsandbytes quantizes while loading from disk, onto the GPU.
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    if backbone.trust_remote_code or quantization is not None:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            backbone.path, config=config, trust_remote_code=backbone.trust_remote_code, **kwargs
+        )
+    else:
+        # Weights come from the per-process cache, so the concrete class gets config and weights.
+        model_class: Any = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+        model = model_class.from_pretrained(
+            None, config=config, state_dict=backbone_weights(backbone.path, reuse_weights), **kwargs
+        )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    # Provenance in the saved config; PEFT also reads it when saving adapters.
+    model.name_or_path = model.config._name_or_path = str(backbone.path)
+    return model
+
+
+def backbone_weights(path: Path, reuse: bool) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights; with `reuse`, a copy of the per-process cache (sweep trials)."""
+    if not reuse:
+        return read_weights(path)
+    # The model takes ownership of the tensors it is given: training must not alter the cache.
+    return {name: tensor.clone() for name, tensor in cached_weights(path).items()}
+
+
+@cache
+def cached_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's weights once per process."""
+    return read_weights(path)
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read all safetensors files of a checkpoint (never pickle)."""
+    WEIGHT_READS[str(path)] = WEIGHT_READS.get(str(path), 0) + 1
+    weights: dict[str, torch.Tensor] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        weights.update(load_file(file))
+    return weights
+
+
+# How often each checkpoint's weights were read from disk in this process (sweeps log it).
+WEIGHT_READS: dict[str, int] = {}

@@ -1,0 +1,1 @@
+"""Optuna studies (conf/hparams_search): the sweep loop behind hydra/sweeper=clfsweep_optuna."""

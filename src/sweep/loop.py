@@ -1,0 +1,650 @@
+"""The sweep loop: ask a trial, launch its Hydra job, tell the outcome, until the study is done.
+
+One process is one worker. Workers sharing `study_name` + `storage` share the study; each asks
+for a new trial only while finished (COMPLETE/PRUNED) + running trials < n_trials, so together
+they finish exactly n_trials, and a re-run of the same command tops the study up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, TrialState
+
+from src.errors import UserError
+from src.sweep import results
+from src.sweep.liveness import (
+    WORKER_ATTR,
+    Heartbeat,
+    Worker,
+    stale_reason,
+)
+from src.sweep.search_space import (
+    coerce,
+    grid_space,
+    param_overrides,
+    parse_search_space,
+    quote,
+)
+from src.sweep.storage import journal_path, journal_url, normalize_storage_url, open_storage
+from src.sweep.trial import FAIL_REASON_ATTR, PRUNER_ATTR, build_pruner
+from src.tracking.uris import redact
+
+log = logging.getLogger(__name__)
+
+SEARCH_SPACE_ATTR = "clfsweep:search_space"
+WORKER_PREFIX = "clfsweep:worker:"
+EXCESS_ATTR = "clfsweep:excess"
+TRIAL_STORAGE_ENV = "CLFSWEEP_TRIAL_STORAGE"  # a storage URL with a password, for the jobs
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+REASON_MAX = 2000
+
+
+def _name(value: Any) -> str:
+    """An enum member's or a string's name, lower-cased."""
+    return str(getattr(value, "name", value)).lower()
+
+
+def _plain(node: Any) -> Any:
+    """A DictConfig/ListConfig as plain Python containers (anything else unchanged)."""
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+@dataclass
+class Settings:
+    """The sweeper's settings (``hydra.sweeper``), as plain Python values."""
+
+    n_trials: int = 20
+    study_name: str = "study"
+    storage: str | None = None
+    study_dir: str | None = None
+    direction: str = "maximize"
+    sampler: dict[str, Any] = field(default_factory=dict)
+    pruner: dict[str, Any] = field(default_factory=dict)
+    max_failure_rate: float = 0.5
+    min_trials_for_failure_rate: int = 3
+    timeout: float | None = None
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
+    n_jobs: int = 1
+    heartbeat_interval: int = 60
+    grace_period: int | None = None
+    max_retry: int = 1
+    plots: bool = True
+    params: dict[str, Any] | None = None
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> Settings:
+        """Validate the keyword arguments Hydra instantiated the sweeper with."""
+        plain = {k: _plain(v) for k, v in kwargs.items()}
+        for key in ("direction",):
+            plain[key] = _name(plain.get(key, "maximize"))
+        for key in ("sampler", "pruner"):
+            spec = dict(plain.get(key) or {})
+            spec["name"] = _name(spec.get("name", "tpe" if key == "sampler" else "median"))
+            plain[key] = spec
+        plain["enqueue"] = list(plain.get("enqueue") or [])
+        settings = cls(**plain)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """One clear line for each value that cannot work."""
+        if self.n_trials < 1:
+            raise UserError(f"hydra.sweeper.n_trials={self.n_trials} must be at least 1")
+        if self.n_jobs < 1:
+            raise UserError(f"hydra.sweeper.n_jobs={self.n_jobs} must be at least 1")
+        if not 0 <= self.max_failure_rate < 1:
+            raise UserError(
+                f"hydra.sweeper.max_failure_rate={self.max_failure_rate} must be in [0, 1)"
+            )
+        if self.direction not in ("maximize", "minimize"):
+            raise UserError(f"hydra.sweeper.direction={self.direction}: maximize or minimize")
+        if not self.study_name or "/" in self.study_name:
+            raise UserError(f"hydra.sweeper.study_name={self.study_name!r}: a name without '/'")
+        if self.heartbeat_interval < 0 or (self.grace_period or 1) <= 0:
+            raise UserError("hydra.sweeper.heartbeat_interval/grace_period must be positive")
+
+
+class OptunaSweep:
+    """The worker loop behind ``ClfsweepOptunaSweeper``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.launcher: Launcher | None = None
+        self.worker = Worker.current()
+        self._ran: list[FrozenTrial] = []  # trials this worker told in this run
+        self._parent: results.ParentRun | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        """Keep Hydra's context and instantiate the launcher."""
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def sweep(self, arguments: list[str]) -> dict[str, Any] | None:
+        """Run trials until the study has n_trials finished ones; return the best so far."""
+        assert self.config is not None and self.hydra_context is not None
+        s = self.settings
+        cwd = Path(str(self.config.hydra.runtime.cwd))
+        self.space = parse_search_space(s.params, arguments, self.hydra_context.config_loader)
+        if not self.space.distributions:
+            raise UserError(
+                "clfsweep_optuna: nothing to search: set hydra.sweeper.params or give sweep "
+                "overrides (a,b or interval(...)) on the command line"
+            )
+        self.study_dir = Path(s.study_dir or cwd / "sweeps" / s.study_name)
+        if not self.study_dir.is_absolute():
+            self.study_dir = cwd / self.study_dir
+        self.storage_url = normalize_storage_url(
+            s.storage or journal_url(self.study_dir / "journal.log"), cwd
+        )
+        self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        if not self.sweep_dir.is_absolute():
+            self.sweep_dir = cwd / self.sweep_dir
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        self.storage = open_storage(
+            self.storage_url, s.heartbeat_interval or None, s.grace_period, s.max_retry
+        )
+        self.grace_period = float(s.grace_period or 2 * (s.heartbeat_interval or 60))
+        self.n_target = s.n_trials
+        with self._lock():
+            self.study = self._open_study()
+            self._enqueue()
+        log.info(
+            "Optuna study %s (%s), n_trials=%d, storage %s\n%s",
+            s.study_name,
+            s.direction,
+            s.n_trials,
+            redact(self.storage_url),
+            self.space.describe(),
+        )
+        self._parent = results.ParentRun.from_env()
+        if self._parent is not None:
+            self._parent.log_params(self._setup_params())
+            self._parent.set_tags(
+                {
+                    "optuna.study": s.study_name,
+                    "optuna.storage": redact(self.storage_url),
+                    "optuna.study_dir": str(self.study_dir),
+                }
+            )
+        self._loop()
+        return self._finish()
+
+    def _setup_params(self) -> dict[str, Any]:
+        """The sweep's settings as parent-run params."""
+        s = self.settings
+        return {
+            "study_name": s.study_name,
+            "n_trials": s.n_trials,
+            "direction": s.direction,
+            "sampler": _describe_spec(s.sampler),
+            "pruner": _describe_spec(s.pruner),
+            "search_space": self.space.describe(),
+            "max_failure_rate": s.max_failure_rate,
+        }
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise check-then-ask among workers sharing a journal file (no-op for RDB)."""
+        path = journal_path(self.storage_url)
+        if path is None:
+            yield
+            return
+        with open(str(path) + ".clfsweep-lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _open_study(self) -> optuna.Study:
+        """Create or load the study; register this worker; build its sampler."""
+        s = self.settings
+        pruner_spec = {k: v for k, v in s.pruner.items() if v not in (None, {})}
+        with _quiet():
+            study = optuna.create_study(
+                study_name=s.study_name,
+                storage=self.storage,
+                sampler=optuna.samplers.RandomSampler(),
+                pruner=build_pruner(pruner_spec),
+                direction=s.direction,  # type: ignore[arg-type]
+                load_if_exists=True,
+            )
+        if study.direction.name.lower() != s.direction:
+            raise UserError(
+                f"study {s.study_name} exists with direction {study.direction.name.lower()}, "
+                f"not {s.direction}: choose another hydra.sweeper.study_name"
+            )
+        self.storage = study._storage  # RDB storages come back wrapped in Optuna's cache
+        attrs = self.storage.get_study_system_attrs(study._study_id)
+        old_space = attrs.get(SEARCH_SPACE_ATTR)
+        if old_space is not None and old_space != self.space.describe():
+            log.warning(
+                "study %s was started with another search space:\n%s", s.study_name, old_space
+            )
+        set_attr = self.storage.set_study_system_attr
+        set_attr(study._study_id, SEARCH_SPACE_ATTR, self.space.describe())
+        set_attr(study._study_id, PRUNER_ATTR, pruner_spec)
+        index = sum(1 for k in attrs if k.startswith(WORKER_PREFIX))
+        worker = self.worker.to_attr("none") | {"index": index}
+        set_attr(study._study_id, WORKER_PREFIX + uuid.uuid4().hex[:12], worker)
+        study.sampler = self._sampler(index)
+        return study
+
+    def _sampler(self, worker_index: int) -> BaseSampler:
+        """The configured sampler; random-stream samplers get a per-worker seed."""
+        spec = dict(self.settings.sampler)
+        name = spec.pop("name", "tpe")
+        seed = spec.pop("seed", None)
+        kwargs = dict(spec.pop("kwargs", None) or {})
+        kwargs.update({k: v for k, v in spec.items() if v is not None})
+        if seed is not None and name in ("tpe", "random", "cmaes", "gp"):
+            # Each worker (and each re-run) continues with its own stream: the same seed
+            # twice would propose the same points again.
+            seed = int(seed) + worker_index
+        with _quiet():
+            if name == "tpe":
+                return optuna.samplers.TPESampler(seed=seed, **kwargs)
+            if name == "random":
+                return optuna.samplers.RandomSampler(seed=seed)
+            if name == "grid":
+                grid = grid_space(self.space)
+                self.n_target = min(self.n_target, math.prod(len(v) for v in grid.values()))
+                return _GridSampler(grid, seed=seed)
+            if name == "cmaes":
+                try:
+                    import cmaes  # noqa: F401
+                except ImportError:
+                    raise UserError(
+                        "sampler cmaes needs the cmaes package: pip install cmaes"
+                    ) from None
+                return optuna.samplers.CmaEsSampler(seed=seed, **kwargs)
+            if name == "gp":
+                return optuna.samplers.GPSampler(seed=seed, **kwargs)
+            if name == "qmc":
+                return optuna.samplers.QMCSampler(seed=seed, **kwargs)
+        raise UserError(f"unknown sampler {name!r}: tpe, random, grid, cmaes, gp or qmc")
+
+    def _enqueue(self) -> None:
+        """Queue the configured trials that this study has not queued or run yet."""
+        for i, entry in enumerate(self.settings.enqueue):
+            params: dict[str, Any] = {}
+            for key, value in entry.items():
+                key = str(key)
+                dist = self.space.distributions.get(key)
+                if dist is None:
+                    raise UserError(
+                        f"hydra.sweeper.enqueue[{i}]: {key} is not a searched parameter "
+                        f"(searched: {', '.join(self.space.distributions)})"
+                    )
+                params[key] = coerce(key, value, dist)
+            with _quiet():
+                self.study.enqueue_trial(params, skip_if_exists=True)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        """Ask, launch, tell until the study is done, the time is up, or too many fail."""
+        started = time.monotonic()
+        s = self.settings
+        while True:
+            with self._lock():
+                self._fail_stale()
+                trials = self._trials()
+                finished = sum(t.state in FINISHED for t in trials)
+                running = sum(t.state == TrialState.RUNNING for t in trials)
+                if finished + running >= self.n_target:
+                    log.info(
+                        "study %s: %d finished, %d running of n_trials=%d: this worker is done",
+                        s.study_name,
+                        finished,
+                        running,
+                        self.n_target,
+                    )
+                    return
+                if s.timeout is not None and time.monotonic() - started > s.timeout:
+                    log.info("study %s: timeout of %s s reached", s.study_name, s.timeout)
+                    return
+                n = min(s.n_jobs, self.n_target - finished - running)
+                batch = [self._ask() for _ in range(n)]
+            batch = self._drop_excess(batch)
+            if batch:
+                self._run(batch)
+                self._check_failure_rate()
+
+    def _trials(self) -> list[FrozenTrial]:
+        """The study's trials, without those this sweeper discarded as excess."""
+        return [
+            t for t in self.study.get_trials(deepcopy=False) if not t.system_attrs.get(EXCESS_ATTR)
+        ]
+
+    def _ask(self) -> optuna.Trial:
+        """A new (or queued) trial with every parameter sampled, marked as this worker's."""
+        with _quiet():
+            trial = self.study.ask(fixed_distributions=self.space.distributions)
+        mode = Heartbeat(self.storage, [], self.settings.heartbeat_interval).mode
+        self.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, self.worker.to_attr(mode))
+        return trial
+
+    def _drop_excess(self, batch: list[optuna.Trial]) -> list[optuna.Trial]:
+        """Give back trials asked in a race with other workers beyond n_trials (RDB only)."""
+        if journal_path(self.storage_url) is not None:
+            return batch  # the file lock already serialised check-then-ask
+        keep: list[optuna.Trial] = []
+        trials = self._trials()
+        for trial in batch:
+            ahead = sum(
+                t.number <= trial.number and (t.state in FINISHED or t.state == TrialState.RUNNING)
+                for t in trials
+            )
+            if ahead <= self.n_target:
+                keep.append(trial)
+                continue
+            frozen = self.storage.get_trial(trial._trial_id)
+            self.storage.set_trial_system_attr(trial._trial_id, EXCESS_ATTR, True)
+            self._fail(trial, "not run: other workers already cover n_trials")
+            if "fixed_params" in frozen.system_attrs or "failed_trial" in frozen.system_attrs:
+                self._requeue(frozen)
+        return keep
+
+    def _requeue(self, frozen: FrozenTrial) -> None:
+        """Put a queued trial's configuration back in the queue."""
+        system_attrs = {
+            k: v for k, v in frozen.system_attrs.items() if not k.startswith("clfsweep:")
+        }
+        user_attrs = {k: v for k, v in frozen.user_attrs.items() if k != FAIL_REASON_ATTR}
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=frozen.params,
+                distributions=frozen.distributions,
+                user_attrs=user_attrs,
+                system_attrs=system_attrs,
+            )
+        )
+
+    def _run(self, batch: list[optuna.Trial]) -> None:
+        """Launch the batch (consecutive trial numbers per launcher call) and tell outcomes."""
+        assert self.launcher is not None
+        pending = {t.number: t for t in batch}
+        ids = [t._trial_id for t in batch]
+        with Heartbeat(self.storage, ids, self.settings.heartbeat_interval):
+            try:
+                for group in _consecutive(sorted(batch, key=lambda t: t.number)):
+                    jobs = [self._job_overrides(t) for t in group]
+                    for t in group:
+                        log.info("trial %d: %s", t.number, " ".join(param_overrides(t.params)))
+                    try:
+                        returns = self.launcher.launch(jobs, initial_job_idx=group[0].number)
+                    except Exception as exc:
+                        log.error("launching trials %s failed: %s", [t.number for t in group], exc)
+                        returns = [exc] * len(group)  # type: ignore[list-item]
+                    for t, ret in zip(group, returns, strict=True):
+                        self._tell(t, ret)
+                        pending.pop(t.number, None)
+            except BaseException as exc:  # Ctrl-C, SystemExit: the trials must not stay RUNNING
+                retry = isinstance(exc, KeyboardInterrupt)
+                for t in pending.values():
+                    frozen = self.storage.get_trial(t._trial_id)
+                    self._fail(t, f"interrupted ({type(exc).__name__})")
+                    if retry and frozen.state == TrialState.RUNNING:
+                        frozen._system_attrs = {
+                            k: v
+                            for k, v in frozen.system_attrs.items()
+                            if not k.startswith("clfsweep:")
+                        }
+                        _retry_callback(self.settings.max_retry)(self.study, frozen)
+                raise
+
+    def _job_overrides(self, trial: optuna.Trial) -> list[str]:
+        """Fixed overrides, the trial's parameters, and where the job finds its trial."""
+        storage = quote(self.storage_url)
+        if redact(self.storage_url) != self.storage_url:
+            # A password stays out of the overrides, which launchers print and jobs keep in
+            # .hydra/overrides.yaml: jobs (here, or submitted from here) read the environment.
+            os.environ[TRIAL_STORAGE_ENV] = self.storage_url
+            storage = "${oc.env:" + TRIAL_STORAGE_ENV + "}"
+        return [
+            *self.space.fixed,
+            *param_overrides(trial.params),
+            f"++trial.storage={storage}",
+            f"++trial.study_name={quote(self.settings.study_name)}",
+            f"++trial.trial_id={trial._trial_id}",
+            f"hydra.sweep.dir={quote(str(self.sweep_dir))}",
+        ]
+
+    def _tell(self, trial: optuna.Trial, ret: JobReturn | BaseException) -> None:
+        """Map a job's outcome to the trial: value -> COMPLETE, TrialPruned -> PRUNED, else FAIL."""
+        if isinstance(ret, BaseException):
+            self._fail(trial, _reason(ret))
+            return
+        if ret.working_dir:
+            self._set_user_attr(trial, "output_dir", str(ret.working_dir))
+        if ret.status == JobStatus.COMPLETED:
+            value = _as_float(ret._return_value)
+            if value is None:
+                self._fail(trial, f"the job returned {ret._return_value!r}, not a finite number")
+                return
+            frozen = self.study.tell(trial, value, skip_if_finished=True)
+        elif ret.status == JobStatus.FAILED and _is_pruned(ret._return_value):
+            frozen = self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+        elif ret.status == JobStatus.FAILED:
+            exc = ret._return_value
+            log.error(
+                "trial %d failed: %s",
+                trial.number,
+                _reason(exc),
+                exc_info=(type(exc), exc, exc.__traceback__)
+                if isinstance(exc, BaseException)
+                else None,
+            )
+            self._fail(trial, _reason(exc))
+            return
+        else:
+            self._fail(trial, f"job status {ret.status.name}")
+            return
+        self._after(frozen)
+
+    def _fail(self, trial: optuna.Trial, reason: str) -> None:
+        """Record why, then mark the trial FAILED."""
+        self._set_user_attr(trial, FAIL_REASON_ATTR, reason[:REASON_MAX])
+        frozen = self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        self._after(frozen)
+
+    def _set_user_attr(self, trial: optuna.Trial, key: str, value: Any) -> None:
+        """Set a user attr unless the trial already finished (e.g. failed as stale)."""
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+            self.storage.set_trial_user_attr(trial._trial_id, key, value)
+
+    def _after(self, frozen: FrozenTrial) -> None:
+        """Log a told trial and keep the parent MLflow run current."""
+        if frozen.system_attrs.get(EXCESS_ATTR):
+            return
+        self._ran.append(frozen)
+        value = "" if frozen.value is None else f" value={frozen.value:.6g}"
+        reason = frozen.user_attrs.get(FAIL_REASON_ATTR, "")
+        log.info(
+            "trial %d %s%s%s",
+            frozen.number,
+            frozen.state.name,
+            value,
+            f" ({reason})" if reason else "",
+        )
+        if self._parent is not None:
+            self._parent.log_trial(frozen, self.study)
+
+    def _check_failure_rate(self) -> None:
+        """Stop the sweep (one clear line) once too many of this run's trials failed."""
+        s = self.settings
+        failed = [t for t in self._ran if t.state == TrialState.FAIL]
+        judged = sum(t.state in FINISHED for t in self._ran) + len(failed)
+        if judged < s.min_trials_for_failure_rate or len(failed) / judged <= s.max_failure_rate:
+            return
+        last = failed[-1]
+        self._finish()
+        raise UserError(
+            f"study {s.study_name}: {len(failed)} of {judged} trials failed in this run "
+            f"(max_failure_rate={s.max_failure_rate}); last: trial {last.number}: "
+            f"{last.user_attrs.get(FAIL_REASON_ATTR, '?')}. Fix the cause and re-run the same "
+            f"command to continue the study (storage {redact(self.storage_url)})"
+        )
+
+    def _fail_stale(self) -> None:
+        """Fail RUNNING trials whose worker is gone and re-queue their configuration once."""
+        storage = self.storage
+        if optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+            before = {t._trial_id for t in self.study.get_trials(states=(TrialState.RUNNING,))}
+            with _quiet():
+                optuna.storages.fail_stale_trials(self.study)
+            for trial_id in before:
+                frozen = storage.get_trial(trial_id)
+                if frozen.state == TrialState.FAIL and FAIL_REASON_ATTR not in frozen.user_attrs:
+                    with contextlib.suppress(Exception):
+                        storage.set_trial_user_attr(
+                            trial_id, FAIL_REASON_ATTR, "stale: no Optuna heartbeat"
+                        )
+        now = time.time()
+        for frozen in self.study.get_trials(deepcopy=True, states=(TrialState.RUNNING,)):
+            reason = stale_reason(frozen, self.worker, self.grace_period, now)
+            if reason is None:
+                continue
+            try:
+                storage.set_trial_user_attr(frozen._trial_id, FAIL_REASON_ATTR, f"stale: {reason}")
+                if not storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker got there first
+            log.warning("trial %d marked FAILED: %s", frozen.number, reason)
+            # Re-queue from the snapshot taken while it ran: without our bookkeeping attrs.
+            frozen._system_attrs = {
+                k: v for k, v in frozen.system_attrs.items() if not k.startswith("clfsweep:")
+            }
+            _retry_callback(self.settings.max_retry)(self.study, frozen)
+
+    # -- the end --------------------------------------------------------------------------
+
+    def _finish(self) -> dict[str, Any] | None:
+        """best.yaml, plots, parent-run artifacts, a summary line; returns the best trial."""
+        s = self.settings
+        trials = self._trials()
+        counts = results.count_states(trials)
+        best = results.best_trial(self.study)
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        if best is None:
+            log.info("study %s: %s; no completed trial yet", s.study_name, summary or "no trials")
+            return None
+        best_path = self.study_dir / "best.yaml"
+        results.write_best(best_path, self.study, best, self.space.fixed, redact(self.storage_url))
+        log.info(
+            "study %s: %s; best value %.6g at trial %d: %s (written to %s)",
+            s.study_name,
+            summary,
+            best.value,
+            best.number,
+            " ".join(param_overrides(best.params)),
+            best_path,
+        )
+        written: list[Path] = []
+        if s.plots:
+            written = results.write_plots(self.study, self.study_dir / "plots")
+        if self._parent is not None:
+            self._parent.log_artifacts([best_path], "optuna")
+            self._parent.log_artifacts(written, "optuna/plots")
+            self._parent.set_tags({"optuna.best_trial": best.number})
+        return {"best_value": best.value, "best_params": dict(best.params), "trial": best.number}
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """GridSampler for ask/tell: ``Study.stop()`` only works inside ``optimize``."""
+
+    def after_trial(self, *args: Any, **kwargs: Any) -> None:
+        """The sweep loop caps n_trials at the grid size instead of stopping the study."""
+
+
+def _retry_callback(max_retry: int) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Optuna's re-queue-with-the-same-params callback, at most `max_retry` times per config."""
+    with _quiet():
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence Optuna's experimental-API and heartbeat-with-ask warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message=".*[Hh]eartbeat.*")
+        warnings.filterwarnings("ignore", message=".*is out of range.*")
+        yield
+
+
+def _consecutive(trials: Sequence[optuna.Trial]) -> Iterator[list[optuna.Trial]]:
+    """Split trials into runs of consecutive numbers (one launcher call each)."""
+    group: list[optuna.Trial] = []
+    for t in trials:
+        if group and t.number != group[-1].number + 1:
+            yield group
+            group = []
+        group.append(t)
+    if group:
+        yield group
+
+
+def _as_float(value: Any) -> float | None:
+    """A finite float from a job's return value, else None."""
+    if value is None or isinstance(value, bool | str):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _is_pruned(exc: Any) -> bool:
+    """Whether a job's exception is Optuna's TrialPruned (also when re-created by a launcher)."""
+    return isinstance(exc, optuna.TrialPruned) or type(exc).__name__ == "TrialPruned"
+
+
+def _reason(exc: Any) -> str:
+    """``ExceptionType: message`` on one line."""
+    if isinstance(exc, BaseException):
+        text = " ".join(str(exc).split())
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return " ".join(str(exc).split())
+
+
+def _describe_spec(spec: Mapping[str, Any]) -> str:
+    """``tpe(seed=0, n_startup_trials=5)`` from a sampler/pruner spec."""
+    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name" and v not in (None, {}, []))
+    return f"{spec.get('name')}({args})"

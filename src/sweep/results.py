@@ -1,0 +1,219 @@
+"""What a sweep leaves behind: the parent MLflow run kept current, plots, best.yaml."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from src.sweep.search_space import format_value, param_overrides
+from src.tracking.names import MAX_PARAM_LEN, PARENT_ENV
+from src.tracking.uris import redact
+
+log = logging.getLogger(__name__)
+
+
+class ParentRun:
+    """The sweep's parent MLflow run (created by the caller); every call here is best effort."""
+
+    def __init__(self, run_id: str) -> None:
+        import mlflow
+
+        self.run_id = run_id
+        self.client = mlflow.MlflowClient()
+        self._broken = False
+
+    @classmethod
+    def from_env(cls) -> ParentRun | None:
+        """The run named by $CLFSWEEP_PARENT_RUN_ID (tracking URI from $MLFLOW_TRACKING_URI)."""
+        run_id = os.environ.get(PARENT_ENV)
+        if not run_id:
+            return None
+        try:
+            return cls(run_id)
+        except Exception as exc:
+            log.warning("MLflow parent run %s unusable: %s", run_id, exc)
+            return None
+
+    def _safe(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Call an MLflow client method; warn once and go on if tracking fails."""
+        if self._broken:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:
+            self._broken = True
+            log.warning("MLflow: could not %s on parent run %s: %s", what, self.run_id, exc)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params one by one (a re-run with a different value must not stop the others)."""
+        for key, value in params.items():
+            try:
+                self.client.log_param(self.run_id, key, redact(str(value))[:MAX_PARAM_LEN])
+            except Exception as exc:
+                log.debug("MLflow param %s not logged: %s", key, exc)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags on the parent run."""
+        for key, value in tags.items():
+            self._safe("set a tag", self.client.set_tag, self.run_id, key, redact(str(value)))
+
+    def log_trial(self, trial: FrozenTrial, study: optuna.Study) -> None:
+        """After a trial: its value, the study's counts and best value/params so far."""
+        if trial.state == TrialState.COMPLETE and trial.value is not None:
+            self._safe(
+                "log a metric",
+                self.client.log_metric,
+                self.run_id,
+                "trial_value",
+                trial.value,
+                step=trial.number,
+            )
+        counts = count_states(study.get_trials(deepcopy=False))
+        for name, n in counts.items():
+            self._safe(
+                "log a metric",
+                self.client.log_metric,
+                self.run_id,
+                f"n_{name}",
+                n,
+                step=trial.number,
+            )
+        best = best_trial(study)
+        if best is None or best.value is None:
+            return
+        self._safe(
+            "log a metric",
+            self.client.log_metric,
+            self.run_id,
+            "best_value",
+            best.value,
+            step=trial.number,
+        )
+        tags = {f"best.{k}": format_value(v) for k, v in best.params.items()}
+        tags["best.trial"] = str(best.number)
+        self.set_tags(tags)
+
+    def log_artifacts(self, paths: Sequence[Path], artifact_path: str) -> None:
+        """Upload files to the parent run."""
+        for path in paths:
+            self._safe(
+                "log an artifact", self.client.log_artifact, self.run_id, str(path), artifact_path
+            )
+
+
+def count_states(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    """Trials per state: complete, pruned, failed, running, waiting."""
+    names = {
+        TrialState.COMPLETE: "complete",
+        TrialState.PRUNED: "pruned",
+        TrialState.FAIL: "failed",
+        TrialState.RUNNING: "running",
+        TrialState.WAITING: "waiting",
+    }
+    counts = dict.fromkeys(names.values(), 0)
+    for t in trials:
+        counts[names[t.state]] += 1
+    return counts
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best COMPLETE trial, None when there is none."""
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def program_command() -> list[str]:
+    """How this program was started: ``python -m pkg.mod`` or ``python path/to/script.py``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return ["python", "-m", spec.name.removesuffix(".__main__")]
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("main.py")
+    with contextlib.suppress(ValueError):
+        script = script.resolve().relative_to(Path.cwd())
+    return ["python", str(script)]
+
+
+def write_best(
+    path: Path,
+    study: optuna.Study,
+    best: FrozenTrial,
+    fixed: Sequence[str],
+    storage_url: str,
+) -> None:
+    """``best.yaml``: the best trial's value, params, overrides and a ready-to-paste command."""
+    overrides = [*fixed, *param_overrides(best.params)]
+    doc = {
+        "study_name": study.study_name,
+        "storage": storage_url,
+        "direction": study.direction.name.lower(),
+        "best_trial": best.number,
+        "best_value": best.value,
+        "params": dict(best.params),
+        "overrides": overrides,
+        "command": shlex.join([*program_command(), *overrides]),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".yaml.tmp")
+    # The file is logged to MLflow: a password in a URI on the command line must not be in it.
+    tmp.write_text(redact(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)))
+    tmp.replace(path)
+
+
+def write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
+    """Optimisation history, intermediate values, importances, parallel coordinates (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return []
+    varying = [
+        name
+        for name in {k for t in complete for k in t.params}
+        if len({format_value(t.params.get(name)) for t in complete}) > 1
+    ]
+    plots: dict[str, Callable[[], Any]] = {
+        "optimization_history": lambda: ovm.plot_optimization_history(study),
+    }
+    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        plots["intermediate_values"] = lambda: ovm.plot_intermediate_values(study)
+    if len(complete) >= 2 and varying:
+        plots["param_importances"] = lambda: ovm.plot_param_importances(study)
+        plots["parallel_coordinate"] = lambda: ovm.plot_parallel_coordinate(
+            study, params=sorted(varying)
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, make in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = make()
+            ax = result.flat[0] if hasattr(result, "flat") else result
+            fig = ax.figure
+            fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 5))
+            fig.tight_layout()
+            path = out_dir / f"{name}.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            written.append(path)
+        except Exception as exc:
+            log.warning("plot %s skipped: %s", name, exc)
+    return written

@@ -1,0 +1,108 @@
+"""The trial as the training job sees it: re-opened from the sweeper's storage, reported to
+every epoch, pruned when the study's pruner says so. The sweeper builds pruners here too."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+
+from src.config.schema import TrialConfig
+from src.sweep.storage import open_storage
+
+log = logging.getLogger(__name__)
+
+PRUNER_ATTR = "clfsweep:pruner"  # study system attr: the pruner spec the sweeper was given
+FAIL_REASON_ATTR = "fail_reason"  # trial user attr: why a trial FAILED
+PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
+_JOB_STORAGES: dict[str, BaseStorage] = {}  # storages opened by jobs of this process
+
+
+def build_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
+    """An Optuna pruner from a spec like ``{"name": "median", "n_startup_trials": 5, ...}``."""
+    spec = dict(spec or {"name": "none"})
+    name = str(spec.pop("name", "none") or "none").lower()
+    spec = {k: v for k, v in spec.items() if v is not None}
+    pick = _pick_kwargs
+    if name == "median":
+        keys = ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials")
+        return optuna.pruners.MedianPruner(**pick(spec, keys))
+    if name == "percentile":
+        keys = ("percentile", "n_startup_trials", "n_warmup_steps", "interval_steps")
+        kwargs = pick(spec, (*keys, "n_min_trials"))
+        kwargs.setdefault("percentile", 25.0)
+        return optuna.pruners.PercentilePruner(**kwargs)
+    if name == "hyperband":
+        keys = ("min_resource", "max_resource", "reduction_factor", "bootstrap_count")
+        return optuna.pruners.HyperbandPruner(**pick(spec, keys))
+    if name == "successive_halving":
+        keys = ("min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count")
+        return optuna.pruners.SuccessiveHalvingPruner(**pick(spec, keys))
+    if name in ("none", "nop"):
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {name!r}: choose one of {', '.join(PRUNERS)}")
+
+
+def _pick_kwargs(spec: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The entries of `spec` named in `keys`, plus everything under ``kwargs``."""
+    out = {k: spec[k] for k in keys if k in spec}
+    out.update(spec.get("kwargs") or {})
+    return out
+
+
+def load_study(storage: BaseStorage, study_name: str) -> optuna.Study:
+    """Load a study with the pruner the sweeper recorded for it (sampling is the sweeper's job)."""
+    study_id = storage.get_study_id_from_name(study_name)
+    spec = storage.get_study_system_attrs(study_id).get(PRUNER_ATTR)
+    return optuna.load_study(
+        study_name=study_name,
+        storage=storage,
+        sampler=optuna.samplers.RandomSampler(),
+        pruner=build_pruner(spec),
+    )
+
+
+def open_trial(cfg: TrialConfig) -> optuna.Trial | None:
+    """Re-open the sweeper's trial in the job; None outside an Optuna sweep or if it is over."""
+    if cfg.trial_id is None:
+        return None
+    if not cfg.storage or not cfg.study_name:
+        raise ValueError("trial.trial_id is set but trial.storage or trial.study_name is not")
+    if cfg.storage not in _JOB_STORAGES:  # one engine per RDB URL, not one per trial
+        _JOB_STORAGES[cfg.storage] = open_storage(cfg.storage)
+    storage = _JOB_STORAGES[cfg.storage]
+    study = load_study(storage, cfg.study_name)
+    frozen = storage.get_trial(int(cfg.trial_id))
+    if frozen.state != optuna.trial.TrialState.RUNNING:
+        log.warning(
+            "Optuna trial %d of study %s is %s: not reporting to it",
+            frozen.number,
+            cfg.study_name,
+            frozen.state.name,
+        )
+        return None
+    return optuna.trial.Trial(study, int(cfg.trial_id))
+
+
+def report(trial: optuna.Trial, value: float, step: int, name: str = "value") -> None:
+    """Report an intermediate value (a non-finite one is skipped: it would poison the pruner's
+    medians); raise ``optuna.TrialPruned`` when the pruner says stop."""
+    if not math.isfinite(float(value)):
+        return
+    trial.report(float(value), step=step)
+    if trial.should_prune():
+        raise optuna.TrialPruned(f"pruned at epoch {step}: {name}={value:.4g}")
+
+
+def pruning_hook(trial: optuna.Trial, metric: str) -> Callable[[int, dict[str, float]], None]:
+    """An epoch hook reporting the validation metric to the trial, pruning when told."""
+
+    def hook(epoch: int, metrics: dict[str, float]) -> None:
+        if metric in metrics:
+            report(trial, metrics[metric], epoch, metric)
+
+    return hook

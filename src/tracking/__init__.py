@@ -1,0 +1,1 @@
+"""The run record (tracking.*): MLflow runs, their vocabulary, parent runs of multiruns."""

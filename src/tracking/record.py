@@ -1,0 +1,366 @@
+"""MLflow adapter: where runs go, what a run records, and how it ends."""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import json
+import logging
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import mlflow
+import pandas as pd
+from mlflow.entities import RunStatus
+from omegaconf import DictConfig, OmegaConf
+
+from src.config.schema import TrackingConfig
+from src.errors import UserError
+from src.tracking.names import (
+    ERROR_TAG,
+    HOST_TAG,
+    MAX_ERROR_LEN,
+    MAX_PARAM_LEN,
+    PARENT_ENV,
+    PARENT_ID_TAG,
+    PID_NS_TAG,
+    PID_START_TAG,
+    PID_TAG,
+    STATE_TAG,
+    RunState,
+)
+from src.tracking.processes import process_alive, process_start_ticks
+from src.tracking.uris import redact, redact_values, tracking_uri
+
+log = logging.getLogger(__name__)
+
+# Waits between attempts of a write that met a locked SQLite store (which already waits 20 s).
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a `torchrun` / `accelerate launch` job, or any process outside one."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def main_process_only(fn: Callable[P, R]) -> Callable[P, R | None]:
+    """Run `fn` on rank 0 only; other ranks of a multi-GPU run record nothing (return None)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
+        return fn(*args, **kwargs) if is_main_process() else None
+
+    return wrapper
+
+
+def retry_locked(fn: Callable[P, R]) -> Callable[P, R]:
+    """Retry a write with backoff while the SQLite store answers "database is locked"."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if delay is None or "database is locked" not in str(exc):
+                    raise
+                log.warning("MLflow store locked (%s): retrying in %.1f s", fn.__name__, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def setup(cfg: TrackingConfig) -> str:
+    """Point MLflow at the store, make sure the experiment exists, end its orphaned runs KILLED;
+    returns the experiment id ("" on ranks other than 0, which record nothing)."""
+    if not is_main_process():
+        return ""
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    if redact(uri) != uri:  # MLflow prints run URLs, password included, to stdout
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    with store_init_lock(uri):
+        experiment_id = _experiment_id(cfg, uri)
+    mark_orphaned_runs(experiment_id)
+    return experiment_id
+
+
+@contextmanager
+def store_init_lock(uri: str) -> Iterator[None]:
+    """Serialise the first access of processes to one SQLite store (it creates or migrates the
+    schema, which fails when two processes do it at once); a no-op for other stores."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.init-lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _experiment_id(cfg: TrackingConfig, uri: str) -> str:
+    """The experiment's id, creating the experiment if needed."""
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:///"):
+        # Explicit, absolute artifact root next to the database: runs must not depend on the
+        # working directory (MLflow's default, ./mlruns/<id>, mixes the artifacts of stores).
+        db = Path(uri.removeprefix("sqlite:///")).resolve()
+        artifact_location = (db.parent / "artifacts").as_uri()
+    try:
+        return mlflow.create_experiment(cfg.experiment, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException:
+        # Another process created it between our lookup and create.
+        experiment = mlflow.get_experiment_by_name(cfg.experiment)
+        assert experiment is not None
+        return experiment.experiment_id
+
+
+def process_tags() -> dict[str, str]:
+    """This process's identity, recorded on every run it starts."""
+
+    pid = os.getpid()
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(pid),
+        PID_START_TAG: str(process_start_ticks(pid) or ""),
+        PID_NS_TAG: _pid_namespace(),
+    }
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace (containers sharing a host name have their own)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def mark_orphaned_runs(experiment_id: str) -> list[str]:
+    """End KILLED the RUNNING runs whose process on this host is gone; returns their ids.
+
+    A process killed with -9 (or by the OOM killer) cannot end its run, which would otherwise
+    stay RUNNING forever. One query per start. Runs of other hosts are left alone: MLflow keeps
+    no heartbeat that could tell a live remote run from a dead one.
+    """
+
+    me = process_tags()
+    client = mlflow.MlflowClient()
+    host = me[HOST_TAG].replace("'", "")
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+        max_results=1000,
+    )
+    killed = []
+    for found in runs:
+        tags = found.data.tags
+        if tags.get(PID_NS_TAG, "") != me[PID_NS_TAG] or not tags.get(PID_TAG, "").isdigit():
+            continue
+        pid, start = int(tags[PID_TAG]), tags.get(PID_START_TAG, "")
+        if process_alive(pid, int(start) if start.isdigit() else None):
+            continue
+        reason = (
+            f"killed: its process (pid {pid} on {host}) ended without ending the run "
+            "(kill -9, out of memory, power loss); marked KILLED by the next start"
+        )
+        client.set_tag(found.info.run_id, STATE_TAG, RunState.killed)
+        client.set_tag(found.info.run_id, ERROR_TAG, reason)
+        client.set_terminated(found.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        log.warning("MLflow run %s %s", found.info.run_id, reason)
+        killed.append(found.info.run_id)
+    return killed
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten a nested config into `a.b.c` keys with string values (MLflow params)."""
+    out: dict[str, str] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            text = redact(str(value)) if isinstance(value, str) else json.dumps(value)
+            out[name] = text[:MAX_PARAM_LEN]
+    return out
+
+
+def git_commit(cwd: Path) -> str | None:
+    """The checkout's commit, if the code runs from a git work tree."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+@contextmanager
+def run(
+    experiment_id: str, run_name: str | None, tags: dict[str, str]
+) -> Iterator[mlflow.ActiveRun | None]:
+    """One MLflow run; an exception ends it FAILED with the reason as a tag, then propagates.
+
+    Records the process (host, pid) so that a later start can mark the run KILLED if the
+    process dies without ending it. Yields None, recording nothing, on ranks other than 0.
+    """
+    if not is_main_process():
+        yield None
+        return
+    tags = redact_values(tags) | process_tags()
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        # The tag (not parent_run_id=) nests across processes even once the parent has ended.
+        tags = {**tags, PARENT_ID_TAG: parent}
+    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    try:
+        yield active
+    except BaseException as exc:
+        pruned = type(exc).__name__ == "TrialPruned"
+        mlflow.set_tags(
+            {
+                STATE_TAG: RunState.pruned if pruned else RunState.failed,
+                ERROR_TAG: str(exc)[:MAX_ERROR_LEN] or repr(exc),
+            }
+        )
+        status = RunStatus.FINISHED if pruned else RunStatus.FAILED
+        if isinstance(exc, KeyboardInterrupt):
+            status = RunStatus.KILLED
+        mlflow.end_run(RunStatus.to_string(status))
+        raise
+    mlflow.set_tag(STATE_TAG, RunState.completed)
+    mlflow.end_run()
+
+
+@main_process_only
+def end_parent_run(reason: str) -> None:
+    """Mark this multirun's parent run FAILED with the reason (a no-op outside multiruns)."""
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        client = mlflow.MlflowClient()
+        client.set_tag(parent, ERROR_TAG, reason[:MAX_ERROR_LEN])
+        client.set_terminated(parent, RunStatus.to_string(RunStatus.FAILED))
+
+
+@main_process_only
+@retry_locked
+def log_config(cfg: DictConfig, tags: dict[str, str]) -> None:
+    """Params = the flattened resolved config; the resolved YAML as an artifact (passwords in
+    URIs hidden in all three)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert isinstance(resolved, dict)
+    mlflow.log_params(flatten({str(k): v for k, v in resolved.items()}))
+    mlflow.set_tags(redact_values(tags))
+    mlflow.log_text(redact(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")
+
+
+@main_process_only
+def log_dataset(df: pd.DataFrame, name: str, context: str) -> None:
+    """Record a split as an MLflow dataset input (with its digest)."""
+    with warnings.catch_warnings():
+        # The schema hint about integer columns concerns model signatures, not dataset records.
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(df, name=name, targets="label")  # type: ignore[attr-defined]
+        mlflow.log_input(dataset, context=context)
+
+
+@main_process_only
+@retry_locked
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log numeric metrics at a step."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+@main_process_only
+def log_report(text: str, as_dict: dict[str, Any], split: str) -> None:
+    """The classification report, as text and JSON."""
+    mlflow.log_text(text, f"{split}_classification_report.txt")
+    mlflow.log_dict(as_dict, f"{split}_classification_report.json")
+
+
+@main_process_only
+def log_table(df: pd.DataFrame, artifact_file: str) -> None:
+    """A CSV artifact."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        df.to_csv(path, index=False)
+        mlflow.log_artifact(str(path), str(Path(artifact_file).parent) or None)
+
+
+@main_process_only
+def log_figure(figure: Any, artifact_file: str) -> None:
+    """A matplotlib figure as a PNG artifact."""
+    mlflow.log_figure(figure, artifact_file)
+
+
+@main_process_only
+def log_checkpoint(checkpoint_dir: Path) -> str:
+    """Log a saved HF checkpoint (directory named `checkpoint`) as the run's MLflow model."""
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(Path(__file__).parents[1] / "checkpoint" / "pyfunc.py"),
+        artifacts={"checkpoint": str(checkpoint_dir)},
+        code_paths=[str(Path(__file__).parents[1])],  # the src package
+        pip_requirements=["torch", "transformers", "peft", "pandas", "safetensors", "scikit-learn"],
+    )
+    return str(info.model_uri)
+
+
+@main_process_only
+def log_dict(data: dict[str, Any], artifact_file: str) -> None:
+    """A JSON artifact."""
+    mlflow.log_dict(data, artifact_file)
+
+
+@main_process_only
+def log_sklearn_model(model: Any) -> str:
+    """Log a fitted scikit-learn pipeline as the run's MLflow model."""
+    import sklearn
+
+    # Stated, not inferred: inference reloads the model in a subprocess of its own.
+    requirements = [f"scikit-learn=={sklearn.__version__}"]
+    info = mlflow.sklearn.log_model(model, name="model", pip_requirements=requirements)
+    return str(info.model_uri)
+
+
+@main_process_only
+def log_directory(directory: Path, artifact_path: str) -> None:
+    """Log a directory's files as run artifacts under `artifact_path`."""
+    mlflow.log_artifacts(str(directory), artifact_path)
+
+
+def download_run_checkpoint(run_id: str, uri: str | None, cache_root: Path) -> Path:
+    """The `checkpoint` artifact directory of a run (e.g. a pretraining run), cached locally."""
+    target = cache_root / run_id
+    if (target / "checkpoint" / "config.json").is_file():
+        return target / "checkpoint"
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="checkpoint", dst_path=str(target), tracking_uri=uri
+        )
+    except Exception as exc:
+        raise UserError(
+            f"model.from_run={run_id}: no checkpoint artifact of that run in"
+            f" {redact(uri or mlflow.get_tracking_uri())} ({type(exc).__name__}); give the run id"
+            " `python -m src.pretrain` printed, and the same tracking.uri"
+        ) from exc
+    return Path(local)

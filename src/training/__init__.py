@@ -1,0 +1,1 @@
+"""Training (trainer.*): HF TrainingArguments, the Trainer, inference and evaluation."""

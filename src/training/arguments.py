@@ -1,0 +1,120 @@
+"""The `trainer.*` settings: their checks, and the HF TrainingArguments they become."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from src.config.schema import Precision, TrainerConfig
+from src.errors import UserError
+from src.task.metrics import greater_is_better
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+DEEPSPEED_DIR = Path(__file__).resolve().parents[2] / "conf" / "deepspeed"
+
+
+FSDP_SHARDING = {"full_shard": True, "shard_grad_op": False}  # FSDP2's reshard_after_forward
+
+
+def check_trainer(cfg: TrainerConfig) -> None:
+    """Reject impossible trainer settings before anything is loaded."""
+    positive = {
+        "trainer.lr": cfg.lr,
+        "trainer.epochs": cfg.epochs,
+        "trainer.batch_size": cfg.batch_size,
+        "trainer.eval_batch_size": cfg.eval_batch_size,
+        "trainer.grad_accum": cfg.grad_accum,
+        "trainer.max_len": cfg.max_len,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise UserError(f"{key} must be > 0, got {value}")
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise UserError(f"trainer.warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.weight_decay < 0:
+        raise UserError(f"trainer.weight_decay must be >= 0, got {cfg.weight_decay}")
+    if cfg.deepspeed and cfg.fsdp:
+        raise UserError("trainer.deepspeed and trainer.fsdp both set: choose one")
+    if cfg.deepspeed:
+        deepspeed_config(cfg.deepspeed)
+    fsdp_arguments(cfg.fsdp)
+
+
+def fsdp_arguments(sharding: str | None) -> dict[str, Any]:
+    """TrainingArguments for trainer.fsdp: FSDP2, full_shard (parameters too, like ZeRO-3) or
+    shard_grad_op (gradients and optimizer states, like ZeRO-2)."""
+    if not sharding:
+        return {}
+    if sharding not in FSDP_SHARDING:
+        raise UserError(f"trainer.fsdp={sharding}: use one of {', '.join(FSDP_SHARDING)} or null")
+    return {"fsdp": True, "fsdp_config": {"reshard_after_forward": FSDP_SHARDING[sharding]}}
+
+
+def deepspeed_config(name: str) -> str:
+    """The JSON file of trainer.deepspeed: a preset under conf/deepspeed/ or a path."""
+    path = Path(name).expanduser() if name.endswith(".json") else DEEPSPEED_DIR / f"{name}.json"
+    if not path.is_file():
+        presets = ", ".join(sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json")))
+        raise UserError(f"trainer.deepspeed={name}: no file {path}; use {presets} or a .json path")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise UserError(
+            f"trainer.deepspeed={name} needs the deepspeed package (on a CUDA machine: "
+            "pip install deepspeed), and a launcher: make train-ddp NPROC=... ARGS=..."
+        )
+    return str(path)
+
+
+def training_arguments(
+    cfg: TrainerConfig,
+    output_dir: Path,
+    seed: int,
+    metric: str,
+    precision: Precision,
+    ordered: bool = False,
+) -> TrainingArguments:
+    """Trainer settings: evaluate and keep the best epoch by `metric`, no third-party loggers.
+
+    `ordered`: batches follow the training set's order (data.mix main_first / aux_first).
+    """
+    import torch
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,
+        train_sampling_strategy="sequential" if ordered else "group_by_length",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric.removeprefix("eval_"),
+        greater_is_better=greater_is_better(metric),
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        bf16=precision == Precision.bf16,
+        fp16=precision == Precision.fp16,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        torch_compile=cfg.compile,
+        dataloader_num_workers=cfg.num_workers,
+        dataloader_pin_memory=cuda,
+        use_cpu=not cuda,
+        disable_tqdm=True,
+        logging_nan_inf_filter=False,  # a NaN / inf loss must stop training (StopOnNonFinite)
+        deepspeed=deepspeed_config(cfg.deepspeed) if cfg.deepspeed else None,
+        **fsdp_arguments(cfg.fsdp),
+    )
