@@ -173,10 +173,10 @@ def compose(overrides: list[str]) -> Any:
 
 def load_bench_splits(settings: Settings, checkpoint: Path) -> Any:
     """The train / valid / test frames our arm trains on, loaded by our own loader."""
-    from src.task.heads import load_task_splits
+    from src.data.sources import load_splits
 
     cfg = compose(ours_overrides(settings, checkpoint, Path(tempfile.gettempdir())))
-    return load_task_splits(cfg.task, cfg.data, cfg.seed)
+    return load_splits(cfg.data, cfg.seed, cfg.task.name)
 
 
 # --------------------------------------------------------------------------- padding

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from src.config.checks import check_config
 from src.config.schema import Arch, register_configs
 from src.data.mixing import TrainingSet, mix_training
-from src.data.sources import Splits
+from src.data.sources import Splits, load_splits
 from src.errors import UserError
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def train(cfg: DictConfig) -> float:
     from src.model.methods import export_model, restrict_head
     from src.model.precision import resolve_precision
     from src.sweep.trial import open_trial, pruning_hook
-    from src.task.heads import load_task_splits, make_task
+    from src.task.heads import make_task
     from src.tracking import fine_tuning as run_record
     from src.tracking import record
     from src.tracking.uris import tracking_uri
@@ -78,7 +78,7 @@ def train(cfg: DictConfig) -> float:
     from src.training.trainer import EpochEnd, StepLogger, fit, training_datasets
 
     check_config(cfg)
-    splits = load_task_splits(cfg.task, cfg.data, cfg.seed)
+    splits = load_splits(cfg.data, cfg.seed, cfg.task.name)
     training = mix_training(splits, cfg.data.mix, cfg.seed)
     if cfg.model.arch == Arch.classical:
         return train_baseline(cfg, splits, training)

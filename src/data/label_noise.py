@@ -131,7 +131,7 @@ def model_scorer(cfg: DictConfig, label_names: Sequence[str], workdir: Path) -> 
     src.train fine-tunes; a stratified tenth of each fold's training rows picks the best epoch."""
     import torch
 
-    from src.data.sources import stratified_split
+    from src.data.splitting import stratified_split
     from src.model.backbones import load_tokenizer, resolve_backbone
     from src.model.build import build_classifier
     from src.model.methods import export_model

@@ -1,6 +1,7 @@
 """Data mixing (`data.mix`): auxiliary labelled data added to the main training split only.
 
-Validation and test splits stay the main data set's. `ratio` is auxiliary : main training
+Validation and test splits stay the main data set's, and auxiliary rows whose texts are main
+validation or test texts are dropped before the draw. `ratio` is auxiliary : main training
 samples (0.5 is one auxiliary sample per two main ones); auxiliary samples are a stratified,
 seeded draw from the auxiliary data sets' training splits. Their labels are either
 
@@ -23,7 +24,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from src.config.schema import MixConfig, MixLabels, MixOrder, OnMismatch
-from src.data.sources import Splits, load_splits, stratified_sample
+from src.data.checks import text_key
+from src.data.sources import Splits, load_splits
+from src.data.splitting import stratified_sample
 from src.data.streams import Stream, rng
 from src.errors import UserError
 
@@ -63,6 +66,7 @@ def mix_training(splits: Splits, cfg: MixConfig, seed: int) -> TrainingSet:
     if cfg.ratio == 0 or not cfg.datasets:
         return TrainingSet(splits.train, splits.train.iloc[:0], list(splits.label_names), False)
     pool, head_labels = auxiliary_pool(splits.label_names, cfg, seed)
+    pool = without_held_out(pool, splits)
     wanted = round(cfg.ratio * len(splits.train))
     if wanted > len(pool):
         raise UserError(
@@ -111,6 +115,19 @@ def auxiliary_pool(
             )
         )
     return pd.concat(frames, ignore_index=True), head
+
+
+def without_held_out(pool: pd.DataFrame, splits: Splits) -> pd.DataFrame:
+    """The auxiliary rows whose texts are none of the main valid / test texts: the model must not
+    train on what it is evaluated on, under any label."""
+    held_out = {text_key(t) for frame in (splits.valid, splits.test) for t in frame["text"]}
+    leaking = pool["text"].map(text_key).isin(held_out)
+    if leaking.any():
+        log.warning(
+            "data.mix: dropped %d auxiliary rows whose texts are main valid or test texts",
+            int(leaking.sum()),
+        )
+    return pool[~leaking].reset_index(drop=True)
 
 
 def ordered_rows(main: pd.DataFrame, aux: pd.DataFrame, order: MixOrder, seed: int) -> pd.DataFrame:

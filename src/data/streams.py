@@ -20,11 +20,6 @@ class Stream(IntEnum):
     mix_order = 21  # data.mix: the order of main and auxiliary rows
     few_shot = 30  # prompt=few_shot: the examples
     noise_fold_valid = 40  # src.noise's model scorer: each fold's validation tenth (sub: fold)
-    task_test_split = 41  # multi_label / regression: the test split carved out of train
-    task_valid_split = 42
-    task_cap_train = 43
-    task_cap_valid = 44
-    task_cap_test = 45
 
 
 def rng(seed: int, stream: Stream, sub: int | None = None) -> np.random.Generator:

@@ -543,10 +543,10 @@ def shape_for(cfg: Any) -> tuple[Shape, str]:
 def tiny_checkpoint(cfg: Any) -> Path:
     """The tiny preset's checkpoint, built (or found in the cache) as a training run does."""
     from src.data.mixing import mix_training
+    from src.data.sources import load_splits
     from src.model.backbones import resolve_backbone
-    from src.task.heads import load_task_splits
 
-    splits = load_task_splits(cfg.task, cfg.data, cfg.seed)
+    splits = load_splits(cfg.data, cfg.seed, cfg.task.name)
     texts = mix_training(splits, cfg.data.mix, cfg.seed).frame.text.tolist()
     return resolve_backbone(cfg.model, texts).path
 

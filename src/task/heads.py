@@ -1,9 +1,10 @@
 """Heads (`task=`): single-label classification, multi-label classification, regression.
 
-A task says what the label column holds, what the model is trained on (HF `problem_type`:
-cross-entropy, BCE on multi-hot targets, MSE on one output), and how logits become metrics and
-predictions. Frames keep the columns id, text, label; `label` holds a class index
-(single_label), a tuple of class indices (multi_label) or a float (regression).
+A task says what the model is trained on (HF `problem_type`: cross-entropy, BCE on multi-hot
+targets, MSE on one output), and how logits become metrics and predictions. Frames keep the
+columns id, text, label; `label` holds a class index (single_label), a tuple of class indices
+(multi_label) or a float (regression): src.task.labels reads them so, and the targets below
+turn them into what the loss takes.
 
 Heads may have more outputs than the task has labels (auxiliary classes of data.mix kept apart):
 metrics and predictions only look at the task's own first outputs.
@@ -18,19 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from src.config.schema import DataConfig, TaskConfig
-from src.data.sources import (
-    Splits,
-    _ids,
-    _is_missing,
-    _require_columns,
-    _texts,
-    apply_exclusions,
-    check_config,
-    load_splits,
-    read_table,
-)
-from src.data.streams import Stream, rng
+from src.config.schema import TaskConfig
 from src.errors import UserError
 from src.task.metrics import (
     best_threshold,
@@ -41,12 +30,6 @@ from src.task.metrics import (
 )
 
 TASKS = ("single_label", "multi_label", "regression")
-_SPLIT_STREAMS = {"test": Stream.task_test_split, "valid": Stream.task_valid_split}
-_CAP_STREAMS = {
-    "train": Stream.task_cap_train,
-    "valid": Stream.task_cap_valid,
-    "test": Stream.task_cap_test,
-}
 
 
 def check_task(cfg: TaskConfig) -> None:
@@ -259,143 +242,3 @@ def make_task(cfg: TaskConfig, label_names: Sequence[str]) -> Task:
     if cfg.name == "regression":
         return Regression(list(label_names))
     return SingleLabel(list(label_names))
-
-
-# --------------------------------------------------------------------------- data
-
-
-def load_task_splits(task: TaskConfig, cfg: DataConfig, seed: int) -> Splits:
-    """The splits with labels as the task needs them (src.data.sources for single_label)."""
-    if task.name == "single_label":
-        return load_splits(cfg, seed)
-    check_config(cfg)
-    wanted = "numeric" if task.name == "regression" else "multi-label (lists of)"
-    if cfg.name != "custom":
-        raise UserError(
-            f"task={task.name} needs {wanted} labels, but data={cfg.name} has single class"
-            f" labels: use data=custom with a label column of {wanted} labels"
-        )
-    if not cfg.train_path:
-        raise UserError("data=custom needs a training file: set data.train_path=<file>")
-    paths = {"train": str(cfg.train_path)}
-    paths.update({s: str(p) for s, p in (("valid", cfg.valid_path), ("test", cfg.test_path)) if p})
-    raw = {split: _read_rows(cfg, split, path) for split, path in paths.items()}
-    if task.name == "regression":
-        names = [cfg.label_column]
-        frames = {s: f.assign(label=_numbers(f, paths[s], cfg)) for s, f in raw.items()}
-    else:
-        lists = {s: _label_lists(f, cfg) for s, f in raw.items()}
-        names = _multi_label_names(lists, paths, cfg)
-        indices = {s: [tuple(sorted(names.index(x) for x in row)) for row in lists[s]] for s in raw}
-        frames = {s: f.assign(label=pd.Series(indices[s], index=f.index)) for s, f in raw.items()}
-    train = frames["train"]
-    for split in ("test", "valid"):
-        if split not in frames:
-            fraction = cfg.test_fraction if split == "test" else cfg.valid_fraction
-            if split == "valid" and "test" not in paths:  # a fraction of what the test split left
-                fraction /= 1 - cfg.test_fraction
-            train, frames[split] = random_split(train, fraction, seed, _SPLIT_STREAMS[split])
-    frames["train"] = train
-    kept = apply_exclusions(Splits(**frames, label_names=names, source=paths["train"]), cfg)
-    caps = {"train": cfg.max_train, "valid": cfg.max_eval, "test": cfg.max_test}
-    capped = {s: random_cap(f, caps[s], seed, _CAP_STREAMS[s]) for s, f in kept.frames().items()}
-    return Splits(**capped, label_names=names, source=paths["train"])
-
-
-def _read_rows(cfg: DataConfig, split: str, path: str) -> pd.DataFrame:
-    """id, text and the raw label column of one file, with its line / item numbers as index."""
-    frame = read_table(path, str_columns=[c for c in (cfg.text_column, cfg.id_column) if c])
-    if frame.empty:
-        raise UserError(f"{path}: no rows, so the {split} split would be empty; check the file")
-    _require_columns(frame, cfg, path)
-    return pd.DataFrame(
-        {
-            "id": _ids(frame, cfg, split, path),
-            "text": _texts(frame, cfg.text_column, path),
-            "label": frame[cfg.label_column].to_numpy(),
-        },
-        index=frame.index,
-    )
-
-
-def _numbers(frame: pd.DataFrame, path: str, cfg: DataConfig) -> list[float]:
-    """The label column as floats; one line naming the first non-numeric label otherwise."""
-    out = []
-    for row, value in frame["label"].items():
-        number = _number(value)
-        if number is None:
-            raise UserError(
-                f"{path}: task=regression needs numeric labels, found {value!r} in column"
-                f" {cfg.label_column!r} at {frame.index.name} {row}"
-            )
-        out.append(number)
-    return out
-
-
-def _number(value: Any) -> float | None:
-    """A finite number given as a number or a numeric string; None for anything else."""
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | str | np.number):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if np.isfinite(number) else None
-
-
-def _label_lists(frame: pd.DataFrame, cfg: DataConfig) -> list[list[str]]:
-    """Each row's labels: a JSON list, or a string split at data.label_separator."""
-    out = []
-    for value in frame["label"]:
-        if isinstance(value, list | tuple | np.ndarray):
-            labels = [str(v) for v in value]
-        elif _is_missing(value):
-            labels = []
-        else:
-            labels = [part.strip() for part in str(value).split(cfg.label_separator)]
-        out.append(sorted({label for label in labels if label}))
-    return out
-
-
-def _multi_label_names(
-    lists: dict[str, list[list[str]]], paths: dict[str, str], cfg: DataConfig
-) -> list[str]:
-    """data.label_names, else the sorted labels of the training file; other labels are errors."""
-    train = sorted({label for row in lists["train"] for label in row})
-    names = [str(n) for n in cfg.label_names] if cfg.label_names is not None else train
-    if len(names) < 2:
-        raise UserError(
-            f"{paths['train']}: task=multi_label needs at least 2 labels, found {names}"
-        )
-    for split, rows in lists.items():
-        unknown = sorted({label for row in rows for label in row} - set(names))
-        if unknown:
-            raise UserError(
-                f"{paths[split]}: labels {unknown} are not among the labels {names}"
-                f" ({'data.label_names' if cfg.label_names else 'those of the training file'})"
-            )
-    return names
-
-
-def random_split(
-    df: pd.DataFrame, fraction: float, seed: int, stream: Stream
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Seeded split into (rest, part) with `fraction` of the rows (at least 1) in part."""
-    k = max(1, round(len(df) * fraction))
-    if k >= len(df):
-        raise UserError(
-            f"{len(df)} training rows are too few to split off a validation and a test split;"
-            " provide data.valid_path and data.test_path"
-        )
-    take = np.zeros(len(df), dtype=bool)
-    take[rng(seed, stream).permutation(len(df))[:k]] = True
-    return df[~take].reset_index(drop=True), df[take].reset_index(drop=True)
-
-
-def random_cap(df: pd.DataFrame, cap: int | None, seed: int, stream: Stream) -> pd.DataFrame:
-    """At most `cap` seeded rows, in their original order."""
-    df = df.reset_index(drop=True)
-    if cap is None or cap >= len(df):
-        return df
-    keep = np.sort(rng(seed, stream).permutation(len(df))[:cap])
-    return df.iloc[keep].reset_index(drop=True)
