@@ -72,7 +72,8 @@ def pretrain(cfg: DictConfig) -> str:
         "data": cfg.data.name,
         "mlflow.source.name": "src.pretrain",
     }
-    with record.run(experiment_id, f"pretrain-{cfg.model.name}-{cfg.data.name}", tags) as run:
+    name = f"pretrain-{cfg.model.name}-{cfg.data.name}"
+    with record.run(experiment_id, name, tags, record.system_metrics(cfg.tracking)) as run:
         record.log_config(cfg, tags)
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(backbone)

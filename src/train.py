@@ -97,7 +97,12 @@ def train(cfg: DictConfig) -> float:
     experiment_id = record.setup(cfg.tracking)
     trial = open_trial(cfg.trial)
     tags = run_record.run_tags(cfg) | run_record.lineage_tags(backbone)
-    with record.run(experiment_id, run_record.run_name(cfg, tags), tags) as active:
+    with record.run(
+        experiment_id,
+        run_record.run_name(cfg, tags),
+        tags,
+        record.system_metrics(cfg.tracking),
+    ) as active:
         record.log_config(cfg, tags)
         if torch.cuda.is_available():  # before the weights load: will the run fit the GPU?
             record.log_metrics(preflight(cfg, backbone.path, len(training.head_labels)))
@@ -193,7 +198,12 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
 
     experiment_id = record.setup(cfg.tracking)
     tags = run_record.run_tags(cfg) | {"method": "none"}  # method= does not apply to it
-    with record.run(experiment_id, run_record.run_name(cfg, tags), tags) as active:
+    with record.run(
+        experiment_id,
+        run_record.run_name(cfg, tags),
+        tags,
+        record.system_metrics(cfg.tracking),
+    ) as active:
         record.log_config(cfg, tags)
         run_record.log_datasets(splits, training)
         task = make_task(cfg.task, splits.label_names)

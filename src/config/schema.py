@@ -197,6 +197,10 @@ class TrackingConfig:
     experiment: str = "clfsweep"
     run_name: str | None = None
     log_model: bool = True
+    # CPU, memory, disk, network (and GPU with the `gpu` extra's nvidia-ml-py) as MLflow
+    # `system/*` metrics of training runs, sampled every `system_metrics_interval` seconds.
+    system_metrics: bool = True
+    system_metrics_interval: float = 10.0
 
 
 @dataclass
