@@ -9,17 +9,29 @@ SWEEP ?= smoke_tiny
 EXPERIMENT ?=
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-all train sweep sweep-worker report bench bench-grid ui lint format clean
+.PHONY: setup lock demo test test-all train sweep sweep-worker report bench bench-grid ui lint format clean
 
-$(STAMP): pyproject.toml
+LOCK := constraints.txt
+
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build first: the package's own torch range then installs nothing more.
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[dev]'
+	# Exactly the versions CI tested (make lock); pyproject's ranges stay for library users.
+	$(PY) -m pip install -q -c $(LOCK) -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv with CPU torch and the package + dev extra
+setup: $(STAMP)  ## create .venv with CPU torch and the package + dev extra, at the locked versions
+
+lock:  ## re-resolve pyproject's ranges in a fresh venv and write the versions to constraints.txt
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --upgrade pip
+	.lock-venv/bin/pip install -q "$(TORCH_SPEC)"
+	.lock-venv/bin/pip install -q -e '.[dev]'
+	{ echo "# make lock: the versions make setup installs and CI tests (torch: TORCH_SPEC)."; \
+	  .lock-venv/bin/pip freeze --exclude-editable | grep -v -i -E '^(torch|nvidia-|triton)'; } > $(LOCK)
+	rm -rf .lock-venv
 
 demo: $(STAMP)  ## CPU demo: tiny Qwen2 vs tiny BERT x LoRA vs full fine-tuning, then the table
 	$(PY) -m src.train experiment=demo

@@ -14,17 +14,18 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from src.config import CONF_DIR
 from src.config.schema import register_configs
 from src.errors import UserError
 from src.model.memory import num_labels_of, plan_from_config, report, shape_for
 
-register_configs()
+register_configs("train")
 
 # Nothing to write: no output directory, logs to the terminal only.
 QUIET = ("hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdout")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     """Print the estimate of the run the same arguments would start with `python -m src.train`."""
     try:
@@ -35,7 +36,12 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(2) from None
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m src.estimate` / `clfsweep-estimate`: writes nothing unless told where."""
     given = {arg.split("=", 1)[0] for arg in sys.argv[1:]}
     sys.argv += [arg for arg in QUIET if arg.split("=", 1)[0] not in given]
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -16,23 +16,26 @@ exclude_ids.txt (for data.exclude_file=) and out_of_fold.csv, and logged to MLfl
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import pandas as pd
 from omegaconf import DictConfig
 
+from src.config import CONF_DIR
 from src.config.schema import register_configs
-from src.data.label_noise import find_suspects, write_outputs
 from src.errors import UserError
+from src.tracking.console import quiet_libraries
+
+if TYPE_CHECKING:  # pandas and scikit-learn load when the command runs: `--help` stays fast
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
 
-register_configs()
+register_configs("noise")
 
 
 def log_run(cfg: DictConfig, ranked: pd.DataFrame, paths: dict[str, Path]) -> None:
@@ -63,10 +66,12 @@ def log_run(cfg: DictConfig, ranked: pd.DataFrame, paths: dict[str, Path]) -> No
             mlflow.log_artifact(str(path), "noise")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="noise")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="noise")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_libraries()
+    from src.data.label_noise import find_suspects, write_outputs
+
     out_dir = Path(cfg.output_dir)
     try:
         with tempfile.TemporaryDirectory(prefix="noise-") as workdir:

@@ -19,36 +19,30 @@ import math
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForMaskedLM,
-    DataCollatorForLanguageModeling,
-    PreTrainedModel,
-    Trainer,
-    set_seed,
-)
 
+from src.config import CONF_DIR
 from src.config.schema import Arch, LongText, register_configs
-from src.data.sources import load_splits
 from src.errors import UserError
-from src.inputs.long_text import InputSpec, encode
-from src.model.backbones import LINEAGE_FILE, Backbone, load_tokenizer, resolve_backbone
-from src.model.precision import resolve_precision
-from src.tracking import record
-from src.tracking.fine_tuning import log_train_step
-from src.training.arguments import check_trainer, training_arguments
-from src.training.trainer import StepLogger, TokenizedDataset
+
+if TYPE_CHECKING:  # the recipe imports its parts when it runs: `--help` stays fast
+    from transformers import PreTrainedModel
+
+    from src.model.backbones import Backbone
 
 log = logging.getLogger(__name__)
-register_configs()
+register_configs("pretrain")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="pretrain")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
+    from src.tracking.console import quiet_libraries
+
+    quiet_libraries()
     try:
         pretrain(cfg)
     except UserError as exc:
@@ -58,6 +52,16 @@ def main(cfg: DictConfig) -> None:
 
 def pretrain(cfg: DictConfig) -> str:
     """The pretraining recipe; returns the MLflow run id to fine-tune from ("" on other ranks)."""
+    from transformers import DataCollatorForLanguageModeling, PreTrainedModel, Trainer, set_seed
+
+    from src.inputs.long_text import InputSpec, encode
+    from src.model.backbones import LINEAGE_FILE, load_tokenizer, resolve_backbone
+    from src.model.precision import resolve_precision
+    from src.tracking import record
+    from src.tracking.fine_tuning import log_train_step
+    from src.training.arguments import training_arguments
+    from src.training.trainer import StepLogger, TokenizedDataset
+
     check_pretrain(cfg)
     texts, valid_texts = domain_texts(cfg)
     experiment_id = record.setup(cfg.tracking)
@@ -68,7 +72,8 @@ def pretrain(cfg: DictConfig) -> str:
         "data": cfg.data.name,
         "mlflow.source.name": "src.pretrain",
     }
-    with record.run(experiment_id, f"pretrain-{cfg.model.name}-{cfg.data.name}", tags) as run:
+    name = f"pretrain-{cfg.model.name}-{cfg.data.name}"
+    with record.run(experiment_id, name, tags, record.system_metrics(cfg.tracking)) as run:
         record.log_config(cfg, tags)
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(backbone)
@@ -123,6 +128,8 @@ def pretrain(cfg: DictConfig) -> str:
 
 def check_pretrain(cfg: DictConfig) -> None:
     """Reject settings pretraining cannot use, before anything is loaded."""
+    from src.training.arguments import check_trainer
+
     check_trainer(cfg.trainer)
     if cfg.model.arch == Arch.classical:
         raise UserError(f"model={cfg.model.name} has no language model to pretrain")
@@ -132,6 +139,8 @@ def check_pretrain(cfg: DictConfig) -> None:
 
 def domain_texts(cfg: DictConfig) -> tuple[list[str], list[str]]:
     """Training texts (texts_path, else data='s training split) and data='s validation texts."""
+    from src.data.sources import load_splits
+
     splits = load_splits(cfg.data, cfg.seed)
     valid = splits.valid.text.tolist()
     if not cfg.texts_path:
@@ -149,6 +158,8 @@ def domain_texts(cfg: DictConfig) -> tuple[list[str], list[str]]:
 
 def load_language_model(backbone: Backbone) -> PreTrainedModel:
     """The backbone with a language-model head: masked-LM for encoders, causal-LM for decoders."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, PreTrainedModel
+
     auto = AutoModelForMaskedLM if backbone.arch == Arch.encoder else AutoModelForCausalLM
     model = auto.from_pretrained(
         backbone.path, use_safetensors=True, trust_remote_code=backbone.trust_remote_code

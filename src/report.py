@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-import mlflow
+from typing import TYPE_CHECKING
 
 from src.analysis import stats
-from src.analysis.compare import analyse
-from src.analysis.render import write_report
-from src.analysis.runs import Artifacts, Runs, load_runs
 from src.errors import UserError
+from src.tracking.console import quiet_libraries
+
+if TYPE_CHECKING:  # MLflow and the analysis load after the arguments parse: `--help` is fast
+    from src.analysis.runs import Runs
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +41,8 @@ def log_to_parent(runs: Runs, requested: str | None, out_dir: Path) -> str | Non
     if parent is None:
         log.warning("no parent run found: the report is not logged to MLflow")
         return None
+    import mlflow
+
     mlflow.MlflowClient(tracking_uri=runs.uri).log_artifacts(parent, str(out_dir), "report")
     return parent
 
@@ -86,9 +87,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Build, write, log and summarise the report; 1 when no run completed."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = parse_args(argv)
+    quiet_libraries()
     from src.analysis import render
+    from src.analysis.compare import analyse
+    from src.analysis.render import write_report
+    from src.analysis.runs import Artifacts, load_runs
 
     uri = args.tracking_uri or default_uri()
     out_dir = args.out or Path("sweeps") / args.experiment / "report"

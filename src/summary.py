@@ -9,12 +9,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import mlflow
 from rich.console import Console
 
-from src.analysis.summary import latest_children, runs_table
 from src.config.schema import TrackingConfig
 from src.errors import UserError
+from src.tracking.console import quiet_libraries
 from src.tracking.uris import tracking_uri
 
 
@@ -26,6 +25,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--experiment", default="clfsweep")
     parser.add_argument("--tracking-uri")
     args = parser.parse_args(argv)
+    quiet_libraries()
+    import mlflow
+
+    from src.analysis.summary import latest_children, runs_table
+
     client = mlflow.MlflowClient(tracking_uri(TrackingConfig(uri=args.tracking_uri, dir="mlruns")))
     # Piped output (CI logs, `| tee`) would otherwise be cut to 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 140)

@@ -19,24 +19,28 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from src.config.checks import check_config
+from src.config import CONF_DIR
 from src.config.schema import Arch, register_configs
-from src.data.mixing import TrainingSet, mix_training
-from src.data.sources import Splits, load_splits
 from src.errors import UserError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the recipe imports its parts when it runs: `--help` stays fast
+    import mlflow
     from transformers import PreTrainedTokenizerBase
 
+    from src.data.mixing import TrainingSet
+    from src.data.sources import Splits
     from src.inputs.long_text import InputSpec
 
 log = logging.getLogger(__name__)
-register_configs()
+register_configs("train")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns `optimized_metric` for sweepers."""
+    from src.tracking.console import quiet_libraries
+
+    quiet_libraries()
     from src.training.trainer import TrainingDiverged
 
     try:
@@ -57,7 +61,22 @@ def main(cfg: DictConfig) -> float:
 
 
 def train(cfg: DictConfig) -> float:
-    """The recipe: every step a named function; user errors surface before any training."""
+    """Check the config, read the data, then fine-tune (or fit the classical row): every
+    mistake in the config or the data stops here, before a model loads or a run exists."""
+    from src.config.checks import check_config
+    from src.data.mixing import mix_training
+    from src.data.sources import load_splits
+
+    check_config(cfg)
+    splits = load_splits(cfg.data, cfg.seed, cfg.task.name)
+    training = mix_training(splits, cfg.data.mix, cfg.seed)
+    if cfg.model.arch == Arch.classical:
+        return train_baseline(cfg, splits, training)
+    return fine_tune(cfg, splits, training)
+
+
+def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float:
+    """The recipe: backbone, inputs, model, training, evaluation, run record, checkpoint."""
     import torch
     from transformers import set_seed
 
@@ -70,18 +89,13 @@ def train(cfg: DictConfig) -> float:
     from src.model.precision import resolve_precision
     from src.sweep.trial import open_trial, pruning_hook
     from src.task.heads import make_task
+    from src.tracking import console, record
     from src.tracking import fine_tuning as run_record
-    from src.tracking import record
     from src.tracking.uris import tracking_uri
     from src.training import evaluate
     from src.training.arguments import training_arguments
-    from src.training.trainer import EpochEnd, StepLogger, fit, training_datasets
+    from src.training.trainer import EpochEnd, StepLogger, StepsDone, fit, training_datasets
 
-    check_config(cfg)
-    splits = load_splits(cfg.data, cfg.seed, cfg.task.name)
-    training = mix_training(splits, cfg.data.mix, cfg.seed)
-    if cfg.model.arch == Arch.classical:
-        return train_baseline(cfg, splits, training)
     texts = training.frame.text.tolist()
     backbone = resolve_backbone(cfg.model, texts, tracking_uri(cfg.tracking))
     tokenizer = load_tokenizer(backbone)
@@ -91,7 +105,12 @@ def train(cfg: DictConfig) -> float:
     experiment_id = record.setup(cfg.tracking)
     trial = open_trial(cfg.trial)
     tags = run_record.run_tags(cfg) | run_record.lineage_tags(backbone)
-    with record.run(experiment_id, run_record.run_name(cfg, tags), tags):
+    with record.run(
+        experiment_id,
+        run_record.run_name(cfg, tags),
+        tags,
+        record.system_metrics(cfg.tracking),
+    ) as active:
         record.log_config(cfg, tags)
         if torch.cuda.is_available():  # before the weights load: will the run fit the GPU?
             record.log_metrics(preflight(cfg, backbone.path, len(training.head_labels)))
@@ -123,7 +142,10 @@ def train(cfg: DictConfig) -> float:
             built.total,
             100 * built.trainable / built.total,
         )
-        hooks: list[Callable[[int, dict[str, float]], None]] = [run_record.log_epoch]
+        hooks: list[Callable[[int, dict[str, float]], None]] = [
+            run_record.log_epoch,
+            console.epoch_line(cfg.optimized_metric, cfg.trainer.epochs),
+        ]
         if trial is not None:
             hooks.append(pruning_hook(trial, cfg.optimized_metric))
         fitted = fit(
@@ -139,7 +161,11 @@ def train(cfg: DictConfig) -> float:
                 ordered=training.ordered,
             ),
             evaluate.validation_score(task, inputs.valid, splits.valid),
-            callbacks=[EpochEnd(hooks), StepLogger(run_record.log_train_step)],
+            callbacks=[
+                EpochEnd(hooks),
+                StepLogger(run_record.log_train_step),
+                StepsDone(console.StepProgress),
+            ],
             head_lr=cfg.method.head_lr,
         )
         shutil.rmtree(Path(cfg.output_dir) / "trainer", ignore_errors=True)
@@ -165,7 +191,8 @@ def train(cfg: DictConfig) -> float:
                 inputs=asdict(spec),
             )
             run_record.log_checkpoint(exported, tokenizer, info, Path(cfg.output_dir))
-        return evaluate.optimized_value(final, cfg.optimized_metric)
+    show_result(active)
+    return evaluate.optimized_value(final, cfg.optimized_metric)
 
 
 def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float:
@@ -179,7 +206,12 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
 
     experiment_id = record.setup(cfg.tracking)
     tags = run_record.run_tags(cfg) | {"method": "none"}  # method= does not apply to it
-    with record.run(experiment_id, run_record.run_name(cfg, tags), tags):
+    with record.run(
+        experiment_id,
+        run_record.run_name(cfg, tags),
+        tags,
+        record.system_metrics(cfg.tracking),
+    ) as active:
         record.log_config(cfg, tags)
         run_record.log_datasets(splits, training)
         task = make_task(cfg.task, splits.label_names)
@@ -203,7 +235,8 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
         record.log_metrics(final)
         if cfg.tracking.log_model:
             log.info("model logged: %s", record.log_sklearn_model(pipeline))
-        return evaluate.optimized_value(final, cfg.optimized_metric)
+    show_result(active)
+    return evaluate.optimized_value(final, cfg.optimized_metric)
 
 
 def prompt_and_length(
@@ -217,6 +250,17 @@ def prompt_and_length(
         cfg.prompt, cfg.data, splits.train, splits.label_names, tokenizer, cfg.seed
     )
     return input_spec(cfg.data, cfg.trainer.max_len, prompt)
+
+
+def show_result(active: mlflow.ActiveRun | None) -> None:
+    """The finished run's row of the result table; a multirun prints its table at the end."""
+    import mlflow
+
+    from src.tracking.console import print_runs
+
+    if active is not None and HydraConfig.get().mode != RunMode.MULTIRUN:
+        run = mlflow.get_run(active.info.run_id)
+        print_runs([run], f"{run.info.run_name} ({run.info.run_id})")
 
 
 def stops_on_user_error() -> bool:

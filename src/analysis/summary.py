@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import mlflow
 from rich.table import Table
 
 from src.errors import UserError
 from src.tracking.names import PARENT_ID_TAG, STATE_TAG, SWEEP_TAG
+
+if TYPE_CHECKING:
+    import mlflow
 
 COLUMNS = {
     "test_accuracy": "accuracy",
@@ -34,11 +37,17 @@ def latest_children(client: mlflow.MlflowClient, experiment: str) -> list[mlflow
         raise UserError(
             f"experiment {experiment!r} has no multirun yet: run `python -m src.train -m ...`"
         )
-    parent = parents[0].info.run_id
-    return client.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.`{PARENT_ID_TAG}` = '{parent}'",
-        order_by=["attributes.start_time ASC"],
+    return children(client, parents[0])
+
+
+def children(client: mlflow.MlflowClient, parent: mlflow.entities.Run) -> list[mlflow.entities.Run]:
+    """A parent run's child runs, oldest first."""
+    return list(
+        client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`{PARENT_ID_TAG}` = '{parent.info.run_id}'",
+            order_by=["attributes.start_time ASC"],
+        )
     )
 
 

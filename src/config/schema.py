@@ -200,6 +200,10 @@ class TrackingConfig:
     experiment: str = "clfsweep"
     run_name: str | None = None
     log_model: bool = True
+    # CPU, memory, disk, network (and GPU with the `gpu` extra's nvidia-ml-py) as MLflow
+    # `system/*` metrics of training runs, sampled every `system_metrics_interval` seconds.
+    system_metrics: bool = True
+    system_metrics_interval: float = 10.0
 
 
 @dataclass
@@ -245,7 +249,8 @@ class TrainConfig:
     seed: int = 42
     seeds: int = 3  # experiment presets sweep seed over range(seeds): `seeds=5` for 5 per cell
     optimized_metric: str = "eval_macro_f1"
-    output_dir: str = "${hydra:runtime.output_dir}"
+    # The job's folder, set by Hydra when the job runs (null when the config is only printed).
+    output_dir: str | None = "${hydra:runtime.output_dir}"
 
 
 @dataclass
@@ -259,7 +264,8 @@ class PretrainConfig:
     texts_path: str | None = None  # a UTF-8 file, one text per line; None: data='s training texts
     mlm_probability: float = 0.15
     seed: int = 42
-    output_dir: str = "${hydra:runtime.output_dir}"
+    # The job's folder, set by Hydra when the job runs (null when the config is only printed).
+    output_dir: str | None = "${hydra:runtime.output_dir}"
 
 
 @dataclass
@@ -278,14 +284,15 @@ class NoiseRunConfig(TrainConfig):
     noise: NoiseConfig = field(default_factory=NoiseConfig)
 
 
-def register_configs() -> None:
-    """Register the schemas; each group's YAML files extend theirs through their defaults list."""
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="method", name="method_schema", node=MethodConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="prompt", name="prompt_schema", node=PromptConfig)
-    cs.store(group="task", name="task_schema", node=TaskConfig)
-    cs.store(name="pretrain_schema", node=PretrainConfig)
-    cs.store(name="noise_schema", node=NoiseRunConfig)
+def register_configs(*primaries: str) -> None:
+    """Register the schemas of the named primary configs (train, pretrain, noise; all three by
+    default). A command registers only its own: Hydra copies the whole store for every config
+    group it lists, so each schema stored costs `--help` time.
+
+    The primary config's first default is its schema, which types every group below it: a
+    group's YAML file is validated against its dataclass when it is merged in. Group schemas
+    are not registered as options of their groups, so `--help` lists only real choices.
+    """
+    schemas = {"train": TrainConfig, "pretrain": PretrainConfig, "noise": NoiseRunConfig}
+    for name in primaries or schemas:
+        ConfigStore.instance().store(name=f"{name}_schema", node=schemas[name])

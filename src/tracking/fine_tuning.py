@@ -116,7 +116,7 @@ def log_test_outcome(outcome: TestOutcome) -> None:
     if outcome.report is not None:
         text, as_dict = outcome.report
         record.log_report(text, as_dict, "test")
-        log.info("test report:\n%s", text)
+        log.debug("test report:\n%s", text)  # in MLflow; the console shows the result table
     if outcome.confusion is not None:
         record.log_figure(outcome.confusion, "confusion_matrix.png")
     record.log_table(outcome.predictions, "predictions/test.csv")

@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from mlflow import MlflowClient
-from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
+from src.analysis.summary import children
 from src.config.schema import TrackingConfig
-from src.tracking import record
+from src.tracking.console import print_runs, quiet_libraries
 from src.tracking.names import PARENT_ENV, SWEEP_TAG
 from src.tracking.uris import redact_values, tracking_uri
+
+if TYPE_CHECKING:  # Hydra instantiates callbacks for every command: MLflow loads when used
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,11 @@ class MlflowParentRun(Callback):
         self.run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        quiet_libraries()
+        from mlflow import MlflowClient
+
+        from src.tracking import record
+
         # Hydra sets HydraConfig only per job; `${hydra:...}` in the tracking config needs it now.
         HydraConfig.instance().set_config(config)
         tracking_cfg: TrackingConfig = config.tracking
@@ -57,9 +64,17 @@ class MlflowParentRun(Callback):
         log.info("MLflow parent run %s (%s)", self.run_id, name)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.run_id is not None:
-            MlflowClient().set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
-            os.environ.pop(PARENT_ENV, None)
+        from mlflow import MlflowClient
+        from mlflow.entities import RunStatus
+
+        if self.run_id is None:
+            return
+        client = MlflowClient()
+        client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+        os.environ.pop(PARENT_ENV, None)
+        parent = client.get_run(self.run_id)
+        jobs = children(client, parent)
+        print_runs(jobs, f"{parent.info.run_name}: {len(jobs)} runs ({self.run_id})")
 
 
 def sweep_name(config: DictConfig) -> str:

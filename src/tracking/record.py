@@ -82,6 +82,11 @@ def retry_locked(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def system_metrics(cfg: TrackingConfig) -> float | None:
+    """The sampling interval of a training run's system metrics, None when they are off."""
+    return cfg.system_metrics_interval if cfg.system_metrics else None
+
+
 def setup(cfg: TrackingConfig) -> str:
     """Point MLflow at the store, make sure the experiment exists, end its orphaned runs KILLED;
     returns the experiment id ("" on ranks other than 0, which record nothing)."""
@@ -216,12 +221,16 @@ def git_commit(cwd: Path) -> str | None:
 
 @contextmanager
 def run(
-    experiment_id: str, run_name: str | None, tags: dict[str, str]
+    experiment_id: str,
+    run_name: str | None,
+    tags: dict[str, str],
+    system_metrics: float | None = None,
 ) -> Iterator[mlflow.ActiveRun | None]:
     """One MLflow run; an exception ends it FAILED with the reason as a tag, then propagates.
 
     Records the process (host, pid) so that a later start can mark the run KILLED if the
     process dies without ending it. Yields None, recording nothing, on ranks other than 0.
+    `system_metrics`: sample MLflow's system metrics every that many seconds (None: off).
     """
     if not is_main_process():
         yield None
@@ -231,7 +240,14 @@ def run(
     if parent:
         # The tag (not parent_run_id=) nests across processes even once the parent has ended.
         tags = {**tags, PARENT_ID_TAG: parent}
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    if system_metrics:
+        mlflow.set_system_metrics_sampling_interval(system_metrics)
+    active = mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags=tags,
+        log_system_metrics=bool(system_metrics),
+    )
     try:
         yield active
     except BaseException as exc:

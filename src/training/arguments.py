@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from src.config import CONF_DIR
 from src.config.schema import Precision, TrainerConfig
 from src.errors import UserError
 from src.task.metrics import greater_is_better
@@ -13,7 +14,7 @@ from src.task.metrics import greater_is_better
 if TYPE_CHECKING:
     from transformers import TrainingArguments
 
-DEEPSPEED_DIR = Path(__file__).resolve().parents[2] / "conf" / "deepspeed"
+DEEPSPEED_DIR = CONF_DIR / "deepspeed"
 
 
 FSDP_SHARDING = {"full_shard": True, "shard_grad_op": False}  # FSDP2's reshard_after_forward

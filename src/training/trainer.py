@@ -15,6 +15,7 @@ from transformers import (
     EvalPrediction,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PrinterCallback,
     Trainer,
     TrainerCallback,
     TrainerControl,
@@ -151,10 +152,16 @@ class ClassifierTrainer(Trainer):
 
 
 class EpochEnd(TrainerCallback):
-    """Hands each epoch's validation metrics to a hook (MLflow logging, Optuna pruning)."""
+    """Hands each epoch's validation metrics, with the epoch's mean training loss as
+    `train_loss`, to hooks (MLflow logging, Optuna pruning, the console's epoch line)."""
 
     def __init__(self, hooks: Sequence[EpochHook]) -> None:
         self.hooks = list(hooks)
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        control.should_log = True  # the Trainer logs the loss since its last log: the epoch's tail
 
     def on_evaluate(
         self,
@@ -165,8 +172,49 @@ class EpochEnd(TrainerCallback):
         **kwargs: Any,
     ) -> None:
         epoch = round(state.epoch or 0)
+        values = dict(metrics or {})
+        loss = epoch_loss(state.log_history, state.global_step)
+        if loss is not None:
+            values["train_loss"] = loss
         for hook in self.hooks:
-            hook(epoch, dict(metrics or {}))
+            hook(epoch, values)
+
+
+def epoch_loss(history: Sequence[dict[str, Any]], step: int) -> float | None:
+    """The mean training loss of the epoch that ended at `step`: the Trainer's loss logs since
+    the previous evaluation, each weighted by the optimizer steps it averages."""
+    evaluated = [e["step"] for e in history if "eval_loss" in e and e["step"] < step]
+    since = max(evaluated, default=0)
+    total, steps, previous = 0.0, 0, since
+    for entry in history:
+        if "loss" in entry and since < entry["step"] <= step:
+            total += float(entry["loss"]) * (entry["step"] - previous)
+            steps += entry["step"] - previous
+            previous = entry["step"]
+    return total / steps if steps else None
+
+
+class StepsDone(TrainerCallback):
+    """Hands the optimizer step count to a progress display (src.tracking.console)."""
+
+    def __init__(self, make_progress: Callable[[int], Any]) -> None:
+        self.make_progress = make_progress
+        self.progress: Any = None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.progress = self.make_progress(state.max_steps)
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.progress.update(state.global_step)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.progress.close()
 
 
 class TrainingDiverged(FloatingPointError):
@@ -250,6 +298,8 @@ def fit(
         callbacks=list(callbacks),
         head_lr=head_lr,
     )
+    # Our callbacks print one line per epoch; the Trainer's own printer dumps every log dict.
+    trainer.remove_callback(PrinterCallback)
     with disk_space_guard(args.output_dir or ".", "a Trainer checkpoint"):
         result = trainer.train()
     # Every rank has loaded the best epoch before the caller removes the checkpoints (DDP).
