@@ -188,18 +188,21 @@ node_ready() {
   [[ "$(sinfo -h -n "$NODE" -o %t)" =~ ^(idle|mix|alloc)$ ]]
 }
 
-stop_daemon() {  # stop_daemon NAME: TERM, then KILL if it still runs 20 s later
-  if alive "$1"; then
-    local pid
-    pid="$(cat "$DIR/run/$1.pid")"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 80); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.25
-    done
+stop_daemons() {  # stop_daemons NAME...: TERM them together, KILL any still running 20 s later
+  local pids=() pid
+  for name in "$@"; do
+    if alive "$name"; then pids+=("$(cat "$DIR/run/$name.pid")"); fi
+    rm -f "$DIR/run/$name.pid"
+  done
+  [[ ${#pids[@]} == 0 ]] && return
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 1 80); do
+    kill -0 "${pids[@]}" 2>/dev/null || break  # true while any of them runs
+    sleep 0.25
+  done
+  for pid in "${pids[@]}"; do
     if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
-  fi
-  rm -f "$DIR/run/$1.pid"
+  done
 }
 
 stop_all() {
@@ -212,7 +215,10 @@ stop_all() {
       sleep 0.5
     done
   fi
-  for daemon in slurmd slurmctld slurmdbd mariadbd munged; do stop_daemon "$daemon"; done
+  # slurmctld reports its last job records to slurmdbd, which writes them to MariaDB.
+  stop_daemons slurmd slurmctld
+  stop_daemons slurmdbd
+  stop_daemons mariadbd munged
 }
 
 status() {

@@ -124,8 +124,9 @@ def cluster() -> Iterator[Cluster]:
 
 def sweep_env(slurm_conf: Path) -> dict[str, str]:
     """What a sweep (and, through sbatch, its jobs) runs with: this cluster, this checkout."""
-    drop = ("MLFLOW_TRACKING_URI", names.PARENT_ENV, "RANK", "HYDRA_FULL_ERROR", "SLURM_JOB_ID")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
+    drop = ("MLFLOW_TRACKING_URI", names.PARENT_ENV, "RANK", "HYDRA_FULL_ERROR")
+    # SLURM_* of a job pytest itself might run in would leak into the sbatch calls.
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("SLURM_")}
     return env | {
         "SLURM_CONF": str(slurm_conf),
         "PYTHONPATH": str(ROOT),  # the jobs import this checkout's src, not another install
