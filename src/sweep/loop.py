@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from src.errors import UserError
 from src.sweep import results
+from src.sweep.launch import launch
 from src.sweep.liveness import (
     WORKER_ATTR,
     Heartbeat,
@@ -406,7 +407,7 @@ class OptunaSweep:
                     for t in group:
                         log.info("trial %d: %s", t.number, " ".join(param_overrides(t.params)))
                     try:
-                        returns = self.launcher.launch(jobs, initial_job_idx=group[0].number)
+                        returns = launch(self.launcher, jobs, group[0].number)
                     except Exception as exc:
                         log.error("launching trials %s failed: %s", [t.number for t in group], exc)
                         returns = [exc] * len(group)  # type: ignore[list-item]
