@@ -71,7 +71,7 @@ def measure(repeats: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
         argvs = commands(minimal_app(Path(tmp)))
         times: dict[str, list[float]] = {name: [] for name in argvs}
-        for name, argv in argvs.items():  # warm the OS caches once, untimed
+        for argv in argvs.values():  # warm the OS caches once, untimed
             wall(argv)
         for _ in range(repeats):
             for name, argv in argvs.items():
