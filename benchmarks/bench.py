@@ -8,8 +8,9 @@ within each repeat so that drift in machine load hits them alike:
 - ours: `python -m src.train` with the same model, data and hyper-parameters;
 - plain: a plain HF Trainer script with our settings (benchmarks/plain_trainer.py), the
   yardstick of our framework overhead.
-Then trial start-up with backbone reuse against reload (benchmarks/startup.py) and the sweep
-efficiency replay on the cached grid (benchmarks/sweep.py). Timings are medians over repeats;
+Then trial start-up with backbone reuse against reload (benchmarks/startup.py), the sweep
+efficiency replay on the cached grid (benchmarks/sweep.py) and the commands' start-up against
+Hydra's own (benchmarks/cli.py). Timings are medians over repeats;
 the results are the ratios. Writes benchmarks/results/bench.json and bench.md.
 """
 
@@ -114,6 +115,7 @@ def table_rows(
     arms: dict[str, list[dict[str, Any]]],
     startup: dict[str, Any],
     sweep: dict[str, Any] | None,
+    cli: dict[str, float],
 ) -> list[dict[str, Any]]:
     """The ratio table: metric, reference, ours, ratio (ours / reference), goal, met."""
     ref, ours, plain = arms["article"], arms["ours"], arms["plain"]
@@ -190,6 +192,28 @@ def table_rows(
             None,
             "s",
         )
+    yardstick = cli["import hydra, omegaconf"]
+    for command in ("src.train --help", "src.train --cfg job --resolve", "src.predict --help"):
+        goal = command == "src.train --help"
+        row(
+            f"CLI start-up s, `python -m {command}` (reference: `import hydra, omegaconf`)",
+            yardstick,
+            cli[command],
+            cli[command] / yardstick,
+            "ratio <= 3" if goal else "",
+            cli[command] / yardstick <= 3 if goal else None,
+            "s",
+        )
+    hydra_help = cli["minimal Hydra app --help"]
+    row(
+        "CLI start-up s, `python -m src.train --help` (reference: a minimal Hydra app's --help)",
+        hydra_help,
+        cli["src.train --help"],
+        cli["src.train --help"] / hydra_help,
+        "",
+        None,
+        "s",
+    )
     return rows
 
 
@@ -315,6 +339,7 @@ def main() -> None:
                 )
                 for name, model in (("bench", settings), ("large", replace(settings, **LARGE)))
             }
+            cli = run_child(["benchmarks.cli"], tmp / "cli.json", tmp / "cli.log", env)["median_s"]
         sweep = None
         from benchmarks.sweep import GRID_FILE, summarize
 
@@ -327,11 +352,12 @@ def main() -> None:
         "repeats": args.repeats,
         "quick": args.quick,
         "settings": asdict(settings),
-        "rows": table_rows(arms, startup, sweep),
+        "rows": table_rows(arms, startup, sweep, cli),
         "test_macro_f1": {arm: median(runs, "test_macro_f1") for arm, runs in arms.items()},
         "arms": arms,
         "startup": startup,
         "sweep": sweep,
+        "cli": cli,
         "bench_wall_s": total["s"],
     }
     print()

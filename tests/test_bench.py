@@ -264,7 +264,14 @@ def test_table_rows() -> None:
     }
     startup = {"bench": {"reuse_s": 0.1, "reload_s": 0.3, "checkpoint_mb": 17.5}}
     sweep = {"median_steps_share": 0.3, "grid_steps": 480}
-    rows = {r["metric"]: r for r in table_rows(arms, startup, sweep)}
+    cli = {
+        "import hydra, omegaconf": 0.4,
+        "minimal Hydra app --help": 1.0,
+        "src.train --help": 1.0,
+        "src.train --cfg job --resolve": 1.3,
+        "src.predict --help": 0.5,
+    }
+    rows = {r["metric"]: r for r in table_rows(arms, startup, sweep, cli)}
     train = rows["training samples/s"]
     assert (train["reference"], train["ours"], train["ratio"], train["met"]) == (11, 55, 5, True)
     assert rows["padding efficiency, training"]["met"] is True
@@ -274,5 +281,7 @@ def test_table_rows() -> None:
     assert startup_row["ratio"] == pytest.approx(1 / 3)
     sweep_row = next(r for name, r in rows.items() if name.startswith("sweep"))
     assert sweep_row["met"] is True and sweep_row["ours"] == pytest.approx(0.3 * 480)
+    help_row = next(r for name, r in rows.items() if "src.train --help` (reference: `import" in name)
+    assert help_row["ratio"] == pytest.approx(2.5) and help_row["met"] is True
     assert "| training samples/s | 11 | 55 | 5 |" in render_table(list(rows.values()))
     json.dumps(rows)  # the JSON report holds them as they are
