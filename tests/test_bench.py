@@ -281,7 +281,7 @@ def test_table_rows() -> None:
     assert startup_row["ratio"] == pytest.approx(1 / 3)
     sweep_row = next(r for name, r in rows.items() if name.startswith("sweep"))
     assert sweep_row["met"] is True and sweep_row["ours"] == pytest.approx(0.3 * 480)
-    help_row = next(r for name, r in rows.items() if "src.train --help` (reference: `import" in name)
+    help_row = next(r for n, r in rows.items() if "src.train --help` (reference: `import" in n)
     assert help_row["ratio"] == pytest.approx(2.5) and help_row["met"] is True
     assert "| training samples/s | 11 | 55 | 5 |" in render_table(list(rows.values()))
     json.dumps(rows)  # the JSON report holds them as they are
