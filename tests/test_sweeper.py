@@ -15,11 +15,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from hydra_plugins.clfsweep_optuna_sweeper.config import ClfsweepOptunaSweeperConf
 from hydra_plugins.clfsweep_optuna_sweeper.optuna_sweeper import ClfsweepOptunaSweeper
 from src.config.schema import TrialConfig, register_configs
 from src.errors import UserError
@@ -30,7 +32,8 @@ from src.sweep.liveness import (
     Worker,
     stale_reason,
 )
-from src.sweep.loop import Settings, _as_float, _is_pruned
+from src.sweep.loop import _as_float, _is_pruned
+from src.sweep.private_api import PRIVATE_ATTRIBUTES, check_private_api, job_result
 from src.sweep.search_space import (
     coerce,
     format_value,
@@ -39,6 +42,7 @@ from src.sweep.search_space import (
     parse_search_space,
     quote,
 )
+from src.sweep.settings import PrunerName, SamplerName, SweeperSettings
 from src.sweep.storage import journal_path, journal_url, normalize_storage_url, open_storage
 from src.sweep.trial import PRUNER_ATTR, build_pruner, open_trial, report
 from src.tracking.processes import process_alive, process_start_ticks
@@ -177,13 +181,54 @@ def test_grid_space_needs_finite_params() -> None:
 
 
 def test_settings_validate() -> None:
-    s = Settings.from_kwargs({"n_trials": 3, "sampler": {"name": "random", "seed": 1}})
-    assert s.sampler == {"name": "random", "seed": 1}
-    assert s.pruner["name"] == "median"
+    s = SweeperSettings.from_kwargs(
+        {"study_name": "s", "n_trials": 3, "sampler": {"name": "random", "seed": 1}}
+    )
+    assert (s.sampler.name, s.sampler.seed, s.sampler.kwargs) == (SamplerName.random, 1, {})
+    assert s.pruner.name == PrunerName.median
+    assert s.pruner.spec() == {"name": "median"}
     with pytest.raises(UserError, match="max_failure_rate"):
-        Settings.from_kwargs({"max_failure_rate": 1.0})
+        SweeperSettings.from_kwargs({"study_name": "s", "max_failure_rate": 1.5})
     with pytest.raises(UserError, match="n_trials"):
-        Settings.from_kwargs({"n_trials": 0})
+        SweeperSettings.from_kwargs({"study_name": "s", "n_trials": 0})
+
+
+def test_the_hydra_config_is_the_settings_plus_its_target() -> None:
+    with initialize_config_dir(config_dir=str(APP_CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra.sweeper.study_name=s"], return_hydra_config=True)
+    composed = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    assert isinstance(composed, dict)
+    assert composed.pop("_target_").endswith("ClfsweepOptunaSweeper")
+    # Hydra instantiates the sweeper with the composed node: what the loop reads is the same.
+    from_hydra = SweeperSettings.from_kwargs(composed)
+    assert from_hydra.n_trials == 4 and from_hydra.sampler.name == SamplerName.random
+    defaults = OmegaConf.to_container(OmegaConf.structured(ClfsweepOptunaSweeperConf))
+    assert isinstance(defaults, dict)
+    defaults.pop("_target_")
+    assert defaults == OmegaConf.to_container(OmegaConf.structured(SweeperSettings))
+    assert set(ClfsweepOptunaSweeperConf.__dataclass_fields__) == {
+        *SweeperSettings.__dataclass_fields__,
+        "_target_",
+    }
+
+
+def test_private_library_attributes_we_rely_on_are_there() -> None:
+    check_private_api()  # names the attribute if an upgrade removed one
+    for owner, attribute, why in PRIVATE_ATTRIBUTES:
+        assert hasattr(owner, attribute), f"{owner.__qualname__}.{attribute} is gone ({why})"
+    failed = JobReturn(status=JobStatus.FAILED)
+    error = ValueError("boom")
+    failed.return_value = error
+    assert job_result(failed) is error
+    done = JobReturn(status=JobStatus.COMPLETED)
+    done.return_value = 0.5
+    assert job_result(done) == 0.5
+
+
+def test_a_removed_private_attribute_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(JobReturn, "_return_value")
+    with pytest.raises(UserError, match=r"hydra\.core\.utils\.JobReturn\._return_value"):
+        check_private_api()
 
 
 def test_job_return_values() -> None:
@@ -324,16 +369,16 @@ def test_open_trial_reopens_the_sweepers_trial(tmp_path: Path) -> None:
     url = journal_url(tmp_path / "journal.log")
     storage = open_storage(url)
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
-    storage.set_study_system_attr(
-        study._study_id, PRUNER_ATTR, {"name": "median", "n_startup_trials": 1}
-    )
+    study_id = storage.get_study_id_from_name("s")
+    storage.set_study_system_attr(study_id, PRUNER_ATTR, {"name": "median", "n_startup_trials": 1})
     first = study.ask()
     first.report(1.0, 1)
     study.tell(first, 1.0)
     asked = study.ask({"x": FloatDistribution(0, 1)})
+    asked_id = storage.get_trial_id_from_study_id_trial_number(study_id, asked.number)
 
     assert open_trial(TrialConfig()) is None
-    trial = open_trial(TrialConfig(storage=url, study_name="s", trial_id=asked._trial_id))
+    trial = open_trial(TrialConfig(storage=url, study_name="s", trial_id=asked_id))
     assert trial is not None
     assert trial.number == asked.number
     assert trial.params == asked.params
@@ -342,7 +387,7 @@ def test_open_trial_reopens_the_sweepers_trial(tmp_path: Path) -> None:
         report(trial, 0.0, 1)  # below the median of the finished trial at step 1
     assert study.trials[1].intermediate_values == {1: 0.0}
     study.tell(asked, state=TrialState.PRUNED)
-    assert open_trial(TrialConfig(storage=url, study_name="s", trial_id=asked._trial_id)) is None
+    assert open_trial(TrialConfig(storage=url, study_name="s", trial_id=asked_id)) is None
 
 
 # -- liveness -----------------------------------------------------------------------------
@@ -374,9 +419,7 @@ def test_zombies_are_dead() -> None:
 
 def _running(attrs: dict[str, object]) -> optuna.trial.FrozenTrial:
     """A RUNNING frozen trial with the given system attrs."""
-    trial = optuna.trial.create_trial(state=TrialState.RUNNING)
-    trial._system_attrs = dict(attrs)
-    return trial
+    return optuna.trial.create_trial(state=TrialState.RUNNING, system_attrs=dict(attrs))
 
 
 def test_stale_reason() -> None:
@@ -402,10 +445,13 @@ def test_stale_reason() -> None:
 def test_heartbeat_thread_beats(tmp_path: Path) -> None:
     storage = open_storage(journal_url(tmp_path / "journal.log"))
     study = optuna.create_study(study_name="h", storage=storage)
-    trial = study.ask()
-    with Heartbeat(storage, [trial._trial_id], 0.1) as hb:
+    study.ask()
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name("h"), 0
+    )
+    with Heartbeat(storage, [trial_id], 0.1) as hb:
         assert hb.mode == "attr"
-        first = storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT_ATTR]
+        first = storage.get_trial(trial_id).system_attrs[HEARTBEAT_ATTR]
         time.sleep(0.35)
-    last = storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT_ATTR]
+    last = storage.get_trial(trial_id).system_attrs[HEARTBEAT_ATTR]
     assert last > first

@@ -8,6 +8,7 @@ they finish exactly n_trials, and a re-run of the same command tops the study up
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import logging
 import math
@@ -16,7 +17,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.samplers import BaseSampler
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from src.errors import UserError
@@ -37,6 +38,7 @@ from src.sweep.liveness import (
     Worker,
     stale_reason,
 )
+from src.sweep.private_api import check_private_api, job_result
 from src.sweep.search_space import (
     coerce,
     grid_space,
@@ -44,6 +46,7 @@ from src.sweep.search_space import (
     parse_search_space,
     quote,
 )
+from src.sweep.settings import SweeperSettings
 from src.sweep.storage import journal_path, journal_url, normalize_storage_url, open_storage
 from src.sweep.trial import FAIL_REASON_ATTR, PRUNER_ATTR, build_pruner
 from src.tracking.uris import redact
@@ -58,83 +61,18 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 REASON_MAX = 2000
 
 
-def _name(value: Any) -> str:
-    """An enum member's or a string's name, lower-cased."""
-    return str(getattr(value, "name", value)).lower()
-
-
-def _plain(node: Any) -> Any:
-    """A DictConfig/ListConfig as plain Python containers (anything else unchanged)."""
-    if OmegaConf.is_config(node):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
-
-
-@dataclass
-class Settings:
-    """The sweeper's settings (``hydra.sweeper``), as plain Python values."""
-
-    n_trials: int = 20
-    study_name: str = "study"
-    storage: str | None = None
-    study_dir: str | None = None
-    direction: str = "maximize"
-    sampler: dict[str, Any] = field(default_factory=dict)
-    pruner: dict[str, Any] = field(default_factory=dict)
-    max_failure_rate: float = 0.5
-    min_trials_for_failure_rate: int = 3
-    timeout: float | None = None
-    enqueue: list[dict[str, Any]] = field(default_factory=list)
-    n_jobs: int = 1
-    heartbeat_interval: int = 60
-    grace_period: int | None = None
-    max_retry: int = 1
-    plots: bool = True
-    params: dict[str, Any] | None = None
-
-    @classmethod
-    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> Settings:
-        """Validate the keyword arguments Hydra instantiated the sweeper with."""
-        plain = {k: _plain(v) for k, v in kwargs.items()}
-        for key in ("direction",):
-            plain[key] = _name(plain.get(key, "maximize"))
-        for key in ("sampler", "pruner"):
-            spec = dict(plain.get(key) or {})
-            spec["name"] = _name(spec.get("name", "tpe" if key == "sampler" else "median"))
-            plain[key] = spec
-        plain["enqueue"] = list(plain.get("enqueue") or [])
-        settings = cls(**plain)
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        """One clear line for each value that cannot work."""
-        if self.n_trials < 1:
-            raise UserError(f"hydra.sweeper.n_trials={self.n_trials} must be at least 1")
-        if self.n_jobs < 1:
-            raise UserError(f"hydra.sweeper.n_jobs={self.n_jobs} must be at least 1")
-        if not 0 <= self.max_failure_rate < 1:
-            raise UserError(
-                f"hydra.sweeper.max_failure_rate={self.max_failure_rate} must be in [0, 1)"
-            )
-        if self.direction not in ("maximize", "minimize"):
-            raise UserError(f"hydra.sweeper.direction={self.direction}: maximize or minimize")
-        if not self.study_name or "/" in self.study_name:
-            raise UserError(f"hydra.sweeper.study_name={self.study_name!r}: a name without '/'")
-        if self.heartbeat_interval < 0 or (self.grace_period or 1) <= 0:
-            raise UserError("hydra.sweeper.heartbeat_interval/grace_period must be positive")
-
-
 class OptunaSweep:
     """The worker loop behind ``ClfsweepOptunaSweeper``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SweeperSettings) -> None:
+        check_private_api()
         self.settings = settings
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Launcher | None = None
         self.worker = Worker.current()
         self._ran: list[FrozenTrial] = []  # trials this worker told in this run
+        self._trial_ids: dict[int, int] = {}  # trial number -> storage id
         self._parent: results.ParentRun | None = None
 
     def setup(
@@ -183,7 +121,7 @@ class OptunaSweep:
         log.info(
             "Optuna study %s (%s), n_trials=%d, storage %s\n%s",
             s.study_name,
-            s.direction,
+            s.direction.value,
             s.n_trials,
             redact(self.storage_url),
             self.space.describe(),
@@ -207,9 +145,11 @@ class OptunaSweep:
         return {
             "study_name": s.study_name,
             "n_trials": s.n_trials,
-            "direction": s.direction,
-            "sampler": _describe_spec(s.sampler),
-            "pruner": _describe_spec(s.pruner),
+            "direction": s.direction.value,
+            "sampler": _describe_spec(
+                s.sampler.name.value, {"seed": s.sampler.seed, **s.sampler.kwargs}
+            ),
+            "pruner": _describe_spec(s.pruner.name.value, s.pruner.spec()),
             "search_space": self.space.describe(),
             "max_failure_rate": s.max_failure_rate,
         }
@@ -231,44 +171,42 @@ class OptunaSweep:
     def _open_study(self) -> optuna.Study:
         """Create or load the study; register this worker; build its sampler."""
         s = self.settings
-        pruner_spec = {k: v for k, v in s.pruner.items() if v not in (None, {})}
+        pruner_spec = s.pruner.spec()
         with _quiet():
             study = optuna.create_study(
                 study_name=s.study_name,
                 storage=self.storage,
                 sampler=optuna.samplers.RandomSampler(),
                 pruner=build_pruner(pruner_spec),
-                direction=s.direction,  # type: ignore[arg-type]
+                direction=s.direction.value,
                 load_if_exists=True,
             )
-        if study.direction.name.lower() != s.direction:
+        if study.direction.name.lower() != s.direction.value:
             raise UserError(
                 f"study {s.study_name} exists with direction {study.direction.name.lower()}, "
-                f"not {s.direction}: choose another hydra.sweeper.study_name"
+                f"not {s.direction.value}: choose another hydra.sweeper.study_name"
             )
-        self.storage = study._storage  # RDB storages come back wrapped in Optuna's cache
-        attrs = self.storage.get_study_system_attrs(study._study_id)
+        self.study_id = self.storage.get_study_id_from_name(s.study_name)
+        attrs = self.storage.get_study_system_attrs(self.study_id)
         old_space = attrs.get(SEARCH_SPACE_ATTR)
         if old_space is not None and old_space != self.space.describe():
             log.warning(
                 "study %s was started with another search space:\n%s", s.study_name, old_space
             )
         set_attr = self.storage.set_study_system_attr
-        set_attr(study._study_id, SEARCH_SPACE_ATTR, self.space.describe())
-        set_attr(study._study_id, PRUNER_ATTR, pruner_spec)
+        set_attr(self.study_id, SEARCH_SPACE_ATTR, self.space.describe())
+        set_attr(self.study_id, PRUNER_ATTR, pruner_spec)
         index = sum(1 for k in attrs if k.startswith(WORKER_PREFIX))
         worker = self.worker.to_attr("none") | {"index": index}
-        set_attr(study._study_id, WORKER_PREFIX + uuid.uuid4().hex[:12], worker)
+        set_attr(self.study_id, WORKER_PREFIX + uuid.uuid4().hex[:12], worker)
         study.sampler = self._sampler(index)
         return study
 
     def _sampler(self, worker_index: int) -> BaseSampler:
         """The configured sampler; random-stream samplers get a per-worker seed."""
-        spec = dict(self.settings.sampler)
-        name = spec.pop("name", "tpe")
-        seed = spec.pop("seed", None)
-        kwargs = dict(spec.pop("kwargs", None) or {})
-        kwargs.update({k: v for k, v in spec.items() if v is not None})
+        name = self.settings.sampler.name.value
+        seed = self.settings.sampler.seed
+        kwargs = dict(self.settings.sampler.kwargs)
         if seed is not None and name in ("tpe", "random", "cmaes", "gp"):
             # Each worker (and each re-run) continues with its own stream: the same seed
             # twice would propose the same points again.
@@ -354,8 +292,17 @@ class OptunaSweep:
         with _quiet():
             trial = self.study.ask(fixed_distributions=self.space.distributions)
         mode = Heartbeat(self.storage, [], self.settings.heartbeat_interval).mode
-        self.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, self.worker.to_attr(mode))
+        worker = self.worker.to_attr(mode)
+        self.storage.set_trial_system_attr(self._trial_id(trial.number), WORKER_ATTR, worker)
         return trial
+
+    def _trial_id(self, number: int) -> int:
+        """The storage's id of the study's trial `number` (what a job re-opens its trial by)."""
+        if number not in self._trial_ids:
+            self._trial_ids[number] = self.storage.get_trial_id_from_study_id_trial_number(
+                self.study_id, number
+            )
+        return self._trial_ids[number]
 
     def _drop_excess(self, batch: list[optuna.Trial]) -> list[optuna.Trial]:
         """Give back trials asked in a race with other workers beyond n_trials (RDB only)."""
@@ -371,8 +318,9 @@ class OptunaSweep:
             if ahead <= self.n_target:
                 keep.append(trial)
                 continue
-            frozen = self.storage.get_trial(trial._trial_id)
-            self.storage.set_trial_system_attr(trial._trial_id, EXCESS_ATTR, True)
+            trial_id = self._trial_id(trial.number)
+            frozen = copy.deepcopy(self.storage.get_trial(trial_id))
+            self.storage.set_trial_system_attr(trial_id, EXCESS_ATTR, True)
             self._fail(trial, "not run: other workers already cover n_trials")
             if "fixed_params" in frozen.system_attrs or "failed_trial" in frozen.system_attrs:
                 self._requeue(frozen)
@@ -398,7 +346,7 @@ class OptunaSweep:
         """Launch the batch (consecutive trial numbers per launcher call) and tell outcomes."""
         assert self.launcher is not None
         pending = {t.number: t for t in batch}
-        ids = [t._trial_id for t in batch]
+        ids = [self._trial_id(t.number) for t in batch]
         with Heartbeat(self.storage, ids, self.settings.heartbeat_interval):
             try:
                 for group in _consecutive(sorted(batch, key=lambda t: t.number)):
@@ -416,15 +364,10 @@ class OptunaSweep:
             except BaseException as exc:  # Ctrl-C, SystemExit: the trials must not stay RUNNING
                 retry = isinstance(exc, KeyboardInterrupt)
                 for t in pending.values():
-                    frozen = self.storage.get_trial(t._trial_id)
+                    frozen = copy.deepcopy(self.storage.get_trial(self._trial_id(t.number)))
                     self._fail(t, f"interrupted ({type(exc).__name__})")
                     if retry and frozen.state == TrialState.RUNNING:
-                        frozen._system_attrs = {
-                            k: v
-                            for k, v in frozen.system_attrs.items()
-                            if not k.startswith("clfsweep:")
-                        }
-                        _retry_callback(self.settings.max_retry)(self.study, frozen)
+                        self._retry(frozen)
                 raise
 
     def _job_overrides(self, trial: optuna.Trial) -> list[str]:
@@ -440,7 +383,7 @@ class OptunaSweep:
             *param_overrides(trial.params),
             f"++trial.storage={storage}",
             f"++trial.study_name={quote(self.settings.study_name)}",
-            f"++trial.trial_id={trial._trial_id}",
+            f"++trial.trial_id={self._trial_id(trial.number)}",
             f"hydra.sweep.dir={quote(str(self.sweep_dir))}",
         ]
 
@@ -451,16 +394,17 @@ class OptunaSweep:
             return
         if ret.working_dir:
             self._set_user_attr(trial, "output_dir", str(ret.working_dir))
+        result = job_result(ret)
         if ret.status == JobStatus.COMPLETED:
-            value = _as_float(ret._return_value)
+            value = _as_float(result)
             if value is None:
-                self._fail(trial, f"the job returned {ret._return_value!r}, not a finite number")
+                self._fail(trial, f"the job returned {result!r}, not a finite number")
                 return
             frozen = self.study.tell(trial, value, skip_if_finished=True)
-        elif ret.status == JobStatus.FAILED and _is_pruned(ret._return_value):
+        elif ret.status == JobStatus.FAILED and _is_pruned(result):
             frozen = self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         elif ret.status == JobStatus.FAILED:
-            exc = ret._return_value
+            exc = result
             log.error(
                 "trial %d failed: %s",
                 trial.number,
@@ -485,7 +429,7 @@ class OptunaSweep:
     def _set_user_attr(self, trial: optuna.Trial, key: str, value: Any) -> None:
         """Set a user attr unless the trial already finished (e.g. failed as stale)."""
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
-            self.storage.set_trial_user_attr(trial._trial_id, key, value)
+            self.storage.set_trial_user_attr(self._trial_id(trial.number), key, value)
 
     def _after(self, frozen: FrozenTrial) -> None:
         """Log a told trial and keep the parent MLflow run current."""
@@ -523,11 +467,11 @@ class OptunaSweep:
     def _fail_stale(self) -> None:
         """Fail RUNNING trials whose worker is gone and re-queue their configuration once."""
         storage = self.storage
-        if optuna.storages._heartbeat.is_heartbeat_enabled(storage):
-            before = {t._trial_id for t in self.study.get_trials(states=(TrialState.RUNNING,))}
+        if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval():
+            before = [t.number for t in self.study.get_trials(states=(TrialState.RUNNING,))]
             with _quiet():
                 optuna.storages.fail_stale_trials(self.study)
-            for trial_id in before:
+            for trial_id in map(self._trial_id, before):
                 frozen = storage.get_trial(trial_id)
                 if frozen.state == TrialState.FAIL and FAIL_REASON_ATTR not in frozen.user_attrs:
                     with contextlib.suppress(Exception):
@@ -539,18 +483,23 @@ class OptunaSweep:
             reason = stale_reason(frozen, self.worker, self.grace_period, now)
             if reason is None:
                 continue
+            trial_id = self._trial_id(frozen.number)
             try:
-                storage.set_trial_user_attr(frozen._trial_id, FAIL_REASON_ATTR, f"stale: {reason}")
-                if not storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
+                storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, f"stale: {reason}")
+                if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another worker got there first
             log.warning("trial %d marked FAILED: %s", frozen.number, reason)
-            # Re-queue from the snapshot taken while it ran: without our bookkeeping attrs.
-            frozen._system_attrs = {
-                k: v for k, v in frozen.system_attrs.items() if not k.startswith("clfsweep:")
-            }
-            _retry_callback(self.settings.max_retry)(self.study, frozen)
+            self._retry(frozen)  # the snapshot taken while it ran
+
+    def _retry(self, frozen: FrozenTrial) -> None:
+        """Re-queue a trial whose worker died, without our bookkeeping attrs (`frozen` is a
+        copy: journal storages hand out their own objects)."""
+        frozen.system_attrs = {
+            k: v for k, v in frozen.system_attrs.items() if not k.startswith("clfsweep:")
+        }
+        _retry_callback(self.settings.max_retry)(self.study, frozen)
 
     # -- the end --------------------------------------------------------------------------
 
@@ -644,7 +593,7 @@ def _reason(exc: Any) -> str:
     return " ".join(str(exc).split())
 
 
-def _describe_spec(spec: Mapping[str, Any]) -> str:
-    """``tpe(seed=0, n_startup_trials=5)`` from a sampler/pruner spec."""
-    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name" and v not in (None, {}, []))
-    return f"{spec.get('name')}({args})"
+def _describe_spec(name: str, settings: Mapping[str, Any]) -> str:
+    """``tpe(seed=0, n_startup_trials=5)`` from a sampler's or pruner's name and settings."""
+    args = ", ".join(f"{k}={v}" for k, v in settings.items() if k != "name" and v is not None)
+    return f"{name}({args})"

@@ -14,6 +14,7 @@ from hydra.core.override_parser.types import (
     Override,
     QuotedString,
     RangeSweep,
+    Transformer,
 )
 from optuna.distributions import (
     BaseDistribution,
@@ -124,7 +125,7 @@ def _choice_value(x: Any) -> CategoricalChoiceType:
         return x
     if isinstance(x, QuotedString):
         return x.with_quotes()
-    text = Override._get_value_element_as_str(x)
+    text = Transformer.str(x)
     if isinstance(x, str) and _parsed_choice(text) != x:
         return quote(x)  # e.g. the string "3" given as choice(a, '3'): keep it a string
     return text
