@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import mlflow
 import optuna
 import pytest
 import yaml
@@ -52,6 +54,24 @@ def run(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, its schema created once for the session (seconds each)."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def parent_run(tmp_path: Path, mlflow_template: Path) -> tuple[mlflow.MlflowClient, str, str]:
+    """A store of this test's own with a parent run: the client, the run id, the store URI."""
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("sweeps", (tmp_path / "artifacts").as_uri())
+    return client, client.create_run(experiment).info.run_id, uri
 
 
 def load_trials(cwd: Path, study_name: str = "app_study") -> list[FrozenTrial]:
@@ -282,12 +302,10 @@ def test_enqueued_first_best_yaml_recomposes_and_reruns_top_up(tmp_path: Path) -
     assert sum(t.params == {"x": 1.0, "y": 2.0, "cat": "b"} for t in trials) == 1
 
 
-def test_parent_mlflow_run_gets_progress_and_plots(tmp_path: Path) -> None:
-    mlflow = pytest.importorskip("mlflow")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("sweeps")
-    parent = client.create_run(experiment).info.run_id
+def test_parent_mlflow_run_gets_progress_and_plots(
+    tmp_path: Path, parent_run: tuple[mlflow.MlflowClient, str, str]
+) -> None:
+    client, parent, uri = parent_run
     env = clean_env(MLFLOW_TRACKING_URI=uri, CLFSWEEP_PARENT_RUN_ID=parent)
     result = run(
         tmp_path,
@@ -349,3 +367,179 @@ def test_sweep_of_src_train_with_the_lora_preset(tmp_path: Path) -> None:
     assert best["command"].startswith("python -m src.train ")
     trial_dirs = [p for p in (tmp_path / "sweeps" / name / "trials").iterdir() if p.is_dir()]
     assert sorted(p.name.split("_")[0] for p in trial_dirs) == ["0", "1", "2"]
+
+
+def test_a_multi_objective_study_keeps_its_pareto_front(
+    tmp_path: Path, parent_run: tuple[mlflow.MlflowClient, str, str]
+) -> None:
+    client, parent, uri = parent_run
+    result = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.n_trials=6",
+            "hydra.sweeper.direction=[maximize,minimize]",
+            "second_objective=true",  # the app returns [value, |x|]
+            "hydra.sweeper.sampler.name=nsgaii",
+            "+hydra.sweeper.sampler.kwargs.population_size=4",
+            "hydra.sweeper.pruner.name=median",
+            "hydra.sweeper.plots=true",
+            "steps=1",
+        ),
+        env=clean_env(MLFLOW_TRACKING_URI=uri, CLFSWEEP_PARENT_RUN_ID=parent),
+    )
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(
+        study_name="app_study",
+        storage=open_storage(journal_url(tmp_path / "sweeps" / "app_study" / "journal.log")),
+    )
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert all(t.state == TrialState.COMPLETE and len(t.values) == 2 for t in study.trials)
+    front = sorted(study.best_trials, key=lambda t: t.number)
+    for t in study.trials:  # the app's second objective really is |x|
+        assert t.values[1] == pytest.approx(abs(t.params["x"]))
+    best = yaml.safe_load((tmp_path / "sweeps" / "app_study" / "best.yaml").read_text())
+    assert best["directions"] == ["maximize", "minimize"]
+    assert "best_value" not in best
+    assert [(p["trial"], p["values"]) for p in best["pareto_front"]] == [
+        (t.number, list(t.values)) for t in front
+    ]
+    for entry, trial in zip(best["pareto_front"], front, strict=True):
+        assert f"x={trial.params['x']!r}" in entry["command"]
+    data = client.get_run(parent).data
+    assert data.params["direction"] == "maximize,minimize"
+    assert data.params["sampler"] == "nsgaii(seed=0, population_size=4)"
+    assert data.params["pruner"] == "none()"  # Optuna prunes single-objective studies only
+    assert "pruning is off" in result.stdout
+    assert data.tags["pareto.trials"] == ",".join(str(t.number) for t in front)
+    assert data.metrics["pareto_size"] == len(front)
+    history = client.get_metric_history(parent, "trial_objective1")
+    assert sorted(m.step for m in history) == list(range(6))
+    plots = {a.path for a in client.list_artifacts(parent, "optuna/plots")}
+    assert "optuna/plots/pareto_front.png" in plots
+
+
+def test_custom_search_space_samples_conditional_params(tmp_path: Path) -> None:
+    calls = tmp_path / "calls.log"
+    result = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.n_trials=6",
+            "cat=a,b",
+            "~hydra.sweeper.params.y",  # y: only searched for cat=b, by the function
+            "hydra.sweeper.custom_search_space=app.y_for_b_only",
+            "hydra.sweeper.enqueue=[{cat: b, y: 2.25}]",
+            "steps=1",
+            f"calls_file={calls}",
+        ),
+    )
+    assert result.returncode == 0, result.stderr
+    trials = load_trials(tmp_path)
+    assert trials[0].params["y"] == 2.25  # an enqueued value of a custom parameter
+    assert {t.params["cat"] for t in trials} == {"a", "b"}
+    for t in trials:
+        assert ("y" in t.params) == (t.params["cat"] == "b")
+        if "y" in t.params:
+            assert 1.5 <= t.params["y"] <= 2.5
+    jobs = calls.read_text().splitlines()  # what each job was given
+    for t, line in zip(trials, jobs, strict=True):
+        assert f"y={t.params.get('y', 0.0)} cat={t.params['cat']}" in line
+
+    clash = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.study_name=clash",
+            "x=0.5",
+            "hydra.sweeper.custom_search_space=app.suggest_x",
+        ),
+    )
+    assert clash.returncode == 2
+    errors = [line for line in clash.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: hydra.sweeper.custom_search_space=app.suggest_x: it suggests x, which an "
+        "override fixes (x=0.5): drop one of them"
+    ]
+    assert "Traceback" not in clash.stderr
+    (failed,) = load_trials(tmp_path, "clash")  # no job ran; the trial says why
+    assert failed.state == TrialState.FAIL
+    assert "suggests x" in failed.user_attrs[FAIL_REASON_ATTR]
+
+
+def test_max_failure_rate_one_never_stops_the_study_on_failures(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.max_failure_rate=1.0",
+            "hydra.sweeper.min_trials_for_failure_rate=1",
+            "x=interval(0, 1.5)",
+            "fail_if_x_above=2.0",
+            "hydra.sweeper.enqueue=[{x: 4.0}, {x: 4.5}, {x: 1.0}]",
+        ),
+    )
+    assert result.returncode == 0, result.stderr
+    trials = load_trials(tmp_path)
+    assert [t.state for t in trials[:3]] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
+    assert len(by_state(trials, TrialState.COMPLETE)) == 3  # the study still reaches n_trials
+
+    everything_fails = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.study_name=doomed",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.max_failure_rate=1.0",
+            "return_nan=true",
+        ),
+    )
+    assert everything_fails.returncode == 0, everything_fails.stderr
+    assert "3 trials failed in this run, as many as n_trials" in everything_fails.stdout
+    assert [t.state for t in load_trials(tmp_path, "doomed")] == [TrialState.FAIL] * 3
+
+
+@pytest.mark.slow
+def test_multi_objective_sweep_of_src_train_trades_f1_against_trainable_params(
+    tmp_path: Path,
+) -> None:
+    result = run(
+        tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "src.train",
+            "-m",
+            "hparams_search=f1_vs_params",
+            "model=tiny_qwen2",
+            "data=fund_reviews",
+            "trainer.epochs=1",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.enqueue=[{method: lora, method.rank: 4}, {method: head_only}]",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        ],
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    name = "f1_vs_params-tiny_qwen2-fund_reviews"
+    study = optuna.load_study(
+        study_name=name,
+        storage=open_storage(journal_url(tmp_path / "sweeps" / name / "journal.log")),
+    )
+    assert study.metric_names == ["eval_macro_f1", "trainable_params"]  # optuna-dashboard's axes
+    trials = study.trials
+    assert [t.params for t in trials[:2]] == [
+        {"method": "lora", "trainer.lr": trials[0].params["trainer.lr"], "method.rank": 4},
+        {"method": "head_only", "trainer.lr": trials[1].params["trainer.lr"]},
+    ]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("clfsweep").experiment_id],
+        filter_string="tags.`optuna.study` = '" + name + "'",
+    )
+    jobs = [r for r in runs if "optuna.trial_id" in r.data.tags]  # not the parent run
+    by_trial = {int(r.data.tags["optuna.trial_id"]): r.data.metrics for r in jobs}
+    for t in trials:  # the job returned [best eval macro F1, trainable parameters] of its run
+        assert t.state == TrialState.COMPLETE
+        metrics = by_trial[t.number]
+        assert t.values == [metrics["best_eval_macro_f1"], metrics["trainable_params"]]
+    assert trials[1].values[1] < trials[0].values[1]  # the head alone trains fewer parameters
+    best = yaml.safe_load((tmp_path / "sweeps" / name / "best.yaml").read_text())
+    assert best["metrics"] == ["eval_macro_f1", "trainable_params"]
+    assert {p["trial"] for p in best["pareto_front"]} == {t.number for t in study.best_trials}

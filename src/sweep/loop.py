@@ -28,15 +28,23 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.samplers import BaseSampler
 from optuna.storages import RDBStorage
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from src.errors import UserError
 from src.sweep import results
+from src.sweep.custom_space import SpaceExtender, extend_trial, load_extender
 from src.sweep.liveness import (
     WORKER_ATTR,
     Heartbeat,
     Worker,
     stale_reason,
+)
+from src.sweep.objectives import (
+    best_trials,
+    describe_values,
+    objective_names,
+    objective_values,
 )
 from src.sweep.private_api import check_private_api, job_result
 from src.sweep.search_space import (
@@ -46,7 +54,7 @@ from src.sweep.search_space import (
     parse_search_space,
     quote,
 )
-from src.sweep.settings import SweeperSettings
+from src.sweep.settings import PrunerName, SweeperSettings
 from src.sweep.storage import journal_path, journal_url, normalize_storage_url, open_storage
 from src.sweep.trial import FAIL_REASON_ATTR, PRUNER_ATTR, build_pruner
 from src.tracking.uris import redact
@@ -93,11 +101,14 @@ class OptunaSweep:
         s = self.settings
         cwd = Path(str(self.config.hydra.runtime.cwd))
         self.space = parse_search_space(s.params, arguments, self.hydra_context.config_loader)
-        if not self.space.distributions:
+        self.extender: SpaceExtender | None = load_extender(s.custom_search_space)
+        if not self.space.distributions and self.extender is None:
             raise UserError(
                 "clfsweep_optuna: nothing to search: set hydra.sweeper.params or give sweep "
                 "overrides (a,b or interval(...)) on the command line"
             )
+        self.directions = s.directions
+        self.metric_names = objective_names(self.config, len(self.directions))
         self.study_dir = Path(s.study_dir or cwd / "sweeps" / s.study_name)
         if not self.study_dir.is_absolute():
             self.study_dir = cwd / self.study_dir
@@ -121,10 +132,10 @@ class OptunaSweep:
         log.info(
             "Optuna study %s (%s), n_trials=%d, storage %s\n%s",
             s.study_name,
-            s.direction.value,
+            ", ".join(self.directions),
             s.n_trials,
             redact(self.storage_url),
-            self.space.describe(),
+            self._describe_space(),
         )
         self._parent = results.ParentRun.from_env()
         if self._parent is not None:
@@ -145,14 +156,19 @@ class OptunaSweep:
         return {
             "study_name": s.study_name,
             "n_trials": s.n_trials,
-            "direction": s.direction.value,
+            "direction": ",".join(self.directions),
             "sampler": _describe_spec(
                 s.sampler.name.value, {"seed": s.sampler.seed, **s.sampler.kwargs}
             ),
-            "pruner": _describe_spec(s.pruner.name.value, s.pruner.spec()),
-            "search_space": self.space.describe(),
+            "pruner": _describe_spec(self.pruner_spec["name"], self.pruner_spec),
+            "search_space": self._describe_space(),
             "max_failure_rate": s.max_failure_rate,
         }
+
+    def _describe_space(self) -> str:
+        """The search space, one line per parameter, and the custom function if any."""
+        custom = self.settings.custom_search_space
+        return self.space.describe() + (f"\ncustom_search_space: {custom}" if custom else "")
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -172,29 +188,37 @@ class OptunaSweep:
         """Create or load the study; register this worker; build its sampler."""
         s = self.settings
         pruner_spec = s.pruner.spec()
+        if len(self.directions) > 1 and s.pruner.name != PrunerName.none:
+            log.warning("pruning is off: Optuna prunes single-objective studies only")
+            pruner_spec = {"name": PrunerName.none.value}
+        self.pruner_spec = pruner_spec
         with _quiet():
             study = optuna.create_study(
                 study_name=s.study_name,
                 storage=self.storage,
                 sampler=optuna.samplers.RandomSampler(),
                 pruner=build_pruner(pruner_spec),
-                direction=s.direction.value,
+                directions=[StudyDirection[d.upper()] for d in self.directions],
                 load_if_exists=True,
             )
-        if study.direction.name.lower() != s.direction.value:
+        existing = [d.name.lower() for d in study.directions]
+        if existing != self.directions:
             raise UserError(
-                f"study {s.study_name} exists with direction {study.direction.name.lower()}, "
-                f"not {s.direction.value}: choose another hydra.sweeper.study_name"
+                f"study {s.study_name} exists with direction {', '.join(existing)}, "
+                f"not {', '.join(self.directions)}: choose another hydra.sweeper.study_name"
             )
+        if self.metric_names and study.metric_names != self.metric_names:
+            with _quiet():  # experimental in Optuna; optuna-dashboard shows the names
+                study.set_metric_names(self.metric_names)
         self.study_id = self.storage.get_study_id_from_name(s.study_name)
         attrs = self.storage.get_study_system_attrs(self.study_id)
         old_space = attrs.get(SEARCH_SPACE_ATTR)
-        if old_space is not None and old_space != self.space.describe():
+        if old_space is not None and old_space != self._describe_space():
             log.warning(
                 "study %s was started with another search space:\n%s", s.study_name, old_space
             )
         set_attr = self.storage.set_study_system_attr
-        set_attr(self.study_id, SEARCH_SPACE_ATTR, self.space.describe())
+        set_attr(self.study_id, SEARCH_SPACE_ATTR, self._describe_space())
         set_attr(self.study_id, PRUNER_ATTR, pruner_spec)
         index = sum(1 for k in attrs if k.startswith(WORKER_PREFIX))
         worker = self.worker.to_attr("none") | {"index": index}
@@ -207,13 +231,15 @@ class OptunaSweep:
         name = self.settings.sampler.name.value
         seed = self.settings.sampler.seed
         kwargs = dict(self.settings.sampler.kwargs)
-        if seed is not None and name in ("tpe", "random", "cmaes", "gp"):
+        if seed is not None and name in ("tpe", "nsgaii", "random", "cmaes", "gp"):
             # Each worker (and each re-run) continues with its own stream: the same seed
             # twice would propose the same points again.
             seed = int(seed) + worker_index
         with _quiet():
             if name == "tpe":
                 return optuna.samplers.TPESampler(seed=seed, **kwargs)
+            if name == "nsgaii":
+                return optuna.samplers.NSGAIISampler(seed=seed, **kwargs)
             if name == "random":
                 return optuna.samplers.RandomSampler(seed=seed)
             if name == "grid":
@@ -232,7 +258,7 @@ class OptunaSweep:
                 return optuna.samplers.GPSampler(seed=seed, **kwargs)
             if name == "qmc":
                 return optuna.samplers.QMCSampler(seed=seed, **kwargs)
-        raise UserError(f"unknown sampler {name!r}: tpe, random, grid, cmaes, gp or qmc")
+        raise UserError(f"unknown sampler {name!r}: tpe, nsgaii, random, grid, cmaes, gp or qmc")
 
     def _enqueue(self) -> None:
         """Queue the configured trials that this study has not queued or run yet."""
@@ -241,6 +267,9 @@ class OptunaSweep:
             for key, value in entry.items():
                 key = str(key)
                 dist = self.space.distributions.get(key)
+                if dist is None and self.extender is not None:
+                    params[key] = value  # suggested by custom_search_space, which types it
+                    continue
                 if dist is None:
                     raise UserError(
                         f"hydra.sweeper.enqueue[{i}]: {key} is not a searched parameter "
@@ -274,6 +303,16 @@ class OptunaSweep:
                 if s.timeout is not None and time.monotonic() - started > s.timeout:
                     log.info("study %s: timeout of %s s reached", s.study_name, s.timeout)
                     return
+                failed = sum(t.state == TrialState.FAIL for t in self._ran)
+                if s.max_failure_rate >= 1 and failed >= self.n_target:  # never loop for ever
+                    log.warning(
+                        "study %s: %d trials failed in this run, as many as n_trials "
+                        "(max_failure_rate=1.0 never stops the study): this worker stops; see "
+                        "their fail_reason",
+                        s.study_name,
+                        failed,
+                    )
+                    return
                 n = min(s.n_jobs, self.n_target - finished - running)
                 batch = [self._ask() for _ in range(n)]
             batch = self._drop_excess(batch)
@@ -294,6 +333,18 @@ class OptunaSweep:
         mode = Heartbeat(self.storage, [], self.settings.heartbeat_interval).mode
         worker = self.worker.to_attr(mode)
         self.storage.set_trial_system_attr(self._trial_id(trial.number), WORKER_ATTR, worker)
+        fixed = self.space.fixed_values
+        for key, value in fixed.items():  # as hydra-optuna-sweeper: shown, and not to suggest
+            self._set_user_attr(trial, key, value)
+        if self.extender is not None:
+            assert self.config is not None and self.settings.custom_search_space is not None
+            try:
+                extend_trial(self.extender, self.config, trial, fixed)
+            except UserError as exc:
+                self._fail(trial, str(exc))
+                raise UserError(
+                    f"hydra.sweeper.custom_search_space={self.settings.custom_search_space}: {exc}"
+                ) from exc
         return trial
 
     def _trial_id(self, number: int) -> int:
@@ -396,11 +447,14 @@ class OptunaSweep:
             self._set_user_attr(trial, "output_dir", str(ret.working_dir))
         result = job_result(ret)
         if ret.status == JobStatus.COMPLETED:
-            value = _as_float(result)
-            if value is None:
-                self._fail(trial, f"the job returned {result!r}, not a finite number")
+            values = objective_values(result, len(self.directions))
+            if values is None:
+                wanted = "a finite number"
+                if len(self.directions) > 1:
+                    wanted = f"a list of {len(self.directions)} finite numbers, one per direction"
+                self._fail(trial, f"the job returned {result!r}, not {wanted}")
                 return
-            frozen = self.study.tell(trial, value, skip_if_finished=True)
+            frozen = self.study.tell(trial, values, skip_if_finished=True)
         elif ret.status == JobStatus.FAILED and _is_pruned(result):
             frozen = self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         elif ret.status == JobStatus.FAILED:
@@ -436,7 +490,7 @@ class OptunaSweep:
         if frozen.system_attrs.get(EXCESS_ATTR):
             return
         self._ran.append(frozen)
-        value = "" if frozen.value is None else f" value={frozen.value:.6g}"
+        value = "" if frozen.values is None else f" {describe_values(frozen.values)}"
         reason = frozen.user_attrs.get(FAIL_REASON_ATTR, "")
         log.info(
             "trial %d %s%s%s",
@@ -446,7 +500,7 @@ class OptunaSweep:
             f" ({reason})" if reason else "",
         )
         if self._parent is not None:
-            self._parent.log_trial(frozen, self.study)
+            self._parent.log_trial(frozen, self.study, self.metric_names)
 
     def _check_failure_rate(self) -> None:
         """Stop the sweep (one clear line) once too many of this run's trials failed."""
@@ -506,32 +560,36 @@ class OptunaSweep:
     def _finish(self) -> dict[str, Any] | None:
         """best.yaml, plots, parent-run artifacts, a summary line; returns the best trial."""
         s = self.settings
-        trials = self._trials()
-        counts = results.count_states(trials)
-        best = results.best_trial(self.study)
+        counts = results.count_states(self._trials())
+        best = best_trials(self.study)
         summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        if best is None:
+        if not best:
             log.info("study %s: %s; no completed trial yet", s.study_name, summary or "no trials")
             return None
         best_path = self.study_dir / "best.yaml"
-        results.write_best(best_path, self.study, best, self.space.fixed, redact(self.storage_url))
-        log.info(
-            "study %s: %s; best value %.6g at trial %d: %s (written to %s)",
-            s.study_name,
-            summary,
-            best.value,
-            best.number,
-            " ".join(param_overrides(best.params)),
-            best_path,
+        results.write_best(
+            best_path, self.study, self.metric_names, self.space.fixed, redact(self.storage_url)
         )
+        what = "best trial" if len(best) == 1 else f"the Pareto front of {len(best)} trials"
+        log.info("study %s: %s; %s (%s):", s.study_name, summary, what, best_path)
+        for trial in best:
+            log.info(
+                "  trial %d %s: %s",
+                trial.number,
+                describe_values(trial.values, self.metric_names),
+                " ".join(param_overrides(trial.params)),
+            )
         written: list[Path] = []
         if s.plots:
-            written = results.write_plots(self.study, self.study_dir / "plots")
+            written = results.write_plots(self.study, self.study_dir / "plots", self.metric_names)
         if self._parent is not None:
             self._parent.log_artifacts([best_path], "optuna")
             self._parent.log_artifacts(written, "optuna/plots")
-            self._parent.set_tags({"optuna.best_trial": best.number})
-        return {"best_value": best.value, "best_params": dict(best.params), "trial": best.number}
+            self._parent.set_tags({"optuna.best_trial": ",".join(str(t.number) for t in best)})
+        if len(self.directions) > 1:
+            return {"pareto_front": [{"trial": t.number, "values": t.values} for t in best]}
+        (top,) = best
+        return {"best_value": top.value, "best_params": dict(top.params), "trial": top.number}
 
 
 class _GridSampler(optuna.samplers.GridSampler):
@@ -567,17 +625,6 @@ def _consecutive(trials: Sequence[optuna.Trial]) -> Iterator[list[optuna.Trial]]
         group.append(t)
     if group:
         yield group
-
-
-def _as_float(value: Any) -> float | None:
-    """A finite float from a job's return value, else None."""
-    if value is None or isinstance(value, bool | str):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _is_pruned(exc: Any) -> bool:

@@ -23,12 +23,16 @@ class Direction(Enum):
 
 
 class SamplerName(Enum):
-    tpe = "tpe"
+    tpe = "tpe"  # single- and multi-objective
+    nsgaii = "nsgaii"  # multi-objective (NSGA-II)
     random = "random"
     grid = "grid"  # needs choice()/range() params only
-    cmaes = "cmaes"  # needs the `cmaes` package
+    cmaes = "cmaes"  # single-objective; needs the `cmaes` package
     gp = "gp"
     qmc = "qmc"
+
+
+SINGLE_OBJECTIVE_SAMPLERS = (SamplerName.cmaes,)
 
 
 class PrunerName(Enum):
@@ -85,10 +89,13 @@ class SweeperSettings:
     storage: str | None = None
     # Where journal.log, best.yaml and plots go; null: <cwd>/sweeps/<study_name>.
     study_dir: str | None = None
-    direction: Direction = Direction.maximize
+    # maximize | minimize, or one per objective for a multi-objective study: [maximize, minimize]
+    # (the job then returns one value per objective, e.g. optimized_metric: [eval_macro_f1,
+    # trainable_params]).
+    direction: Any = Direction.maximize
     sampler: SamplerConf = field(default_factory=SamplerConf)
     pruner: PrunerConf = field(default_factory=PrunerConf)
-    # Stop when failed / (finished + failed) among this worker's trials exceeds this.
+    # Stop when failed / (finished + failed) among this worker's trials exceeds this; 1.0: never.
     max_failure_rate: float = 0.5
     min_trials_for_failure_rate: int = 3
     # Seconds after which this worker starts no new trial; null: no limit.
@@ -108,6 +115,9 @@ class SweeperSettings:
     # The search space: key -> Hydra sweep syntax (interval, int(...), tag(log, ...),
     # choice, range, a,b,c) or a fixed value.
     params: dict[str, Any] | None = None
+    # A function `module.name(cfg, trial)` suggesting more parameters with Optuna's trial once
+    # `params` are sampled, e.g. conditional ones: src.sweep.custom_space.method_levers.
+    custom_search_space: str | None = None
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> SweeperSettings:
@@ -122,15 +132,43 @@ class SweeperSettings:
         settings.check()
         return settings
 
+    @property
+    def directions(self) -> list[str]:
+        """One direction per objective, as Optuna names them."""
+        given = self.direction if isinstance(self.direction, list | tuple) else [self.direction]
+        return [str(getattr(d, "value", d)).lower() for d in given]
+
     def check(self) -> None:
         """One clear line for each value that cannot work."""
         if self.n_trials < 1:
             raise UserError(f"hydra.sweeper.n_trials={self.n_trials} must be at least 1")
         if self.n_jobs < 1:
             raise UserError(f"hydra.sweeper.n_jobs={self.n_jobs} must be at least 1")
-        if not 0 <= self.max_failure_rate < 1:
+        if not 0 <= self.max_failure_rate <= 1:
             raise UserError(
-                f"hydra.sweeper.max_failure_rate={self.max_failure_rate} must be in [0, 1)"
+                f"hydra.sweeper.max_failure_rate={self.max_failure_rate} must be in [0, 1] "
+                "(1.0: never stop on failures)"
+            )
+        names = [d.value for d in Direction]
+        if not self.directions or any(d not in names for d in self.directions):
+            raise UserError(
+                f"hydra.sweeper.direction={self.direction}: maximize, minimize, or a list of "
+                "them, one per objective"
+            )
+        if len(self.directions) > 1 and self.sampler.name in SINGLE_OBJECTIVE_SAMPLERS:
+            raise UserError(
+                f"sampler {self.sampler.name.value} optimises one objective; with "
+                f"{len(self.directions)} directions use tpe, nsgaii, random, gp, qmc or grid"
+            )
+        if self.custom_search_space is not None and "." not in self.custom_search_space:
+            raise UserError(
+                f"hydra.sweeper.custom_search_space={self.custom_search_space}: give the "
+                "function as module.name, e.g. src.sweep.custom_space.method_levers"
+            )
+        if self.custom_search_space and self.sampler.name == SamplerName.grid:
+            raise UserError(
+                "sampler grid needs every parameter up front: it cannot be combined with "
+                "hydra.sweeper.custom_search_space"
             )
         if not self.study_name or "/" in self.study_name:
             raise UserError(f"hydra.sweeper.study_name={self.study_name!r}: a name without '/'")
