@@ -36,6 +36,7 @@ from src.sweep.liveness import (
 from src.sweep.loop import _is_pruned
 from src.sweep.objectives import objective_names, objective_values
 from src.sweep.private_api import PRIVATE_ATTRIBUTES, check_private_api, job_result
+from src.sweep.results import config_flags
 from src.sweep.search_space import (
     coerce,
     format_value,
@@ -45,7 +46,7 @@ from src.sweep.search_space import (
     quote,
 )
 from src.sweep.settings import PrunerName, SamplerName, SweeperSettings
-from src.sweep.storage import journal_path, journal_url, normalize_storage_url, open_storage
+from src.sweep.storage import journal_path, normalize_storage_url, open_storage, tool_commands
 from src.sweep.trial import PRUNER_ATTR, build_pruner, open_trial, report
 from src.tracking.processes import process_alive, process_start_ticks
 from src.training.evaluate import check_optimized_metric, optimized_value, selection_metric
@@ -448,22 +449,54 @@ def test_lora_preset_space_and_known_good_config() -> None:
 # -- storage URLs and trials --------------------------------------------------------------
 
 
-def test_storage_urls(tmp_path: Path) -> None:
-    url = journal_url(tmp_path / "s" / "journal.log")
-    assert url == f"journal://{tmp_path}/s/journal.log"
-    assert journal_path(url) == tmp_path / "s" / "journal.log"
+def test_storage_strings(tmp_path: Path) -> None:
+    # A journal is named by its file path, as optuna-dashboard and the optuna CLI take it.
+    path = str(tmp_path / "s" / "journal.log")
+    assert journal_path(path) == tmp_path / "s" / "journal.log"
+    assert journal_path(f"journal://{path}") == tmp_path / "s" / "journal.log"  # older spelling
     assert journal_path("sqlite:///x.db") is None
-    assert normalize_storage_url("journal://rel/j.log", tmp_path) == journal_url(
-        tmp_path / "rel" / "j.log"
-    )
+    assert normalize_storage_url("rel/j.log", tmp_path) == str(tmp_path / "rel" / "j.log")
+    assert normalize_storage_url("journal://rel/j.log", tmp_path) == str(tmp_path / "rel" / "j.log")
+    assert normalize_storage_url(f"journal://{path}", tmp_path) == path
     assert normalize_storage_url("sqlite:///rel.db", tmp_path) == f"sqlite:///{tmp_path}/rel.db"
     assert normalize_storage_url("sqlite:////abs.db", tmp_path) == "sqlite:////abs.db"
     pg = "postgresql://u:p@host/db"
     assert normalize_storage_url(pg, tmp_path) == pg
 
 
+def test_the_commands_that_open_a_study_in_optunas_tools() -> None:
+    journal = tool_commands("/data/sweeps/my study/journal.log", "my study")
+    assert journal == {
+        "dashboard": "optuna-dashboard --host 127.0.0.1 '/data/sweeps/my study/journal.log'",
+        "optuna_cli": "optuna trials --study-name 'my study' --storage "
+        "'/data/sweeps/my study/journal.log' --storage-class JournalFileBackend",
+    }
+    rdb = tool_commands("sqlite:////data/o.db", "s")
+    assert rdb["optuna_cli"] == "optuna trials --study-name s --storage sqlite:////data/o.db"
+
+
+def test_a_sqlite_file_given_as_a_journal_is_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    open_storage(f"sqlite:///{db}")  # creates the SQLite file
+    with pytest.raises(UserError, match=f"is a SQLite database: give it as sqlite:///{db}"):
+        open_storage(str(db))
+
+
+def test_best_yaml_commands_keep_the_options_that_chose_the_config(tmp_path: Path) -> None:
+    argv = ["-m", "x=interval(0, 5)", "-cd", "extra", "--config-name=alt", "-cp", "../conf"]
+    assert config_flags(argv) == [
+        "--config-path",
+        "../conf",  # relative to the script, as Hydra reads it
+        "--config-name",
+        "alt",
+        "--config-dir",
+        str(Path("extra").absolute()),
+    ]
+    assert config_flags(["-m", "hydra.sweeper.n_trials=3", "x=1"]) == []
+
+
 def test_open_storage_kinds(tmp_path: Path) -> None:
-    journal = open_storage(journal_url(tmp_path / "new" / "journal.log"))
+    journal = open_storage(str(tmp_path / "new" / "journal.log"))
     assert isinstance(journal, optuna.storages.JournalStorage)
     assert (tmp_path / "new" / "journal.log").exists()
     rdb = open_storage(f"sqlite:///{tmp_path}/o.db", heartbeat_interval=5, grace_period=20)
@@ -500,7 +533,7 @@ def test_build_pruner_rejects_unknown_names() -> None:
 
 
 def test_open_trial_reopens_the_sweepers_trial(tmp_path: Path) -> None:
-    url = journal_url(tmp_path / "journal.log")
+    url = str(tmp_path / "journal.log")
     storage = open_storage(url)
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     study_id = storage.get_study_id_from_name("s")
@@ -577,7 +610,7 @@ def test_stale_reason() -> None:
 
 
 def test_heartbeat_thread_beats(tmp_path: Path) -> None:
-    storage = open_storage(journal_url(tmp_path / "journal.log"))
+    storage = open_storage(str(tmp_path / "journal.log"))
     study = optuna.create_study(study_name="h", storage=storage)
     study.ask()
     trial_id = storage.get_trial_id_from_study_id_trial_number(

@@ -47,6 +47,7 @@ from src.sweep.objectives import (
     objective_values,
 )
 from src.sweep.private_api import check_private_api, job_result
+from src.sweep.registry import Registry
 from src.sweep.search_space import (
     coerce,
     grid_space,
@@ -55,8 +56,9 @@ from src.sweep.search_space import (
     quote,
 )
 from src.sweep.settings import PrunerName, SweeperSettings
-from src.sweep.storage import journal_path, journal_url, normalize_storage_url, open_storage
+from src.sweep.storage import journal_path, normalize_storage_url, open_storage, tool_commands
 from src.sweep.trial import FAIL_REASON_ATTR, PRUNER_ATTR, build_pruner
+from src.tracking.names import OPTUNA_STUDY_TAG
 from src.tracking.uris import redact
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class OptunaSweep:
         self._ran: list[FrozenTrial] = []  # trials this worker told in this run
         self._trial_ids: dict[int, int] = {}  # trial number -> storage id
         self._parent: results.ParentRun | None = None
+        self.registry: Registry | None = None  # the study's champion model, with a parent run
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -113,7 +116,7 @@ class OptunaSweep:
         if not self.study_dir.is_absolute():
             self.study_dir = cwd / self.study_dir
         self.storage_url = normalize_storage_url(
-            s.storage or journal_url(self.study_dir / "journal.log"), cwd
+            s.storage or str(self.study_dir / "journal.log"), cwd
         )
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
         if not self.sweep_dir.is_absolute():
@@ -129,24 +132,34 @@ class OptunaSweep:
         with self._lock():
             self.study = self._open_study()
             self._enqueue()
+        tools = tool_commands(redact(self.storage_url), s.study_name)
         log.info(
-            "Optuna study %s (%s), n_trials=%d, storage %s\n%s",
+            "Optuna study %s (%s), n_trials=%d, storage %s\n%s\nwatch it: %s\nlist its trials: %s",
             s.study_name,
             ", ".join(self.directions),
             s.n_trials,
             redact(self.storage_url),
             self._describe_space(),
+            tools["dashboard"],
+            tools["optuna_cli"],
         )
         self._parent = results.ParentRun.from_env()
         if self._parent is not None:
             self._parent.log_params(self._setup_params())
             self._parent.set_tags(
                 {
-                    "optuna.study": s.study_name,
+                    OPTUNA_STUDY_TAG: s.study_name,
                     "optuna.storage": redact(self.storage_url),
                     "optuna.study_dir": str(self.study_dir),
+                    "optuna.dashboard": tools["dashboard"],
                 }
             )
+            if s.register_model:
+                self.registry = self._parent.registry(
+                    s.study_name,
+                    self.directions[0] == "maximize",
+                    results.objective_labels(self.study, self.metric_names),
+                )
         self._loop()
         return self._finish()
 
@@ -443,8 +456,10 @@ class OptunaSweep:
         if isinstance(ret, BaseException):
             self._fail(trial, _reason(ret))
             return
-        if ret.working_dir:
-            self._set_user_attr(trial, "output_dir", str(ret.working_dir))
+        # The trial's own folder (working_dir is the same for all when hydra.job.chdir=false).
+        output_dir = ret.hydra_cfg and OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
+        if output_dir or ret.working_dir:
+            self._set_user_attr(trial, "output_dir", str(output_dir or ret.working_dir))
         result = job_result(ret)
         if ret.status == JobStatus.COMPLETED:
             values = objective_values(result, len(self.directions))
@@ -490,7 +505,8 @@ class OptunaSweep:
         if frozen.system_attrs.get(EXCESS_ATTR):
             return
         self._ran.append(frozen)
-        value = "" if frozen.values is None else f" {describe_values(frozen.values)}"
+        values = frozen.values
+        value = "" if values is None else f" {describe_values(values, self.metric_names)}"
         reason = frozen.user_attrs.get(FAIL_REASON_ATTR, "")
         log.info(
             "trial %d %s%s%s",
@@ -501,6 +517,8 @@ class OptunaSweep:
         )
         if self._parent is not None:
             self._parent.log_trial(frozen, self.study, self.metric_names)
+        if self.registry is not None and frozen.state == TrialState.COMPLETE:
+            self.registry.promote(frozen, self._trial_id(frozen.number))
 
     def _check_failure_rate(self) -> None:
         """Stop the sweep (one clear line) once too many of this run's trials failed."""
@@ -567,8 +585,15 @@ class OptunaSweep:
             log.info("study %s: %s; no completed trial yet", s.study_name, summary or "no trials")
             return None
         best_path = self.study_dir / "best.yaml"
+        champion = self.registry.champion() if self.registry is not None else None
+        champion_uri = self.registry.uri if self.registry is not None and champion else None
         results.write_best(
-            best_path, self.study, self.metric_names, self.space.fixed, redact(self.storage_url)
+            best_path,
+            self.study,
+            self.metric_names,
+            self.space.fixed,
+            redact(self.storage_url),
+            champion_uri,
         )
         what = "best trial" if len(best) == 1 else f"the Pareto front of {len(best)} trials"
         log.info("study %s: %s; %s (%s):", s.study_name, summary, what, best_path)
@@ -586,6 +611,8 @@ class OptunaSweep:
             self._parent.log_artifacts([best_path], "optuna")
             self._parent.log_artifacts(written, "optuna/plots")
             self._parent.set_tags({"optuna.best_trial": ",".join(str(t.number) for t in best)})
+            if champion is not None:
+                self._parent.set_tags({"champion": f"{champion_uri} (version {champion.version})"})
         if len(self.directions) > 1:
             return {"pareto_front": [{"trial": t.number, "values": t.values} for t in best]}
         (top,) = best

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import logging
@@ -11,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import yaml
@@ -19,8 +20,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from src.sweep.objectives import best_trials
 from src.sweep.search_space import format_value, param_overrides
+from src.sweep.storage import tool_commands
 from src.tracking.names import MAX_PARAM_LEN, PARENT_ENV
 from src.tracking.uris import redact
+
+if TYPE_CHECKING:
+    from src.sweep.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,19 @@ class ParentRun:
         tags["best.trial"] = str(top.number)
         self.set_tags(tags)
 
+    def registry(self, study_name: str, maximize: bool, labels: Sequence[str]) -> Registry | None:
+        """The study's registered model, in the MLflow store of this run (None if unreachable)."""
+        from src.sweep.registry import Registry
+
+        try:
+            experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        except Exception as exc:
+            log.warning(
+                "MLflow parent run %s unusable for the model registry: %s", self.run_id, exc
+            )
+            return None
+        return Registry(self.client, experiment_id, study_name, maximize, labels)
+
     def log_artifacts(self, paths: Sequence[Path], artifact_path: str) -> None:
         """Upload files to the parent run."""
         for path in paths:
@@ -130,15 +148,37 @@ def objective_labels(study: optuna.Study, names: Sequence[str] | None) -> list[s
 
 
 def program_command() -> list[str]:
-    """How this program was started: ``python -m pkg.mod`` or ``python path/to/script.py``."""
+    """How this program was started: ``python -m pkg.mod`` or ``python path/to/script.py``,
+    with the Hydra options that chose its primary config."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name and spec.name != "__main__":
-        return ["python", "-m", spec.name.removesuffix(".__main__")]
+        return ["python", "-m", spec.name.removesuffix(".__main__"), *config_flags(sys.argv[1:])]
     script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("main.py")
     with contextlib.suppress(ValueError):
         script = script.resolve().relative_to(Path.cwd())
-    return ["python", str(script)]
+    return ["python", str(script), *config_flags(sys.argv[1:])]
+
+
+def config_flags(argv: Sequence[str]) -> list[str]:
+    """Hydra's --config-path, --config-name and --config-dir options of a command line (the
+    config dir made absolute); the rest (overrides, --multirun) is left out."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag, short in (
+        ("--config-path", "-cp"),
+        ("--config-name", "-cn"),
+        ("--config-dir", "-cd"),
+    ):
+        parser.add_argument(flag, short)
+    given, _ = parser.parse_known_args(list(argv))
+    flags: list[str] = []
+    if given.config_path:
+        flags += ["--config-path", given.config_path]  # relative to the script, as Hydra reads it
+    if given.config_name:
+        flags += ["--config-name", given.config_name]
+    if given.config_dir:
+        flags += ["--config-dir", os.path.abspath(given.config_dir)]
+    return flags
 
 
 def write_best(
@@ -147,10 +187,15 @@ def write_best(
     names: Sequence[str] | None,
     fixed: Sequence[str],
     storage_url: str,
+    champion: str | None = None,
 ) -> None:
     """``best.yaml``: the best trial (one objective) or every trial of the Pareto front
-    (several), each with its params, overrides and a ready-to-paste command."""
+    (several), each with its params, overrides and a ready-to-paste command; the commands that
+    open the study in optuna-dashboard and the optuna CLI; the registered champion model."""
     doc: dict[str, Any] = {"study_name": study.study_name, "storage": storage_url}
+    doc |= tool_commands(storage_url, study.study_name)
+    if champion is not None:
+        doc["champion"] = champion
     best = best_trials(study)
     if len(study.directions) == 1:
         (top,) = best

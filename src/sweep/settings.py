@@ -112,6 +112,9 @@ class SweeperSettings:
     max_retry: int = 1
     # Write plots (and log them to the sweep's parent MLflow run) when the sweep ends.
     plots: bool = True
+    # Register the best trial's model in the MLflow Model Registry under the study's name with
+    # the alias `champion`, moved when a better trial finishes (needs src.train's parent run).
+    register_model: bool = True
     # The search space: key -> Hydra sweep syntax (interval, int(...), tag(log, ...),
     # choice, range, a,b,c) or a fixed value.
     params: dict[str, Any] | None = None

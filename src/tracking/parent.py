@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.config.schema import TrackingConfig
+from src.errors import UserError
 from src.tracking import record
 from src.tracking.names import PARENT_ENV, SWEEP_TAG
 from src.tracking.uris import redact_values, tracking_uri
@@ -28,8 +31,26 @@ class MlflowParentRun(Callback):
         self.run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns a callback's exception into a warning and runs every job without a parent:
+        # stop the multirun here instead, with one line, before any job.
+        try:
+            self._start(config)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, UserError) else _one_line(exc)
+            print(
+                f"error: the multirun's parent MLflow run could not start ({reason}); fix the "
+                "overrides or the tracking settings: no job was run",
+                file=sys.stderr,
+            )
+            if self.run_id is not None:
+                MlflowClient().set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))
+            raise SystemExit(2) from None
+
+    def _start(self, config: DictConfig) -> None:
+        """Open (or rejoin) the parent run and export its id."""
         # Hydra sets HydraConfig only per job; `${hydra:...}` in the tracking config needs it now.
         HydraConfig.instance().set_config(config)
+        OmegaConf.to_container(config.tracking, resolve=True)  # fail before touching the store
         tracking_cfg: TrackingConfig = config.tracking
         experiment_id = record.setup(tracking_cfg)
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri(tracking_cfg)
@@ -60,6 +81,12 @@ class MlflowParentRun(Callback):
         if self.run_id is not None:
             MlflowClient().set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
             os.environ.pop(PARENT_ENV, None)
+
+
+def _one_line(exc: Exception) -> str:
+    """``Type: message`` on one line, without OmegaConf's type details after `full_key`."""
+    text = re.split(r"\s+(?:reference_type|object_type)=", " ".join(str(exc).split()))[0]
+    return f"{type(exc).__name__}: {text}"
 
 
 def sweep_name(config: DictConfig) -> str:

@@ -48,6 +48,9 @@ def main(cfg: DictConfig) -> float | list[float] | None:
         value = objective(cfg.x, cfg.y, cfg.cat, step)
         if trial is not None:
             report(trial, value, step)
+    if cfg.result_file:
+        with open(cfg.result_file, "a") as f:
+            f.write(f"{value!r}\n")
     return [value, abs(cfg.x)] if cfg.second_objective else value
 
 
