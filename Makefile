@@ -9,7 +9,7 @@ SWEEP ?= smoke_tiny
 EXPERIMENT ?=
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup lock demo test test-all train sweep sweep-worker report bench bench-grid ui lint format clean
+.PHONY: setup lock demo test test-all train sweep sweep-worker dashboard report bench bench-grid ui lint format clean
 
 LOCK := constraints.txt
 
@@ -51,6 +51,16 @@ sweep: $(STAMP)  ## Optuna study; re-run to resume: make sweep [SWEEP=lora_rank_
 
 sweep-worker: $(STAMP)  ## one more worker on the same study (another terminal, same SWEEP / ARGS)
 	$(PY) -m src.train -m hparams_search=$(SWEEP) $(ARGS)
+
+# The study of the newest sweep unless STUDY=<name> (sweeps/<name>/journal.log) or STORAGE=<url>.
+STUDY ?=
+STORAGE ?= $(if $(STUDY),sweeps/$(STUDY)/journal.log,$(shell ls -t sweeps/*/journal.log 2>/dev/null | head -n 1))
+DASHBOARD_PORT ?= 8080
+
+dashboard: $(STAMP)  ## optuna-dashboard on 127.0.0.1:8080 for a study: make dashboard [STUDY=<name> | STORAGE=<url>]
+	@test -n "$(STORAGE)" || { echo "error: no study under sweeps/: run make sweep, or give STUDY=<name> or STORAGE=<url>" >&2; exit 2; }
+	@test -x $(VENV)/bin/optuna-dashboard || $(PY) -m pip install -q -e '.[dashboard]'
+	$(VENV)/bin/optuna-dashboard --host 127.0.0.1 --port $(DASHBOARD_PORT) $(STORAGE)
 
 report: $(STAMP)  ## tables, verdicts, plots of an experiment: make report EXPERIMENT=c3_base_vs_instruct_by_size
 	@test -n "$(EXPERIMENT)" || { echo "usage: make report EXPERIMENT=<name> [ARGS=...]" >&2; exit 2; }

@@ -2,6 +2,7 @@
 
 python -m src.predict --run-id RUN_ID --input texts.txt > predictions.jsonl
 echo "退钱,什么辣鸡基金" | python -m src.predict --model models:/m-...
+python -m src.predict --model models:/<study name>@champion --input texts.txt   # a sweep's best
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-id", help="MLflow run whose logged model to use")
-    source.add_argument("--model", help="MLflow model URI (models:/..., runs:/...) or a local dir")
+    source.add_argument(
+        "--model",
+        help="MLflow model URI (models:/m-..., models:/<name>@<alias>, runs:/...) or a local dir",
+    )
     parser.add_argument("--input", type=Path, help="text file, one text per line (default: stdin)")
     parser.add_argument("--output", type=Path, help="JSONL output (default: stdout)")
     parser.add_argument("--batch-size", type=int, default=32)

@@ -36,8 +36,8 @@ register_configs("train")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns `optimized_metric` for sweepers."""
+def main(cfg: DictConfig) -> float | list[float]:
+    """Hydra entry point; returns `optimized_metric` for sweepers (a list: one per name)."""
     from src.tracking.console import quiet_libraries
 
     quiet_libraries()
@@ -60,7 +60,7 @@ def main(cfg: DictConfig) -> float:
         raise
 
 
-def train(cfg: DictConfig) -> float:
+def train(cfg: DictConfig) -> float | list[float]:
     """Check the config, read the data, then fine-tune (or fit the classical row): every
     mistake in the config or the data stops here, before a model loads or a run exists."""
     from src.config.checks import check_config
@@ -75,7 +75,7 @@ def train(cfg: DictConfig) -> float:
     return fine_tune(cfg, splits, training)
 
 
-def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float:
+def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float | list[float]:
     """The recipe: backbone, inputs, model, training, evaluation, run record, checkpoint."""
     import torch
     from transformers import set_seed
@@ -128,13 +128,10 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float:
             problem_type=task.problem_type,
             reuse_weights=HydraConfig.get().mode == RunMode.MULTIRUN,
         )
+        size = {"trainable_params": built.trainable, "total_params": built.total}
         record.log_metrics(
-            {
-                "trainable_params": built.trainable,
-                "total_params": built.total,
-                # 1 in every trial of a sweep worker: the backbone was read from disk once.
-                "backbone_weight_reads": WEIGHT_READS.get(str(backbone.path), 0),
-            }
+            # backbone_weight_reads: 1 in every trial of a sweep worker (read from disk once).
+            size | {"backbone_weight_reads": WEIGHT_READS.get(str(backbone.path), 0)}
         )
         log.info(
             "trainable parameters: %d of %d (%.2f%%)",
@@ -142,12 +139,13 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float:
             built.total,
             100 * built.trainable / built.total,
         )
+        selection = evaluate.selection_metric(cfg.optimized_metric, cfg.task.metric)
         hooks: list[Callable[[int, dict[str, float]], None]] = [
             run_record.log_epoch,
-            console.epoch_line(cfg.optimized_metric, cfg.trainer.epochs),
+            console.epoch_line(selection, cfg.trainer.epochs),
         ]
         if trial is not None:
-            hooks.append(pruning_hook(trial, cfg.optimized_metric))
+            hooks.append(pruning_hook(trial, selection))
         fitted = fit(
             built.model,
             tokenizer,
@@ -156,7 +154,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float:
                 cfg.trainer,
                 Path(cfg.output_dir) / "trainer",
                 cfg.seed,
-                cfg.optimized_metric,
+                selection,
                 precision,
                 ordered=training.ordered,
             ),
@@ -169,10 +167,9 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float:
             head_lr=cfg.method.head_lr,
         )
         shutil.rmtree(Path(cfg.output_dir) / "trainer", ignore_errors=True)
-        final = evaluate.best_epoch_metrics(
-            fitted.best_metric, fitted.best_epoch, cfg.optimized_metric
-        )
+        final = evaluate.best_epoch_metrics(fitted.best_metric, fitted.best_epoch, selection)
         final["train_samples_per_second"] = fitted.train_samples_per_second
+        final["train_runtime"] = fitted.train_runtime
         exported = restrict_head(export_model(fitted.model), task.outputs)
         task = evaluate.calibrate(task, exported, tokenizer, inputs.valid, splits.valid)
         logits, test_speed = evaluate.test_logits(exported, tokenizer, inputs.test)
@@ -192,10 +189,10 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float:
             )
             run_record.log_checkpoint(exported, tokenizer, info, Path(cfg.output_dir))
     show_result(active)
-    return evaluate.optimized_value(final, cfg.optimized_metric)
+    return evaluate.optimized_value(final | size, cfg.optimized_metric)
 
 
-def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float:
+def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float | list[float]:
     """The classical row's recipe: the same data, run record and metrics, without a backbone."""
     from src.model.baseline import baseline_logits, fit_baseline
     from src.task.heads import make_task
@@ -222,9 +219,8 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
         valid_logits, _ = baseline_logits(pipeline, task, splits.valid.text.tolist(), n_outputs)
         valid = prefixed(task.metrics(splits.valid.label.tolist(), valid_logits), "eval")
         run_record.log_epoch(1, valid)  # one "epoch": tables and sweeps read it like any other
-        final = evaluate.best_epoch_metrics(
-            valid.get(cfg.optimized_metric), 1, cfg.optimized_metric
-        )
+        selection = evaluate.selection_metric(cfg.optimized_metric, cfg.task.metric)
+        final = evaluate.best_epoch_metrics(valid.get(selection), 1, selection)
         final["train_samples_per_second"] = train_speed
         task = task.calibrated(splits.valid.label.tolist(), valid_logits)
         test_texts = splits.test.text.tolist()

@@ -27,7 +27,7 @@ from src.checkpoint.locate import resolve_model_dir
 from src.config.schema import TrackingConfig
 from src.errors import UserError
 from src.predict import main as predict_main
-from src.sweep.storage import journal_url, open_storage
+from src.sweep.storage import open_storage
 from src.sweep.trial import FAIL_REASON_ATTR
 from src.tracking import names, record
 from src.train import train
@@ -260,7 +260,7 @@ def test_a_sweep_marks_orphans_killed_then_fails_the_nan_trial_and_moves_on(tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert store.client().get_run(orphan.info.run_id).info.status == "KILLED"
 
-    storage = open_storage(journal_url(tmp_path / "sweeps" / "nan_sweep" / "journal.log"))
+    storage = open_storage(str(tmp_path / "sweeps" / "nan_sweep" / "journal.log"))
     trials = optuna.load_study(study_name="nan_sweep", storage=storage).trials
     assert [t.params["trainer.lr"] for t in trials] == [1e30, 1e-3]
     by_lr = {t.params["trainer.lr"]: t for t in trials}

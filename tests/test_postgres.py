@@ -143,8 +143,10 @@ def test_two_workers_on_postgres_finish_exactly_n_trials_and_the_server_gets_eve
     runs = client.search_runs([experiment.experiment_id])
     jobs = [r for r in runs if "optuna.trial_id" in r.data.tags]
     parents = [r for r in runs if "clfsweep.sweep" in r.data.tags]
+    storage = optuna.storages.RDBStorage(services.storage)
+    study_id = storage.get_study_id_from_name("pg_study")
     assert sorted(int(r.data.tags["optuna.trial_id"]) for r in jobs) == sorted(
-        t._trial_id for t in trials
+        storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials
     )
     assert len(parents) == 1  # workers that start together keep one parent run
     for run in jobs:
@@ -167,3 +169,11 @@ def test_two_workers_on_postgres_finish_exactly_n_trials_and_the_server_gets_eve
     for text in (config, best):
         assert services.pg_password not in text and http_password not in text
     assert "postgres:***@" in best
+
+    # However the two workers interleaved, the registered champion holds the best value.
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    top = max(t.value for t in complete if t.value is not None)
+    champion = client.get_model_version_by_alias("pg_study", "champion")
+    assert float(champion.tags["eval_macro_f1"]) == top
+    assert int(champion.tags["optuna.trial"]) in {t.number for t in complete if t.value == top}
+    assert "champion: models:/pg_study@champion" in best

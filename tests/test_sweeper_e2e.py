@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import mlflow
 import optuna
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from optuna.trial import FrozenTrial, TrialState
 
+from src.checkpoint.locate import registered_model_id, resolve_model_dir
+from src.errors import UserError
 from src.sweep.liveness import WORKER_ATTR
-from src.sweep.storage import journal_url, open_storage
+from src.sweep.registry import Registry
+from src.sweep.storage import open_storage
 from src.sweep.trial import FAIL_REASON_ATTR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,9 +66,70 @@ def run(
     )
 
 
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, its schema created once for the session (seconds each)."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def new_parent_run(directory: Path, template: Path) -> tuple[mlflow.MlflowClient, str, str]:
+    """An MLflow store in `directory` with a parent run: the client, the run id, the store URI."""
+    shutil.copy(template, directory / "mlflow.db")
+    uri = f"sqlite:///{directory}/mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("sweeps", (directory / "artifacts").as_uri())
+    return client, client.create_run(experiment).info.run_id, uri
+
+
+@pytest.fixture
+def parent_run(tmp_path: Path, mlflow_template: Path) -> tuple[mlflow.MlflowClient, str, str]:
+    """A store of this test's own with a parent run."""
+    return new_parent_run(tmp_path, mlflow_template)
+
+
+@dataclass
+class Sweep:
+    """A finished sweep of the app: where it ran, its output, its parent MLflow run."""
+
+    cwd: Path
+    result: subprocess.CompletedProcess[str]
+    client: mlflow.MlflowClient
+    parent: str
+
+    def best(self) -> dict[str, Any]:
+        """Its best.yaml."""
+        return yaml.safe_load((self.cwd / "sweeps" / "app_study" / "best.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def two_objective_sweep(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) -> Sweep:
+    """One multi-objective sweep (NSGA-II, a parent run, plots), read by several tests."""
+    cwd = tmp_path_factory.mktemp("two-objectives")
+    client, parent, uri = new_parent_run(cwd, mlflow_template)
+    result = run(
+        cwd,
+        app_command(
+            "hydra.sweeper.n_trials=6",
+            "hydra.sweeper.direction=[maximize,minimize]",
+            "second_objective=true",  # the app returns [value, |x|]
+            "+optimized_metric=[score,abs_x]",  # their names, as src.train's optimized_metric
+            "hydra.sweeper.sampler.name=nsgaii",
+            "+hydra.sweeper.sampler.kwargs.population_size=4",
+            "hydra.sweeper.pruner.name=median",
+            "hydra.sweeper.plots=true",
+            "steps=1",
+        ),
+        env=clean_env(MLFLOW_TRACKING_URI=uri, CLFSWEEP_PARENT_RUN_ID=parent),
+    )
+    assert result.returncode == 0, result.stderr
+    return Sweep(cwd, result, client, parent)
+
+
 def load_trials(cwd: Path, study_name: str = "app_study") -> list[FrozenTrial]:
     """The trials of a study stored in its default journal file."""
-    storage = open_storage(journal_url(cwd / "sweeps" / study_name / "journal.log"))
+    storage = open_storage(str(cwd / "sweeps" / study_name / "journal.log"))
     return optuna.load_study(study_name=study_name, storage=storage).trials
 
 
@@ -243,16 +316,38 @@ def test_sqlite_storage_with_optunas_heartbeat(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="app_study", storage=f"sqlite:///{tmp_path}/study.db")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert {t.system_attrs[WORKER_ATTR]["heartbeat"] for t in study.trials} == {"optuna"}
+    best = yaml.safe_load((tmp_path / "sweeps" / "app_study" / "best.yaml").read_text())
+    assert best["storage"] == f"sqlite:///{tmp_path}/study.db"  # made absolute: opens anywhere
+    cli = shlex.split(best["optuna_cli"])
+    listed = subprocess.run(
+        [Path(sys.executable).parent / cli[0], *cli[1:], "-f", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 2
 
 
-def test_enqueued_first_best_yaml_recomposes_and_reruns_top_up(tmp_path: Path) -> None:
+def test_enqueued_first_best_yaml_reruns_the_best_trial_and_reruns_top_up(tmp_path: Path) -> None:
+    extra = tmp_path / "extra"  # a primary config of its own, chosen by Hydra's options
+    extra.mkdir()
+    (extra / "alt.yaml").write_text("defaults:\n  - config\n  - _self_\n\nsteps: 1\n")
+    results = tmp_path / "values.txt"
+
     def command(n: int) -> list[str]:
-        return app_command(
-            f"hydra.sweeper.n_trials={n}",
-            "cat=a,b",
-            "steps=1",
-            "hydra.sweeper.enqueue=[{x: 1.0, y: 2.0, cat: b}]",
-        )
+        return [
+            *app_command(
+                f"hydra.sweeper.n_trials={n}",
+                "cat=a,b",
+                "hydra.sweeper.enqueue=[{x: 1.0, y: 2.0, cat: b}]",
+                f"result_file={results}",
+            ),
+            "--config-dir",
+            "extra",
+            "--config-name",
+            "alt",
+        ]
 
     first = run(tmp_path, command(3))
     assert first.returncode == 0, first.stderr
@@ -261,16 +356,20 @@ def test_enqueued_first_best_yaml_recomposes_and_reruns_top_up(tmp_path: Path) -
     assert trials[0].distributions["cat"] == optuna.distributions.CategoricalDistribution(
         ["a", "b"]
     )
+    for t in trials:  # each trial's own folder, with the config Hydra composed for it
+        output_dir = Path(t.user_attrs["output_dir"])
+        assert output_dir == tmp_path / "sweeps" / "app_study" / "trials" / str(t.number)
+        assert f"x={t.params['x']!r}" in (output_dir / ".hydra" / "overrides.yaml").read_text()
     best = yaml.safe_load((tmp_path / "sweeps" / "app_study" / "best.yaml").read_text())
     assert best["best_trial"] == 0
-    assert set(best["overrides"]) >= {"steps=1", "x=1.0", "y=2.0", "cat=b"}
-    with initialize_config_dir(config_dir=str(APP.parent / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=best["overrides"])
-    assert (cfg.x, cfg.y, cfg.cat, cfg.steps) == (1.0, 2.0, "b", 1)
+    assert set(best["overrides"]) >= {"x=1.0", "y=2.0", "cat=b"}
     replay = shlex.split(best["command"])
     assert replay[0] == "python"
+    assert replay[-len(best["overrides"]) :] == best["overrides"]
     single = run(tmp_path, [sys.executable, *replay[1:]])
     assert single.returncode == 0, single.stderr
+    values = [float(v) for v in results.read_text().split()]
+    assert values[-1] == best["best_value"] == trials[0].value  # alt.yaml's steps=1 included
 
     same = run(tmp_path, command(3))  # already done: nothing to run, nothing enqueued twice
     assert same.returncode == 0, same.stderr
@@ -282,12 +381,10 @@ def test_enqueued_first_best_yaml_recomposes_and_reruns_top_up(tmp_path: Path) -
     assert sum(t.params == {"x": 1.0, "y": 2.0, "cat": "b"} for t in trials) == 1
 
 
-def test_parent_mlflow_run_gets_progress_and_plots(tmp_path: Path) -> None:
-    mlflow = pytest.importorskip("mlflow")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("sweeps")
-    parent = client.create_run(experiment).info.run_id
+def test_parent_mlflow_run_gets_progress_and_plots(
+    tmp_path: Path, parent_run: tuple[mlflow.MlflowClient, str, str]
+) -> None:
+    client, parent, uri = parent_run
     env = clean_env(MLFLOW_TRACKING_URI=uri, CLFSWEEP_PARENT_RUN_ID=parent)
     result = run(
         tmp_path,
@@ -318,7 +415,9 @@ def test_parent_mlflow_run_gets_progress_and_plots(tmp_path: Path) -> None:
     assert (tmp_path / "sweeps" / "app_study" / "plots" / "optimization_history.png").exists()
 
 
-def test_sweep_of_src_train_with_the_lora_preset(tmp_path: Path) -> None:
+def test_sweep_of_src_train_with_the_lora_preset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if not (ROOT / "src" / "train.py").exists():
         pytest.skip("src/train.py is not there yet")
     result = run(
@@ -349,3 +448,352 @@ def test_sweep_of_src_train_with_the_lora_preset(tmp_path: Path) -> None:
     assert best["command"].startswith("python -m src.train ")
     trial_dirs = [p for p in (tmp_path / "sweeps" / name / "trials").iterdir() if p.is_dir()]
     assert sorted(p.name.split("_")[0] for p in trial_dirs) == ["0", "1", "2"]
+    for t in trials:
+        assert Path(t.user_attrs["output_dir"]) in trial_dirs  # each trial's own folder
+
+    # The best trial's model is the registered champion, and src.predict classifies with it.
+    tracking = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    client = mlflow.MlflowClient(tracking)
+    top = max(by_state(trials, TrialState.COMPLETE), key=lambda t: t.value or 0.0)
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.tags["optuna.trial"] == str(top.number)
+    assert float(champion.tags["eval_macro_f1"]) == top.value
+    assert best["champion"] == f"models:/{name}@champion"
+    texts = tmp_path / "texts.txt"
+    texts.write_text("基金涨了很开心\n退钱,什么辣鸡基金\n", encoding="utf-8")
+    command = [sys.executable, "-m", "src.predict", "--tracking-uri", tracking, "--input", texts]
+    by_alias = run(tmp_path, [*command, "--model", best["champion"]], timeout=300)
+    assert by_alias.returncode == 0, by_alias.stderr[-2000:]
+    labels = [json.loads(line)["label"] for line in by_alias.stdout.splitlines()]
+    assert len(labels) == 2
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    weights = [
+        (resolve_model_dir(*source) / "model.safetensors").read_bytes()
+        for source in ((None, best["champion"]), (champion.run_id, None))
+    ]
+    assert weights[0] == weights[1]  # the champion is the best trial's own model
+
+
+def test_a_multi_objective_study_keeps_its_pareto_front(two_objective_sweep: Sweep) -> None:
+    sweep = two_objective_sweep
+    study = optuna.load_study(
+        study_name="app_study",
+        storage=open_storage(str(sweep.cwd / "sweeps" / "app_study" / "journal.log")),
+    )
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["score", "abs_x"]
+    assert all(t.state == TrialState.COMPLETE and len(t.values) == 2 for t in study.trials)
+    front = sorted(study.best_trials, key=lambda t: t.number)
+    for t in study.trials:  # the app's second objective really is |x|
+        assert t.values[1] == pytest.approx(abs(t.params["x"]))
+    best = sweep.best()
+    assert best["directions"] == ["maximize", "minimize"]
+    assert best["metrics"] == ["score", "abs_x"]
+    assert "best_value" not in best
+    assert [(p["trial"], p["values"]) for p in best["pareto_front"]] == [
+        (t.number, list(t.values)) for t in front
+    ]
+    for entry, trial in zip(best["pareto_front"], front, strict=True):
+        assert f"x={trial.params['x']!r}" in entry["command"]
+    data = sweep.client.get_run(sweep.parent).data
+    assert data.params["direction"] == "maximize,minimize"
+    assert data.params["sampler"] == "nsgaii(seed=0, population_size=4)"
+    assert data.params["pruner"] == "none()"  # Optuna prunes single-objective studies only
+    assert "pruning is off" in sweep.result.stdout
+    assert data.tags["pareto.trials"] == ",".join(str(t.number) for t in front)
+    assert data.metrics["pareto_size"] == len(front)
+    history = sweep.client.get_metric_history(sweep.parent, "trial_abs_x")
+    assert sorted(m.step for m in history) == list(range(6))
+    plots = {a.path for a in sweep.client.list_artifacts(sweep.parent, "optuna/plots")}
+    assert {"optuna/plots/pareto_front.png", "optuna/plots/param_importances_abs_x.png"} <= plots
+
+
+def test_the_printed_storage_opens_in_optuna_dashboard_and_the_optuna_cli(
+    two_objective_sweep: Sweep,
+) -> None:
+    pytest.importorskip("optuna_dashboard", reason="pip install -e '.[dashboard]'")
+    sweep, bin_dir = two_objective_sweep, Path(sys.executable).parent
+    best = sweep.best()
+    storage = best["storage"]  # a journal file's path: what both tools take
+    assert Path(storage) == sweep.cwd / "sweeps" / "app_study" / "journal.log"
+    for printed in (f"storage {storage}", best["dashboard"], best["optuna_cli"]):
+        assert printed in sweep.result.stdout  # the console shows the same strings
+    assert sweep.client.get_run(sweep.parent).data.tags["optuna.storage"] == storage
+
+    studies = subprocess.run(
+        [bin_dir / "optuna", "studies", "--storage", storage, "-f", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert studies.returncode == 0, studies.stderr
+    assert [(s["name"], s["n_trials"]) for s in json.loads(studies.stdout)] == [("app_study", 6)]
+    cli = shlex.split(best["optuna_cli"])  # pasted as printed
+    trials = subprocess.run(
+        [bin_dir / cli[0], *cli[1:], "-f", "json"], capture_output=True, text=True, timeout=120
+    )
+    assert trials.returncode == 0, trials.stderr
+    assert sorted(t["number"] for t in json.loads(trials.stdout)) == list(range(6))
+
+    dashboard = shlex.split(best["dashboard"])
+    assert dashboard[1:3] == ["--host", "127.0.0.1"]
+    port = free_port()
+    with serving([bin_dir / dashboard[0], *dashboard[1:], "--port", str(port)]) as server:
+        studies_api = wait_for_json(f"http://127.0.0.1:{port}/api/studies", server)
+        (summary,) = studies_api["study_summaries"]
+        assert summary["study_name"] == "app_study"
+        assert summary["directions"] == ["maximize", "minimize"]
+        detail = wait_for_json(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}", server)
+        assert detail["objective_names"] == ["score", "abs_x"]
+        assert len(detail["trials"]) == 6
+        front = {p["trial"] for p in best["pareto_front"]}
+        assert {t["number"] for t in detail["best_trials"]} == front
+
+    # `make dashboard` serves a study on 127.0.0.1. Its command is run here as make prints it
+    # (-n: make would otherwise set up a virtual environment of its own first).
+    port = free_port()
+    venv = Path(sys.executable).parent.parent
+    make = ["make", "-n", "-s", "-C", str(ROOT), "dashboard", f"VENV={venv}"]
+    recipe = subprocess.run(
+        [*make, f"DASHBOARD_PORT={port}", f"STORAGE={storage}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.splitlines()
+    command = shlex.split(recipe[-1])
+    assert command == [
+        f"{venv}/bin/optuna-dashboard",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        storage,
+    ]
+    with serving(command) as server:
+        studies_api = wait_for_json(f"http://127.0.0.1:{port}/api/studies", server)
+        assert [s["study_name"] for s in studies_api["study_summaries"]] == ["app_study"]
+
+
+@contextlib.contextmanager
+def serving(command: list[Any]) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process (and its children) for the duration of the block."""
+    server = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        yield server
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on, on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_json(url: str, server: subprocess.Popen[bytes], timeout: float = 120) -> Any:
+    """GET a JSON document from a server that is still starting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return json.loads(response.read())
+        except OSError:
+            assert server.poll() is None, f"the server exited with {server.returncode}"
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_the_champion_alias_moves_to_better_trials_only(
+    parent_run: tuple[mlflow.MlflowClient, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, parent, uri = parent_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # as the parent-run callback sets it
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # no process-wide URI over it
+    experiment_id = client.get_run(parent).info.experiment_id
+    study = optuna.create_study(study_name="s", direction="maximize")
+    registry = Registry(client, experiment_id, "s", maximize=True, labels=["eval_macro_f1"])
+    assert registry.champion() is None
+    moved, models = [], []
+    for trial_id, value in enumerate([0.5, 0.4, 0.7, 0.7]):
+        run_id = client.create_run(
+            experiment_id, tags={"optuna.study": "s", "optuna.trial_id": str(trial_id)}
+        ).info.run_id
+        model = client.create_logged_model(experiment_id, source_run_id=run_id)
+        client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        models.append(model.model_id)
+        study.add_trial(optuna.trial.create_trial(value=value))
+        moved.append(registry.promote(study.trials[-1], trial_id))
+    assert moved == [True, False, True, False]  # a tie does not move it
+    champion = registry.champion()
+    assert champion is not None
+    assert (str(champion.version), champion.tags["optuna.trial"]) == ("2", "2")
+    assert champion.tags["eval_macro_f1"] == "0.7"
+    assert sorted(str(v.version) for v in client.search_model_versions("name='s'")) == ["1", "2"]
+    no_model = optuna.trial.create_trial(value=0.9)  # a job that logged no model
+    client.create_run(experiment_id, tags={"optuna.study": "s", "optuna.trial_id": "9"})
+    assert not registry.promote(no_model, 9)
+    assert str(registry.champion().version) == "2"  # type: ignore[union-attr]
+
+    assert registered_model_id("s", "champion") == models[2]  # what src.predict checks
+    with pytest.raises(UserError, match="no version of registered model s has the alias nope"):
+        resolve_model_dir(None, "models:/s@nope")
+
+
+def test_custom_search_space_samples_conditional_params(tmp_path: Path) -> None:
+    calls = tmp_path / "calls.log"
+    result = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.n_trials=6",
+            "cat=a,b",
+            "~hydra.sweeper.params.y",  # y: only searched for cat=b, by the function
+            "hydra.sweeper.custom_search_space=app.y_for_b_only",
+            "hydra.sweeper.enqueue=[{cat: b, y: 2.25}]",
+            "steps=1",
+            f"calls_file={calls}",
+        ),
+    )
+    assert result.returncode == 0, result.stderr
+    trials = load_trials(tmp_path)
+    assert trials[0].params["y"] == 2.25  # an enqueued value of a custom parameter
+    assert {t.params["cat"] for t in trials} == {"a", "b"}
+    for t in trials:
+        assert ("y" in t.params) == (t.params["cat"] == "b")
+        if "y" in t.params:
+            assert 1.5 <= t.params["y"] <= 2.5
+    jobs = calls.read_text().splitlines()  # what each job was given
+    for t, line in zip(trials, jobs, strict=True):
+        assert f"y={t.params.get('y', 0.0)} cat={t.params['cat']}" in line
+
+    clash = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.study_name=clash",
+            "x=0.5",
+            "hydra.sweeper.custom_search_space=app.suggest_x",
+        ),
+    )
+    assert clash.returncode == 2
+    errors = [line for line in clash.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: hydra.sweeper.custom_search_space=app.suggest_x: it suggests x, which an "
+        "override fixes (x=0.5): drop one of them"
+    ]
+    assert "Traceback" not in clash.stderr
+    (failed,) = load_trials(tmp_path, "clash")  # no job ran; the trial says why
+    assert failed.state == TrialState.FAIL
+    assert "suggests x" in failed.user_attrs[FAIL_REASON_ATTR]
+
+
+def test_max_failure_rate_one_never_stops_the_study_on_failures(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.max_failure_rate=1.0",
+            "hydra.sweeper.min_trials_for_failure_rate=1",
+            "x=interval(0, 1.5)",
+            "fail_if_x_above=2.0",
+            "hydra.sweeper.enqueue=[{x: 4.0}, {x: 4.5}, {x: 1.0}]",
+        ),
+    )
+    assert result.returncode == 0, result.stderr
+    trials = load_trials(tmp_path)
+    assert [t.state for t in trials[:3]] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
+    assert len(by_state(trials, TrialState.COMPLETE)) == 3  # the study still reaches n_trials
+
+    everything_fails = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.study_name=doomed",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.max_failure_rate=1.0",
+            "return_nan=true",
+        ),
+    )
+    assert everything_fails.returncode == 0, everything_fails.stderr
+    assert "3 trials failed in this run, as many as n_trials" in everything_fails.stdout
+    assert [t.state for t in load_trials(tmp_path, "doomed")] == [TrialState.FAIL] * 3
+
+
+@pytest.mark.slow
+def test_multi_objective_sweep_of_src_train_trades_f1_against_trainable_params(
+    tmp_path: Path,
+) -> None:
+    result = run(
+        tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "src.train",
+            "-m",
+            "hparams_search=f1_vs_params",
+            "model=tiny_qwen2",
+            "data=fund_reviews",
+            "trainer.epochs=1",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.enqueue=[{method: lora, method.rank: 4}, {method: head_only}]",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        ],
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    name = "f1_vs_params-tiny_qwen2-fund_reviews"
+    study = optuna.load_study(
+        study_name=name,
+        storage=open_storage(str(tmp_path / "sweeps" / name / "journal.log")),
+    )
+    assert study.metric_names == ["eval_macro_f1", "trainable_params"]  # optuna-dashboard's axes
+    trials = study.trials
+    assert [t.params for t in trials[:2]] == [
+        {"method": "lora", "trainer.lr": trials[0].params["trainer.lr"], "method.rank": 4},
+        {"method": "head_only", "trainer.lr": trials[1].params["trainer.lr"]},
+    ]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("clfsweep").experiment_id],
+        filter_string="tags.`optuna.study` = '" + name + "'",
+    )
+    jobs = [r for r in runs if "optuna.trial_id" in r.data.tags]  # not the parent run
+    by_trial = {int(r.data.tags["optuna.trial_id"]): r.data.metrics for r in jobs}
+    for t in trials:  # the job returned [best eval macro F1, trainable parameters] of its run
+        assert t.state == TrialState.COMPLETE
+        metrics = by_trial[t.number]
+        assert t.values == [metrics["best_eval_macro_f1"], metrics["trainable_params"]]
+    assert trials[1].values[1] < trials[0].values[1]  # the head alone trains fewer parameters
+    best = yaml.safe_load((tmp_path / "sweeps" / name / "best.yaml").read_text())
+    assert best["metrics"] == ["eval_macro_f1", "trainable_params"]
+    assert {p["trial"] for p in best["pareto_front"]} == {t.number for t in study.best_trials}
+
+
+def test_a_multirun_whose_parent_run_cannot_start_stops_before_any_job(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "src.train",
+            "-m",
+            "tracking.experiment=${oops}",  # resolves in no job either
+            "method=lora,sft",
+            "data=fund_reviews",
+        ],
+        timeout=300,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: the multirun's parent MLflow run could not start (InterpolationKeyError: "
+        "Interpolation key 'oops' not found full_key: tracking.experiment); fix the overrides "
+        "or the tracking settings: no job was run"
+    ]
+    assert "Traceback" not in result.stderr and "UserWarning" not in result.stderr
+    assert not (tmp_path / "mlruns").exists()  # no store, no run
+    assert "Launching" not in result.stdout

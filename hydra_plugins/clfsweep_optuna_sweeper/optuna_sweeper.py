@@ -1,4 +1,4 @@
-"""The Hydra Sweeper plugin class; the work happens in ``_impl`` (imported only when used).
+"""The Hydra Sweeper plugin class; the work happens in ``src.sweep`` (imported only when used).
 
 Hydra imports every public module under ``hydra_plugins`` at start-up, so this one stays light.
 """
@@ -42,11 +42,14 @@ class ClfsweepOptunaSweeper(Sweeper):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         """Validate the settings and prepare the launcher."""
-        from src.sweep.loop import OptunaSweep, Settings
+        from src.sweep.loop import OptunaSweep
+        from src.sweep.settings import SweeperSettings
 
         self.config = config
         self.hydra_context = hydra_context
-        self._impl = _one_line_errors(lambda: OptunaSweep(Settings.from_kwargs(self._settings)))
+        self._impl = _one_line_errors(
+            lambda: OptunaSweep(SweeperSettings.from_kwargs(self._settings))
+        )
         self._impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.launcher = self._impl.launcher
 

@@ -29,6 +29,24 @@ def check_model_ready(model_id: str, whose: str) -> None:
         )
 
 
+def registered_model_id(name: str, alias: str) -> str | None:
+    """The logged model behind a registered model's alias (e.g. a sweep's ``champion``); None
+    for a version registered from elsewhere (a run's artifacts)."""
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+    except Exception as exc:
+        uri = redact(mlflow.get_tracking_uri())
+        raise UserError(
+            f"--model models:/{name}@{alias}: no version of registered model {name} has the "
+            f"alias {alias} in {uri} (a sweep registers models:/<study name>@champion)"
+        ) from exc
+    if version.model_id:
+        return str(version.model_id)
+    # MLflow's SQL registry keeps no model_id; a version of a logged model has it as source.
+    logged = re.fullmatch(r"models:/(m-[0-9a-f]+)/?", version.source or "")
+    return logged.group(1) if logged else None
+
+
 def resolve_model_dir(run_id: str | None, model: str | None) -> Path:
     """A local checkpoint directory from a run id, an MLflow model URI or a directory; logged
     models must be complete (READY)."""
@@ -47,6 +65,10 @@ def resolve_model_dir(run_id: str | None, model: str | None) -> Path:
     logged = re.fullmatch(r"models:/(m-[0-9a-f]+)/?", model)
     if logged and not run_id:
         check_model_ready(logged.group(1), f"--model {model}")
+    aliased = re.fullmatch(r"models:/([^/@]+)@([^/@]+)/?", model)
+    behind = registered_model_id(*aliased.groups()) if aliased else None
+    if behind is not None:
+        check_model_ready(behind, f"--model {model}")
     local = Path(model).expanduser()
     if not local.exists():
         if ":/" not in model:

@@ -29,9 +29,9 @@ def check_config(cfg: DictConfig) -> None:
     check_prompt(cfg.prompt, cfg.task.name)
     check_long_text(cfg.data, cfg.trainer.max_len)
     check_mix(cfg.data.mix, cfg.task.name)
-    metric = cfg.optimized_metric
-    if not metric.startswith(("eval_", "test_")):
-        raise UserError(f"optimized_metric={metric} must name an eval_* or test_* metric")
+    from src.training.evaluate import check_optimized_metric  # torch: not at --help
+
+    check_optimized_metric(cfg.optimized_metric)
     for path in (Path(cfg.output_dir), Path(cfg.tracking.dir)):
         existing = nearest_existing(path)
         if not existing.is_dir() or not os.access(existing, os.W_OK):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -248,7 +249,9 @@ class TrainConfig:
     trial: TrialConfig = field(default_factory=TrialConfig)
     seed: int = 42
     seeds: int = 3  # experiment presets sweep seed over range(seeds): `seeds=5` for 5 per cell
-    optimized_metric: str = "eval_macro_f1"
+    # What a sweep optimises: a metric's name, or a list of them for a multi-objective study
+    # (e.g. [eval_macro_f1, trainable_params]); see training.evaluate.check_optimized_metric.
+    optimized_metric: Any = "eval_macro_f1"
     # The job's folder, set by Hydra when the job runs (null when the config is only printed).
     output_dir: str | None = "${hydra:runtime.output_dir}"
 

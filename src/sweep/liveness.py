@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import optuna
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial
 
 from src.tracking.processes import process_alive, process_start_ticks
@@ -84,10 +83,10 @@ class Heartbeat:
     def __init__(self, storage: BaseStorage, trial_ids: list[int], interval: float) -> None:
         self._storage = storage
         self._trial_ids = list(trial_ids)
-        self._native = optuna.storages._heartbeat.is_heartbeat_enabled(storage)
-        if self._native:
-            interval = storage.get_heartbeat_interval() or interval  # type: ignore[attr-defined]
-        self._interval = interval
+        # Optuna's own heartbeat exists for RDB storages opened with a heartbeat_interval.
+        native = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
+        self._native = native is not None
+        self._interval = native or interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -102,8 +101,8 @@ class Heartbeat:
         """Record one heartbeat for every trial."""
         for trial_id in self._trial_ids:
             try:
-                if self._native:
-                    self._storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+                if isinstance(self._storage, RDBStorage) and self._native:
+                    self._storage.record_heartbeat(trial_id)
                 else:
                     self._storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
             except Exception:  # a finished trial or a storage hiccup: next beat retries

@@ -8,6 +8,7 @@ they finish exactly n_trials, and a re-run of the same command tops the study up
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import logging
 import math
@@ -16,7 +17,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,13 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.samplers import BaseSampler
+from optuna.storages import RDBStorage
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from src.errors import UserError
 from src.sweep import results
+from src.sweep.custom_space import SpaceExtender, extend_trial, load_extender
 from src.sweep.launch import launch
 from src.sweep.liveness import (
     WORKER_ATTR,
@@ -38,6 +41,14 @@ from src.sweep.liveness import (
     Worker,
     stale_reason,
 )
+from src.sweep.objectives import (
+    best_trials,
+    describe_values,
+    objective_names,
+    objective_values,
+)
+from src.sweep.private_api import check_private_api, job_result
+from src.sweep.registry import Registry
 from src.sweep.search_space import (
     coerce,
     grid_space,
@@ -45,8 +56,10 @@ from src.sweep.search_space import (
     parse_search_space,
     quote,
 )
-from src.sweep.storage import journal_path, journal_url, normalize_storage_url, open_storage
+from src.sweep.settings import PrunerName, SweeperSettings
+from src.sweep.storage import journal_path, normalize_storage_url, open_storage, tool_commands
 from src.sweep.trial import FAIL_REASON_ATTR, PRUNER_ATTR, build_pruner
+from src.tracking.names import OPTUNA_STUDY_TAG
 from src.tracking.uris import redact
 
 log = logging.getLogger(__name__)
@@ -59,84 +72,20 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 REASON_MAX = 2000
 
 
-def _name(value: Any) -> str:
-    """An enum member's or a string's name, lower-cased."""
-    return str(getattr(value, "name", value)).lower()
-
-
-def _plain(node: Any) -> Any:
-    """A DictConfig/ListConfig as plain Python containers (anything else unchanged)."""
-    if OmegaConf.is_config(node):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
-
-
-@dataclass
-class Settings:
-    """The sweeper's settings (``hydra.sweeper``), as plain Python values."""
-
-    n_trials: int = 20
-    study_name: str = "study"
-    storage: str | None = None
-    study_dir: str | None = None
-    direction: str = "maximize"
-    sampler: dict[str, Any] = field(default_factory=dict)
-    pruner: dict[str, Any] = field(default_factory=dict)
-    max_failure_rate: float = 0.5
-    min_trials_for_failure_rate: int = 3
-    timeout: float | None = None
-    enqueue: list[dict[str, Any]] = field(default_factory=list)
-    n_jobs: int = 1
-    heartbeat_interval: int = 60
-    grace_period: int | None = None
-    max_retry: int = 1
-    plots: bool = True
-    params: dict[str, Any] | None = None
-
-    @classmethod
-    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> Settings:
-        """Validate the keyword arguments Hydra instantiated the sweeper with."""
-        plain = {k: _plain(v) for k, v in kwargs.items()}
-        for key in ("direction",):
-            plain[key] = _name(plain.get(key, "maximize"))
-        for key in ("sampler", "pruner"):
-            spec = dict(plain.get(key) or {})
-            spec["name"] = _name(spec.get("name", "tpe" if key == "sampler" else "median"))
-            plain[key] = spec
-        plain["enqueue"] = list(plain.get("enqueue") or [])
-        settings = cls(**plain)
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        """One clear line for each value that cannot work."""
-        if self.n_trials < 1:
-            raise UserError(f"hydra.sweeper.n_trials={self.n_trials} must be at least 1")
-        if self.n_jobs < 1:
-            raise UserError(f"hydra.sweeper.n_jobs={self.n_jobs} must be at least 1")
-        if not 0 <= self.max_failure_rate < 1:
-            raise UserError(
-                f"hydra.sweeper.max_failure_rate={self.max_failure_rate} must be in [0, 1)"
-            )
-        if self.direction not in ("maximize", "minimize"):
-            raise UserError(f"hydra.sweeper.direction={self.direction}: maximize or minimize")
-        if not self.study_name or "/" in self.study_name:
-            raise UserError(f"hydra.sweeper.study_name={self.study_name!r}: a name without '/'")
-        if self.heartbeat_interval < 0 or (self.grace_period or 1) <= 0:
-            raise UserError("hydra.sweeper.heartbeat_interval/grace_period must be positive")
-
-
 class OptunaSweep:
     """The worker loop behind ``ClfsweepOptunaSweeper``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SweeperSettings) -> None:
+        check_private_api()
         self.settings = settings
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Launcher | None = None
         self.worker = Worker.current()
         self._ran: list[FrozenTrial] = []  # trials this worker told in this run
+        self._trial_ids: dict[int, int] = {}  # trial number -> storage id
         self._parent: results.ParentRun | None = None
+        self.registry: Registry | None = None  # the study's champion model, with a parent run
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -156,16 +105,19 @@ class OptunaSweep:
         s = self.settings
         cwd = Path(str(self.config.hydra.runtime.cwd))
         self.space = parse_search_space(s.params, arguments, self.hydra_context.config_loader)
-        if not self.space.distributions:
+        self.extender: SpaceExtender | None = load_extender(s.custom_search_space)
+        if not self.space.distributions and self.extender is None:
             raise UserError(
                 "clfsweep_optuna: nothing to search: set hydra.sweeper.params or give sweep "
                 "overrides (a,b or interval(...)) on the command line"
             )
+        self.directions = s.directions
+        self.metric_names = objective_names(self.config, len(self.directions))
         self.study_dir = Path(s.study_dir or cwd / "sweeps" / s.study_name)
         if not self.study_dir.is_absolute():
             self.study_dir = cwd / self.study_dir
         self.storage_url = normalize_storage_url(
-            s.storage or journal_url(self.study_dir / "journal.log"), cwd
+            s.storage or str(self.study_dir / "journal.log"), cwd
         )
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
         if not self.sweep_dir.is_absolute():
@@ -181,24 +133,34 @@ class OptunaSweep:
         with self._lock():
             self.study = self._open_study()
             self._enqueue()
+        tools = tool_commands(redact(self.storage_url), s.study_name)
         log.info(
-            "Optuna study %s (%s), n_trials=%d, storage %s\n%s",
+            "Optuna study %s (%s), n_trials=%d, storage %s\n%s\nwatch it: %s\nlist its trials: %s",
             s.study_name,
-            s.direction,
+            ", ".join(self.directions),
             s.n_trials,
             redact(self.storage_url),
-            self.space.describe(),
+            self._describe_space(),
+            tools["dashboard"],
+            tools["optuna_cli"],
         )
         self._parent = results.ParentRun.from_env()
         if self._parent is not None:
             self._parent.log_params(self._setup_params())
             self._parent.set_tags(
                 {
-                    "optuna.study": s.study_name,
+                    OPTUNA_STUDY_TAG: s.study_name,
                     "optuna.storage": redact(self.storage_url),
                     "optuna.study_dir": str(self.study_dir),
+                    "optuna.dashboard": tools["dashboard"],
                 }
             )
+            if s.register_model:
+                self.registry = self._parent.registry(
+                    s.study_name,
+                    self.directions[0] == "maximize",
+                    results.objective_labels(self.study, self.metric_names),
+                )
         self._loop()
         return self._finish()
 
@@ -208,12 +170,19 @@ class OptunaSweep:
         return {
             "study_name": s.study_name,
             "n_trials": s.n_trials,
-            "direction": s.direction,
-            "sampler": _describe_spec(s.sampler),
-            "pruner": _describe_spec(s.pruner),
-            "search_space": self.space.describe(),
+            "direction": ",".join(self.directions),
+            "sampler": _describe_spec(
+                s.sampler.name.value, {"seed": s.sampler.seed, **s.sampler.kwargs}
+            ),
+            "pruner": _describe_spec(self.pruner_spec["name"], self.pruner_spec),
+            "search_space": self._describe_space(),
             "max_failure_rate": s.max_failure_rate,
         }
+
+    def _describe_space(self) -> str:
+        """The search space, one line per parameter, and the custom function if any."""
+        custom = self.settings.custom_search_space
+        return self.space.describe() + (f"\ncustom_search_space: {custom}" if custom else "")
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -232,51 +201,59 @@ class OptunaSweep:
     def _open_study(self) -> optuna.Study:
         """Create or load the study; register this worker; build its sampler."""
         s = self.settings
-        pruner_spec = {k: v for k, v in s.pruner.items() if v not in (None, {})}
+        pruner_spec = s.pruner.spec()
+        if len(self.directions) > 1 and s.pruner.name != PrunerName.none:
+            log.warning("pruning is off: Optuna prunes single-objective studies only")
+            pruner_spec = {"name": PrunerName.none.value}
+        self.pruner_spec = pruner_spec
         with _quiet():
             study = optuna.create_study(
                 study_name=s.study_name,
                 storage=self.storage,
                 sampler=optuna.samplers.RandomSampler(),
                 pruner=build_pruner(pruner_spec),
-                direction=s.direction,  # type: ignore[arg-type]
+                directions=[StudyDirection[d.upper()] for d in self.directions],
                 load_if_exists=True,
             )
-        if study.direction.name.lower() != s.direction:
+        existing = [d.name.lower() for d in study.directions]
+        if existing != self.directions:
             raise UserError(
-                f"study {s.study_name} exists with direction {study.direction.name.lower()}, "
-                f"not {s.direction}: choose another hydra.sweeper.study_name"
+                f"study {s.study_name} exists with direction {', '.join(existing)}, "
+                f"not {', '.join(self.directions)}: choose another hydra.sweeper.study_name"
             )
-        self.storage = study._storage  # RDB storages come back wrapped in Optuna's cache
-        attrs = self.storage.get_study_system_attrs(study._study_id)
+        if self.metric_names and study.metric_names != self.metric_names:
+            with _quiet():  # experimental in Optuna; optuna-dashboard shows the names
+                study.set_metric_names(self.metric_names)
+        self.study_id = self.storage.get_study_id_from_name(s.study_name)
+        attrs = self.storage.get_study_system_attrs(self.study_id)
         old_space = attrs.get(SEARCH_SPACE_ATTR)
-        if old_space is not None and old_space != self.space.describe():
+        if old_space is not None and old_space != self._describe_space():
             log.warning(
                 "study %s was started with another search space:\n%s", s.study_name, old_space
             )
         set_attr = self.storage.set_study_system_attr
-        set_attr(study._study_id, SEARCH_SPACE_ATTR, self.space.describe())
-        set_attr(study._study_id, PRUNER_ATTR, pruner_spec)
+        set_attr(self.study_id, SEARCH_SPACE_ATTR, self._describe_space())
+        set_attr(self.study_id, PRUNER_ATTR, pruner_spec)
         index = sum(1 for k in attrs if k.startswith(WORKER_PREFIX))
         worker = self.worker.to_attr("none") | {"index": index}
-        set_attr(study._study_id, WORKER_PREFIX + uuid.uuid4().hex[:12], worker)
+        set_attr(self.study_id, WORKER_PREFIX + uuid.uuid4().hex[:12], worker)
         study.sampler = self._sampler(index)
         return study
 
     def _sampler(self, worker_index: int) -> BaseSampler:
         """The configured sampler; random-stream samplers get a per-worker seed."""
-        spec = dict(self.settings.sampler)
-        name = spec.pop("name", "tpe")
-        seed = spec.pop("seed", None)
-        kwargs = dict(spec.pop("kwargs", None) or {})
-        kwargs.update({k: v for k, v in spec.items() if v is not None})
-        if seed is not None and name in ("tpe", "random", "cmaes", "gp"):
+        name = self.settings.sampler.name.value
+        seed = self.settings.sampler.seed
+        kwargs = dict(self.settings.sampler.kwargs)
+        if seed is not None and name in ("tpe", "nsgaii", "random", "cmaes", "gp"):
             # Each worker (and each re-run) continues with its own stream: the same seed
             # twice would propose the same points again.
             seed = int(seed) + worker_index
         with _quiet():
             if name == "tpe":
                 return optuna.samplers.TPESampler(seed=seed, **kwargs)
+            if name == "nsgaii":
+                return optuna.samplers.NSGAIISampler(seed=seed, **kwargs)
             if name == "random":
                 return optuna.samplers.RandomSampler(seed=seed)
             if name == "grid":
@@ -295,7 +272,7 @@ class OptunaSweep:
                 return optuna.samplers.GPSampler(seed=seed, **kwargs)
             if name == "qmc":
                 return optuna.samplers.QMCSampler(seed=seed, **kwargs)
-        raise UserError(f"unknown sampler {name!r}: tpe, random, grid, cmaes, gp or qmc")
+        raise UserError(f"unknown sampler {name!r}: tpe, nsgaii, random, grid, cmaes, gp or qmc")
 
     def _enqueue(self) -> None:
         """Queue the configured trials that this study has not queued or run yet."""
@@ -304,6 +281,9 @@ class OptunaSweep:
             for key, value in entry.items():
                 key = str(key)
                 dist = self.space.distributions.get(key)
+                if dist is None and self.extender is not None:
+                    params[key] = value  # suggested by custom_search_space, which types it
+                    continue
                 if dist is None:
                     raise UserError(
                         f"hydra.sweeper.enqueue[{i}]: {key} is not a searched parameter "
@@ -337,6 +317,16 @@ class OptunaSweep:
                 if s.timeout is not None and time.monotonic() - started > s.timeout:
                     log.info("study %s: timeout of %s s reached", s.study_name, s.timeout)
                     return
+                failed = sum(t.state == TrialState.FAIL for t in self._ran)
+                if s.max_failure_rate >= 1 and failed >= self.n_target:  # never loop for ever
+                    log.warning(
+                        "study %s: %d trials failed in this run, as many as n_trials "
+                        "(max_failure_rate=1.0 never stops the study): this worker stops; see "
+                        "their fail_reason",
+                        s.study_name,
+                        failed,
+                    )
+                    return
                 n = min(s.n_jobs, self.n_target - finished - running)
                 batch = [self._ask() for _ in range(n)]
             batch = self._drop_excess(batch)
@@ -355,8 +345,29 @@ class OptunaSweep:
         with _quiet():
             trial = self.study.ask(fixed_distributions=self.space.distributions)
         mode = Heartbeat(self.storage, [], self.settings.heartbeat_interval).mode
-        self.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, self.worker.to_attr(mode))
+        worker = self.worker.to_attr(mode)
+        self.storage.set_trial_system_attr(self._trial_id(trial.number), WORKER_ATTR, worker)
+        fixed = self.space.fixed_values
+        for key, value in fixed.items():  # as hydra-optuna-sweeper: shown, and not to suggest
+            self._set_user_attr(trial, key, value)
+        if self.extender is not None:
+            assert self.config is not None and self.settings.custom_search_space is not None
+            try:
+                extend_trial(self.extender, self.config, trial, fixed)
+            except UserError as exc:
+                self._fail(trial, str(exc))
+                raise UserError(
+                    f"hydra.sweeper.custom_search_space={self.settings.custom_search_space}: {exc}"
+                ) from exc
         return trial
+
+    def _trial_id(self, number: int) -> int:
+        """The storage's id of the study's trial `number` (what a job re-opens its trial by)."""
+        if number not in self._trial_ids:
+            self._trial_ids[number] = self.storage.get_trial_id_from_study_id_trial_number(
+                self.study_id, number
+            )
+        return self._trial_ids[number]
 
     def _drop_excess(self, batch: list[optuna.Trial]) -> list[optuna.Trial]:
         """Give back trials asked in a race with other workers beyond n_trials (RDB only)."""
@@ -372,8 +383,9 @@ class OptunaSweep:
             if ahead <= self.n_target:
                 keep.append(trial)
                 continue
-            frozen = self.storage.get_trial(trial._trial_id)
-            self.storage.set_trial_system_attr(trial._trial_id, EXCESS_ATTR, True)
+            trial_id = self._trial_id(trial.number)
+            frozen = copy.deepcopy(self.storage.get_trial(trial_id))
+            self.storage.set_trial_system_attr(trial_id, EXCESS_ATTR, True)
             self._fail(trial, "not run: other workers already cover n_trials")
             if "fixed_params" in frozen.system_attrs or "failed_trial" in frozen.system_attrs:
                 self._requeue(frozen)
@@ -399,7 +411,7 @@ class OptunaSweep:
         """Launch the batch (consecutive trial numbers per launcher call) and tell outcomes."""
         assert self.launcher is not None
         pending = {t.number: t for t in batch}
-        ids = [t._trial_id for t in batch]
+        ids = [self._trial_id(t.number) for t in batch]
         with Heartbeat(self.storage, ids, self.settings.heartbeat_interval):
             try:
                 for group in _consecutive(sorted(batch, key=lambda t: t.number)):
@@ -417,15 +429,10 @@ class OptunaSweep:
             except BaseException as exc:  # Ctrl-C, SystemExit: the trials must not stay RUNNING
                 retry = isinstance(exc, KeyboardInterrupt)
                 for t in pending.values():
-                    frozen = self.storage.get_trial(t._trial_id)
+                    frozen = copy.deepcopy(self.storage.get_trial(self._trial_id(t.number)))
                     self._fail(t, f"interrupted ({type(exc).__name__})")
                     if retry and frozen.state == TrialState.RUNNING:
-                        frozen._system_attrs = {
-                            k: v
-                            for k, v in frozen.system_attrs.items()
-                            if not k.startswith("clfsweep:")
-                        }
-                        _retry_callback(self.settings.max_retry)(self.study, frozen)
+                        self._retry(frozen)
                 raise
 
     def _job_overrides(self, trial: optuna.Trial) -> list[str]:
@@ -441,7 +448,7 @@ class OptunaSweep:
             *param_overrides(trial.params),
             f"++trial.storage={storage}",
             f"++trial.study_name={quote(self.settings.study_name)}",
-            f"++trial.trial_id={trial._trial_id}",
+            f"++trial.trial_id={self._trial_id(trial.number)}",
             f"hydra.sweep.dir={quote(str(self.sweep_dir))}",
         ]
 
@@ -450,18 +457,24 @@ class OptunaSweep:
         if isinstance(ret, BaseException):
             self._fail(trial, _reason(ret))
             return
-        if ret.working_dir:
-            self._set_user_attr(trial, "output_dir", str(ret.working_dir))
+        # The trial's own folder (working_dir is the same for all when hydra.job.chdir=false).
+        output_dir = ret.hydra_cfg and OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
+        if output_dir or ret.working_dir:
+            self._set_user_attr(trial, "output_dir", str(output_dir or ret.working_dir))
+        result = job_result(ret)
         if ret.status == JobStatus.COMPLETED:
-            value = _as_float(ret._return_value)
-            if value is None:
-                self._fail(trial, f"the job returned {ret._return_value!r}, not a finite number")
+            values = objective_values(result, len(self.directions))
+            if values is None:
+                wanted = "a finite number"
+                if len(self.directions) > 1:
+                    wanted = f"a list of {len(self.directions)} finite numbers, one per direction"
+                self._fail(trial, f"the job returned {result!r}, not {wanted}")
                 return
-            frozen = self.study.tell(trial, value, skip_if_finished=True)
-        elif ret.status == JobStatus.FAILED and _is_pruned(ret._return_value):
+            frozen = self.study.tell(trial, values, skip_if_finished=True)
+        elif ret.status == JobStatus.FAILED and _is_pruned(result):
             frozen = self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         elif ret.status == JobStatus.FAILED:
-            exc = ret._return_value
+            exc = result
             log.error(
                 "trial %d failed: %s",
                 trial.number,
@@ -486,14 +499,15 @@ class OptunaSweep:
     def _set_user_attr(self, trial: optuna.Trial, key: str, value: Any) -> None:
         """Set a user attr unless the trial already finished (e.g. failed as stale)."""
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
-            self.storage.set_trial_user_attr(trial._trial_id, key, value)
+            self.storage.set_trial_user_attr(self._trial_id(trial.number), key, value)
 
     def _after(self, frozen: FrozenTrial) -> None:
         """Log a told trial and keep the parent MLflow run current."""
         if frozen.system_attrs.get(EXCESS_ATTR):
             return
         self._ran.append(frozen)
-        value = "" if frozen.value is None else f" value={frozen.value:.6g}"
+        values = frozen.values
+        value = "" if values is None else f" {describe_values(values, self.metric_names)}"
         reason = frozen.user_attrs.get(FAIL_REASON_ATTR, "")
         log.info(
             "trial %d %s%s%s",
@@ -503,7 +517,9 @@ class OptunaSweep:
             f" ({reason})" if reason else "",
         )
         if self._parent is not None:
-            self._parent.log_trial(frozen, self.study)
+            self._parent.log_trial(frozen, self.study, self.metric_names)
+        if self.registry is not None and frozen.state == TrialState.COMPLETE:
+            self.registry.promote(frozen, self._trial_id(frozen.number))
 
     def _check_failure_rate(self) -> None:
         """Stop the sweep (one clear line) once too many of this run's trials failed."""
@@ -524,11 +540,11 @@ class OptunaSweep:
     def _fail_stale(self) -> None:
         """Fail RUNNING trials whose worker is gone and re-queue their configuration once."""
         storage = self.storage
-        if optuna.storages._heartbeat.is_heartbeat_enabled(storage):
-            before = {t._trial_id for t in self.study.get_trials(states=(TrialState.RUNNING,))}
+        if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval():
+            before = [t.number for t in self.study.get_trials(states=(TrialState.RUNNING,))]
             with _quiet():
                 optuna.storages.fail_stale_trials(self.study)
-            for trial_id in before:
+            for trial_id in map(self._trial_id, before):
                 frozen = storage.get_trial(trial_id)
                 if frozen.state == TrialState.FAIL and FAIL_REASON_ATTR not in frozen.user_attrs:
                     with contextlib.suppress(Exception):
@@ -540,50 +556,68 @@ class OptunaSweep:
             reason = stale_reason(frozen, self.worker, self.grace_period, now)
             if reason is None:
                 continue
+            trial_id = self._trial_id(frozen.number)
             try:
-                storage.set_trial_user_attr(frozen._trial_id, FAIL_REASON_ATTR, f"stale: {reason}")
-                if not storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
+                storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, f"stale: {reason}")
+                if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another worker got there first
             log.warning("trial %d marked FAILED: %s", frozen.number, reason)
-            # Re-queue from the snapshot taken while it ran: without our bookkeeping attrs.
-            frozen._system_attrs = {
-                k: v for k, v in frozen.system_attrs.items() if not k.startswith("clfsweep:")
-            }
-            _retry_callback(self.settings.max_retry)(self.study, frozen)
+            self._retry(frozen)  # the snapshot taken while it ran
+
+    def _retry(self, frozen: FrozenTrial) -> None:
+        """Re-queue a trial whose worker died, without our bookkeeping attrs (`frozen` is a
+        copy: journal storages hand out their own objects)."""
+        frozen.system_attrs = {
+            k: v for k, v in frozen.system_attrs.items() if not k.startswith("clfsweep:")
+        }
+        _retry_callback(self.settings.max_retry)(self.study, frozen)
 
     # -- the end --------------------------------------------------------------------------
 
     def _finish(self) -> dict[str, Any] | None:
         """best.yaml, plots, parent-run artifacts, a summary line; returns the best trial."""
         s = self.settings
-        trials = self._trials()
-        counts = results.count_states(trials)
-        best = results.best_trial(self.study)
+        counts = results.count_states(self._trials())
+        best = best_trials(self.study)
         summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        if best is None:
+        if not best:
             log.info("study %s: %s; no completed trial yet", s.study_name, summary or "no trials")
             return None
         best_path = self.study_dir / "best.yaml"
-        results.write_best(best_path, self.study, best, self.space.fixed, redact(self.storage_url))
-        log.info(
-            "study %s: %s; best value %.6g at trial %d: %s (written to %s)",
-            s.study_name,
-            summary,
-            best.value,
-            best.number,
-            " ".join(param_overrides(best.params)),
+        champion = self.registry.champion() if self.registry is not None else None
+        champion_uri = self.registry.uri if self.registry is not None and champion else None
+        results.write_best(
             best_path,
+            self.study,
+            self.metric_names,
+            self.space.fixed,
+            redact(self.storage_url),
+            champion_uri,
         )
+        what = "best trial" if len(best) == 1 else f"the Pareto front of {len(best)} trials"
+        log.info("study %s: %s; %s (%s):", s.study_name, summary, what, best_path)
+        for trial in best:
+            log.info(
+                "  trial %d %s: %s",
+                trial.number,
+                describe_values(trial.values, self.metric_names),
+                " ".join(param_overrides(trial.params)),
+            )
         written: list[Path] = []
         if s.plots:
-            written = results.write_plots(self.study, self.study_dir / "plots")
+            written = results.write_plots(self.study, self.study_dir / "plots", self.metric_names)
         if self._parent is not None:
             self._parent.log_artifacts([best_path], "optuna")
             self._parent.log_artifacts(written, "optuna/plots")
-            self._parent.set_tags({"optuna.best_trial": best.number})
-        return {"best_value": best.value, "best_params": dict(best.params), "trial": best.number}
+            self._parent.set_tags({"optuna.best_trial": ",".join(str(t.number) for t in best)})
+            if champion is not None:
+                self._parent.set_tags({"champion": f"{champion_uri} (version {champion.version})"})
+        if len(self.directions) > 1:
+            return {"pareto_front": [{"trial": t.number, "values": t.values} for t in best]}
+        (top,) = best
+        return {"best_value": top.value, "best_params": dict(top.params), "trial": top.number}
 
 
 class _GridSampler(optuna.samplers.GridSampler):
@@ -621,17 +655,6 @@ def _consecutive(trials: Sequence[optuna.Trial]) -> Iterator[list[optuna.Trial]]
         yield group
 
 
-def _as_float(value: Any) -> float | None:
-    """A finite float from a job's return value, else None."""
-    if value is None or isinstance(value, bool | str):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _is_pruned(exc: Any) -> bool:
     """Whether a job's exception is Optuna's TrialPruned (also when re-created by a launcher)."""
     return isinstance(exc, optuna.TrialPruned) or type(exc).__name__ == "TrialPruned"
@@ -645,7 +668,7 @@ def _reason(exc: Any) -> str:
     return " ".join(str(exc).split())
 
 
-def _describe_spec(spec: Mapping[str, Any]) -> str:
-    """``tpe(seed=0, n_startup_trials=5)`` from a sampler/pruner spec."""
-    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name" and v not in (None, {}, []))
-    return f"{spec.get('name')}({args})"
+def _describe_spec(name: str, settings: Mapping[str, Any]) -> str:
+    """``tpe(seed=0, n_startup_trials=5)`` from a sampler's or pruner's name and settings."""
+    args = ", ".join(f"{k}={v}" for k, v in settings.items() if k != "name" and v is not None)
+    return f"{name}({args})"

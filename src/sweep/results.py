@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import functools
 import logging
 import os
 import shlex
@@ -10,15 +12,20 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from src.sweep.objectives import best_trials
 from src.sweep.search_space import format_value, param_overrides
+from src.sweep.storage import tool_commands
 from src.tracking.names import MAX_PARAM_LEN, PARENT_ENV
 from src.tracking.uris import redact
+
+if TYPE_CHECKING:
+    from src.sweep.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -68,41 +75,49 @@ class ParentRun:
         for key, value in tags.items():
             self._safe("set a tag", self.client.set_tag, self.run_id, key, redact(str(value)))
 
-    def log_trial(self, trial: FrozenTrial, study: optuna.Study) -> None:
-        """After a trial: its value, the study's counts and best value/params so far."""
-        if trial.state == TrialState.COMPLETE and trial.value is not None:
-            self._safe(
-                "log a metric",
-                self.client.log_metric,
-                self.run_id,
-                "trial_value",
-                trial.value,
-                step=trial.number,
-            )
-        counts = count_states(study.get_trials(deepcopy=False))
-        for name, n in counts.items():
-            self._safe(
-                "log a metric",
-                self.client.log_metric,
-                self.run_id,
-                f"n_{name}",
-                n,
-                step=trial.number,
-            )
-        best = best_trial(study)
-        if best is None or best.value is None:
+    def log_metric(self, key: str, value: float, step: int) -> None:
+        """One metric of the parent run."""
+        self._safe("log a metric", self.client.log_metric, self.run_id, key, value, step=step)
+
+    def log_trial(
+        self, trial: FrozenTrial, study: optuna.Study, names: Sequence[str] | None = None
+    ) -> None:
+        """After a trial: its value(s), the study's counts, and the best trial so far (one
+        objective) or the Pareto front's size and members (several)."""
+        step = trial.number
+        if trial.state == TrialState.COMPLETE and trial.values is not None:
+            if len(trial.values) == 1:
+                self.log_metric("trial_value", trial.values[0], step)
+            else:
+                for name, value in zip(objective_labels(study, names), trial.values, strict=True):
+                    self.log_metric(f"trial_{name}", value, step)
+        for name, n in count_states(study.get_trials(deepcopy=False)).items():
+            self.log_metric(f"n_{name}", n, step)
+        best = best_trials(study)
+        if not best:
             return
-        self._safe(
-            "log a metric",
-            self.client.log_metric,
-            self.run_id,
-            "best_value",
-            best.value,
-            step=trial.number,
-        )
-        tags = {f"best.{k}": format_value(v) for k, v in best.params.items()}
-        tags["best.trial"] = str(best.number)
+        if len(study.directions) > 1:
+            self.log_metric("pareto_size", len(best), step)
+            self.set_tags({"pareto.trials": ",".join(str(t.number) for t in best)})
+            return
+        (top,) = best
+        self.log_metric("best_value", top.values[0], step)
+        tags = {f"best.{k}": format_value(v) for k, v in top.params.items()}
+        tags["best.trial"] = str(top.number)
         self.set_tags(tags)
+
+    def registry(self, study_name: str, maximize: bool, labels: Sequence[str]) -> Registry | None:
+        """The study's registered model, in the MLflow store of this run (None if unreachable)."""
+        from src.sweep.registry import Registry
+
+        try:
+            experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        except Exception as exc:
+            log.warning(
+                "MLflow parent run %s unusable for the model registry: %s", self.run_id, exc
+            )
+            return None
+        return Registry(self.client, experiment_id, study_name, maximize, labels)
 
     def log_artifacts(self, paths: Sequence[Path], artifact_path: str) -> None:
         """Upload files to the parent run."""
@@ -127,45 +142,77 @@ def count_states(trials: Sequence[FrozenTrial]) -> dict[str, int]:
     return counts
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best COMPLETE trial, None when there is none."""
-    try:
-        return study.best_trial
-    except ValueError:
-        return None
+def objective_labels(study: optuna.Study, names: Sequence[str] | None) -> list[str]:
+    """A name per objective: the metrics' names, else ``objective0``, ``objective1``..."""
+    return list(names or [f"objective{i}" for i in range(len(study.directions))])
 
 
 def program_command() -> list[str]:
-    """How this program was started: ``python -m pkg.mod`` or ``python path/to/script.py``."""
+    """How this program was started: ``python -m pkg.mod`` or ``python path/to/script.py``,
+    with the Hydra options that chose its primary config."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name and spec.name != "__main__":
-        return ["python", "-m", spec.name.removesuffix(".__main__")]
+        return ["python", "-m", spec.name.removesuffix(".__main__"), *config_flags(sys.argv[1:])]
     script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("main.py")
     with contextlib.suppress(ValueError):
         script = script.resolve().relative_to(Path.cwd())
-    return ["python", str(script)]
+    return ["python", str(script), *config_flags(sys.argv[1:])]
+
+
+def config_flags(argv: Sequence[str]) -> list[str]:
+    """Hydra's --config-path, --config-name and --config-dir options of a command line (the
+    config dir made absolute); the rest (overrides, --multirun) is left out."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag, short in (
+        ("--config-path", "-cp"),
+        ("--config-name", "-cn"),
+        ("--config-dir", "-cd"),
+    ):
+        parser.add_argument(flag, short)
+    given, _ = parser.parse_known_args(list(argv))
+    flags: list[str] = []
+    if given.config_path:
+        flags += ["--config-path", given.config_path]  # relative to the script, as Hydra reads it
+    if given.config_name:
+        flags += ["--config-name", given.config_name]
+    if given.config_dir:
+        flags += ["--config-dir", os.path.abspath(given.config_dir)]
+    return flags
 
 
 def write_best(
     path: Path,
     study: optuna.Study,
-    best: FrozenTrial,
+    names: Sequence[str] | None,
     fixed: Sequence[str],
     storage_url: str,
+    champion: str | None = None,
 ) -> None:
-    """``best.yaml``: the best trial's value, params, overrides and a ready-to-paste command."""
-    overrides = [*fixed, *param_overrides(best.params)]
-    doc = {
-        "study_name": study.study_name,
-        "storage": storage_url,
-        "direction": study.direction.name.lower(),
-        "best_trial": best.number,
-        "best_value": best.value,
-        "params": dict(best.params),
-        "overrides": overrides,
-        "command": shlex.join([*program_command(), *overrides]),
-    }
+    """``best.yaml``: the best trial (one objective) or every trial of the Pareto front
+    (several), each with its params, overrides and a ready-to-paste command; the commands that
+    open the study in optuna-dashboard and the optuna CLI; the registered champion model."""
+    doc: dict[str, Any] = {"study_name": study.study_name, "storage": storage_url}
+    doc |= tool_commands(storage_url, study.study_name)
+    if champion is not None:
+        doc["champion"] = champion
+    best = best_trials(study)
+    if len(study.directions) == 1:
+        (top,) = best
+        doc |= {
+            "direction": study.direction.name.lower(),
+            "best_trial": top.number,
+            "best_value": top.value,
+            **_replay(top, fixed),
+        }
+    else:
+        doc |= {
+            "directions": [d.name.lower() for d in study.directions],
+            "metrics": objective_labels(study, names),
+            "pareto_front": [
+                {"trial": t.number, "values": list(t.values), **_replay(t, fixed)} for t in best
+            ],
+        }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".yaml.tmp")
     # The file is logged to MLflow: a password in a URI on the command line must not be in it.
@@ -173,8 +220,21 @@ def write_best(
     tmp.replace(path)
 
 
-def write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
-    """Optimisation history, intermediate values, importances, parallel coordinates (PNG)."""
+def _replay(trial: FrozenTrial, fixed: Sequence[str]) -> dict[str, Any]:
+    """A trial's params, its overrides and the command that runs it alone."""
+    overrides = [*fixed, *param_overrides(trial.params)]
+    return {
+        "params": dict(trial.params),
+        "overrides": overrides,
+        "command": shlex.join([*program_command(), *overrides]),
+    }
+
+
+def write_plots(
+    study: optuna.Study, out_dir: Path, names: Sequence[str] | None = None
+) -> list[Path]:
+    """PNGs: optimisation history, intermediate values, importances, parallel coordinates
+    (one objective); the Pareto front and importances per objective (several)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -189,16 +249,26 @@ def write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
         for name in {k for t in complete for k in t.params}
         if len({format_value(t.params.get(name)) for t in complete}) > 1
     ]
-    plots: dict[str, Callable[[], Any]] = {
-        "optimization_history": lambda: ovm.plot_optimization_history(study),
-    }
-    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        plots["intermediate_values"] = lambda: ovm.plot_intermediate_values(study)
-    if len(complete) >= 2 and varying:
-        plots["param_importances"] = lambda: ovm.plot_param_importances(study)
-        plots["parallel_coordinate"] = lambda: ovm.plot_parallel_coordinate(
-            study, params=sorted(varying)
-        )
+    plots: dict[str, Callable[[], Any]] = {}
+    if len(study.directions) > 1:
+        labels = objective_labels(study, names)
+        plots["pareto_front"] = lambda: ovm.plot_pareto_front(study, target_names=labels)
+        for i, label in enumerate(labels if len(complete) >= 2 and varying else []):
+            plots[f"param_importances_{label}"] = functools.partial(
+                ovm.plot_param_importances,
+                study,
+                target=functools.partial(_objective, index=i),
+                target_name=label,
+            )
+    else:
+        plots["optimization_history"] = lambda: ovm.plot_optimization_history(study)
+        if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+            plots["intermediate_values"] = lambda: ovm.plot_intermediate_values(study)
+        if len(complete) >= 2 and varying:
+            plots["param_importances"] = lambda: ovm.plot_param_importances(study)
+            plots["parallel_coordinate"] = lambda: ovm.plot_parallel_coordinate(
+                study, params=sorted(varying)
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, make in plots.items():
@@ -217,3 +287,8 @@ def write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
         except Exception as exc:
             log.warning("plot %s skipped: %s", name, exc)
     return written
+
+
+def _objective(trial: FrozenTrial, index: int) -> float:
+    """One objective's value of a trial (a plot's target)."""
+    return trial.values[index]

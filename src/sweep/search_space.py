@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -14,6 +15,7 @@ from hydra.core.override_parser.types import (
     Override,
     QuotedString,
     RangeSweep,
+    Transformer,
 )
 from optuna.distributions import (
     BaseDistribution,
@@ -32,6 +34,8 @@ class SearchSpace:
 
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)
     fixed: list[str] = field(default_factory=list)
+    # The same overrides as key -> value text (None for a deletion, ``~key``).
+    fixed_values: dict[str, str | None] = field(default_factory=dict)
 
     def describe(self) -> str:
         """One line per parameter, e.g. ``trainer.lr: float [1e-05, 0.0005] log``."""
@@ -66,6 +70,8 @@ def parse_search_space(
         else:
             assert override.input_line is not None
             space.fixed.append(override.input_line)
+            value = None if override.is_delete() else override.get_value_element_as_str()
+            space.fixed_values[override.get_key_element()] = value
     return space
 
 
@@ -106,16 +112,34 @@ def to_distribution(override: Override) -> BaseDistribution:
 
 
 def _range_distribution(name: str, sweep: RangeSweep) -> BaseDistribution:
-    """``range(a, b, step)``: integers become an IntDistribution, floats a categorical."""
+    """``range(a, b, step)`` (Hydra's: `b` excluded) as an ordered distribution with that step:
+    integers an IntDistribution, floats a FloatDistribution; ``shuffle(range(...))`` a
+    categorical, as in hydra-optuna-sweeper."""
     values = list(sweep.range())
     if not values:
         raise UserError(f"{name}: range({sweep.start}, {sweep.stop}, {sweep.step}) is empty")
+    if sweep.shuffle:
+        return CategoricalDistribution(_unique(values))
     log = "log" in sweep.tags
-    if all(isinstance(v, int) for v in values) and isinstance(sweep.step, int) and sweep.step > 0:
-        if log and (sweep.step != 1 or values[0] <= 0):
+    if all(isinstance(v, int) for v in values) and isinstance(sweep.step, int):
+        if log and (abs(sweep.step) != 1 or min(values) <= 0):
             raise UserError(f"{name}: a log range needs step 1 and a start above 0")
-        return IntDistribution(values[0], values[-1], log=log, step=1 if log else sweep.step)
-    return CategoricalDistribution(_unique(round(float(v), 12) for v in values))
+        return IntDistribution(min(values), max(values), log=log, step=abs(sweep.step))
+    if log:
+        raise UserError(
+            f"{name}: Optuna has no stepped log scale for floats; use tag(log, interval(a, b))"
+        )
+    low, high, step = _float_steps(sweep, len(values))
+    return FloatDistribution(low, high, step=step)
+
+
+def _float_steps(sweep: RangeSweep, n: int) -> tuple[float, float, float]:
+    """Low, high and step of a float range's `n` values, in decimal arithmetic (Hydra's own
+    steps from the binary floats, so range(0.1, 0.4, 0.1) would end at 0.30000000000000004)."""
+    step = Decimal(str(sweep.step))
+    first = Decimal(str(sweep.start))
+    last = first + (n - 1) * step
+    return float(min(first, last)), float(max(first, last)), float(abs(step))
 
 
 def _choice_value(x: Any) -> CategoricalChoiceType:
@@ -124,7 +148,7 @@ def _choice_value(x: Any) -> CategoricalChoiceType:
         return x
     if isinstance(x, QuotedString):
         return x.with_quotes()
-    text = Override._get_value_element_as_str(x)
+    text = Transformer.str(x)
     if isinstance(x, str) and _parsed_choice(text) != x:
         return quote(x)  # e.g. the string "3" given as choice(a, '3'): keep it a string
     return text
@@ -233,6 +257,10 @@ def grid_space(space: SearchSpace) -> dict[str, list[Any]]:
             grid[name] = list(dist.choices)
         elif isinstance(dist, IntDistribution) and not dist.log:
             grid[name] = list(range(dist.low, dist.high + 1, dist.step))
+        elif isinstance(dist, FloatDistribution) and dist.step is not None:
+            low, step = Decimal(str(dist.low)), Decimal(str(dist.step))
+            count = int((Decimal(str(dist.high)) - low) / step) + 1
+            grid[name] = [float(low + i * step) for i in range(count)]
         else:
             raise UserError(
                 f"sampler grid: {name} is {describe_distribution(dist)}; "

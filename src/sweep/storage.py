@@ -1,13 +1,15 @@
-"""Optuna storages from our URL convention.
+"""Optuna storages from a storage string, and the commands that open them in Optuna's tools.
 
-``journal:///abs/path/journal.log`` is an Optuna journal file (the default, safe for several
-worker processes on one host); anything else is an Optuna RDB URL (``sqlite:///...``,
-``postgresql://...``).
+A string without ``://`` is the path of an Optuna journal file (the default, safe for several
+worker processes on one host); anything else is an RDB URL (``sqlite:///...``,
+``postgresql://...``). Both are what optuna-dashboard and the ``optuna`` CLI take, so every
+string we print can be pasted there. ``journal:///path``, an older spelling, is read as the path.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 import warnings
 from pathlib import Path
@@ -23,29 +25,24 @@ from src.tracking.uris import redact
 log = logging.getLogger(__name__)
 
 
-JOURNAL_SCHEME = "journal://"
-
-
+JOURNAL_SCHEME = "journal://"  # read, never written: Optuna's tools do not take it
+SQLITE_HEADER = b"SQLite format 3\x00"
 SCHEMA_RACE_ATTEMPTS = 3
 
 
-def journal_url(path: str | Path) -> str:
-    """The journal storage URL of a file path (made absolute)."""
-    return JOURNAL_SCHEME + str(Path(path).expanduser().absolute())
-
-
-def journal_path(url: str) -> Path | None:
-    """The file of a journal storage URL, None for other URLs."""
-    if not url.startswith(JOURNAL_SCHEME):
-        return None
-    return Path(url[len(JOURNAL_SCHEME) :]).expanduser()
+def journal_path(storage: str) -> Path | None:
+    """The journal file a storage string names, None for an RDB URL."""
+    if storage.startswith(JOURNAL_SCHEME):
+        return Path(storage[len(JOURNAL_SCHEME) :]).expanduser()
+    return None if "://" in storage else Path(storage).expanduser()
 
 
 def normalize_storage_url(url: str, base_dir: str | Path) -> str:
-    """Make journal and SQLite paths absolute (relative ones are taken from `base_dir`)."""
+    """Journal files as absolute paths, SQLite paths absolute (relative ones are taken from
+    `base_dir`): the form every tool opens from any directory."""
     path = journal_path(url)
     if path is not None:
-        return journal_url(path if path.is_absolute() else Path(base_dir) / path)
+        return str((path if path.is_absolute() else Path(base_dir) / path).absolute())
     prefix = "sqlite:///"
     if url.startswith(prefix) and url != prefix + ":memory:":
         rest = url[len(prefix) :]
@@ -63,6 +60,10 @@ def open_storage(
     """Open an Optuna storage from our URL convention (heartbeats apply to RDB URLs only)."""
     path = journal_path(url)
     if path is not None:
+        if _is_sqlite(path):
+            raise UserError(
+                f"the Optuna storage {path} is a SQLite database: give it as sqlite:///{path}"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     engine_kwargs: dict[str, Any] = {}
@@ -112,5 +113,25 @@ def open_storage_error(url: str, exc: Exception) -> UserError:
     return UserError(
         f"cannot open the Optuna storage {redact(url)} ({type(exc).__name__}: {reason}): "
         "is the database server running and reachable, the URL right "
-        "(postgresql://user:password@host:5432/db, sqlite:///path.db, journal:///path)?"
+        "(postgresql://user:password@host:5432/db, sqlite:///path.db, or a journal file path)?"
     )
+
+
+def _is_sqlite(path: Path) -> bool:
+    """Whether a file is a SQLite database (which a journal backend would append lines to)."""
+    if not path.is_file():
+        return False
+    with path.open("rb") as f:
+        return f.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+
+
+def tool_commands(storage: str, study_name: str) -> dict[str, str]:
+    """The optuna-dashboard and ``optuna`` CLI commands that open a study (`storage` as shown,
+    a password already hidden), ready to paste."""
+    where = shlex.quote(storage)
+    if journal_path(storage) is not None:
+        where += " --storage-class JournalFileBackend"  # the CLI would guess it; say it
+    return {
+        "dashboard": f"optuna-dashboard --host 127.0.0.1 {shlex.quote(storage)}",
+        "optuna_cli": f"optuna trials --study-name {shlex.quote(study_name)} --storage {where}",
+    }

@@ -90,8 +90,9 @@ def open_trial(cfg: TrialConfig) -> optuna.Trial | None:
 
 def report(trial: optuna.Trial, value: float, step: int, name: str = "value") -> None:
     """Report an intermediate value (a non-finite one is skipped: it would poison the pruner's
-    medians); raise ``optuna.TrialPruned`` when the pruner says stop."""
-    if not math.isfinite(float(value)):
+    medians); raise ``optuna.TrialPruned`` when the pruner says stop. Optuna keeps intermediate
+    values and prunes in single-objective studies only: a multi-objective trial reports nothing."""
+    if len(trial.study.directions) > 1 or not math.isfinite(float(value)):
         return
     trial.report(float(value), step=step)
     if trial.should_prune():

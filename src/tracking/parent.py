@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.analysis.summary import children
 from src.config.schema import TrackingConfig
+from src.errors import UserError
 from src.tracking.console import print_runs, quiet_libraries
 from src.tracking.names import PARENT_ENV, SWEEP_TAG
 from src.tracking.uris import redact_values, tracking_uri
@@ -31,12 +34,33 @@ class MlflowParentRun(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         quiet_libraries()
+        # Hydra turns a callback's exception into a warning and runs every job without a parent:
+        # stop the multirun here instead, with one line, before any job.
+        try:
+            self._start(config)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, UserError) else _one_line(exc)
+            print(
+                f"error: the multirun's parent MLflow run could not start ({reason}); fix the "
+                "overrides or the tracking settings: no job was run",
+                file=sys.stderr,
+            )
+            if self.run_id is not None:
+                from mlflow import MlflowClient
+                from mlflow.entities import RunStatus
+
+                MlflowClient().set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))
+            raise SystemExit(2) from None
+
+    def _start(self, config: DictConfig) -> None:
+        """Open (or rejoin) the parent run and export its id."""
         from mlflow import MlflowClient
 
         from src.tracking import record
 
         # Hydra sets HydraConfig only per job; `${hydra:...}` in the tracking config needs it now.
         HydraConfig.instance().set_config(config)
+        OmegaConf.to_container(config.tracking, resolve=True)  # fail before touching the store
         tracking_cfg: TrackingConfig = config.tracking
         experiment_id = record.setup(tracking_cfg)
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri(tracking_cfg)
@@ -75,6 +99,12 @@ class MlflowParentRun(Callback):
         parent = client.get_run(self.run_id)
         jobs = children(client, parent)
         print_runs(jobs, f"{parent.info.run_name}: {len(jobs)} runs ({self.run_id})")
+
+
+def _one_line(exc: Exception) -> str:
+    """``Type: message`` on one line, without OmegaConf's type details after `full_key`."""
+    text = re.split(r"\s+(?:reference_type|object_type)=", " ".join(str(exc).split()))[0]
+    return f"{type(exc).__name__}: {text}"
 
 
 def sweep_name(config: DictConfig) -> str:

@@ -271,6 +271,7 @@ class Fitted:
     best_metric: float | None
     best_epoch: int | None
     train_samples_per_second: float
+    train_runtime: float  # seconds
 
 
 def fit(
@@ -314,6 +315,7 @@ def fit(
         best_metric=trainer.state.best_metric,
         best_epoch=best_epoch,
         train_samples_per_second=float(result.metrics.get("train_samples_per_second", 0.0)),
+        train_runtime=float(result.metrics.get("train_runtime", 0.0)),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import hydra
+import optuna
 from omegaconf import DictConfig
 
 from src.sweep.trial import open_trial, report
@@ -18,9 +19,21 @@ def objective(x: float, y: float, cat: str, step: int) -> float:
     return base - 1.0 / (step + 1)
 
 
+def y_for_b_only(cfg: DictConfig, trial: optuna.Trial) -> None:
+    """A custom search space: y is searched, near its optimum, only when cat is b."""
+    if trial.params["cat"] == "b":
+        trial.suggest_float("y", 1.5, 2.5)
+
+
+def suggest_x(cfg: DictConfig, trial: optuna.Trial) -> None:
+    """A custom search space suggesting x (which a test also fixes by an override)."""
+    trial.suggest_float("x", 0.0, 1.0)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    """Sleep, report every step to the Optuna trial (if any), return the final value."""
+def main(cfg: DictConfig) -> float | list[float] | None:
+    """Sleep, report every step to the Optuna trial (if any), return the final value (and
+    |x| as a second objective to minimise when asked)."""
     if cfg.calls_file:
         with open(cfg.calls_file, "a") as f:
             f.write(f"{cfg.trial.trial_id} x={cfg.x} y={cfg.y} cat={cfg.cat}\n")
@@ -35,7 +48,10 @@ def main(cfg: DictConfig) -> float | None:
         value = objective(cfg.x, cfg.y, cfg.cat, step)
         if trial is not None:
             report(trial, value, step)
-    return value
+    if cfg.result_file:
+        with open(cfg.result_file, "a") as f:
+            f.write(f"{value!r}\n")
+    return [value, abs(cfg.x)] if cfg.second_objective else value
 
 
 if __name__ == "__main__":
