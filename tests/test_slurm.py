@@ -33,7 +33,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from src.sweep.loop import EXCESS_ATTR
-from src.sweep.storage import journal_url, open_storage
+from src.sweep.storage import open_storage
 from src.sweep.trial import FAIL_REASON_ATTR
 from src.tracking import names
 from tests.conftest import CONF, ROOT
@@ -136,7 +136,7 @@ def sweep_env(slurm_conf: Path) -> dict[str, str]:
 
 def study_trials(journal: Path, study_name: str) -> list[FrozenTrial]:
     """The trials of a study in a journal file, without those the sweeper gave back."""
-    study = optuna.load_study(study_name=study_name, storage=open_storage(journal_url(journal)))
+    study = optuna.load_study(study_name=study_name, storage=open_storage(str(journal)))
     return [t for t in study.trials if not t.system_attrs.get(EXCESS_ATTR)]
 
 
@@ -263,7 +263,7 @@ def test_a_sweep_of_training_jobs_survives_scancel_and_a_rerun_finishes_n_trials
         "hydra.sweeper.max_failure_rate=0",
         "hydra.sweeper.min_trials_for_failure_rate=1",
         # the CHANGE lines of conf/local/slurm.yaml.example, for this cluster
-        f"hydra.sweeper.storage=journal://{journal}",
+        f"hydra.sweeper.storage={journal}",
         f"tracking.uri={tracking}",
         f"tracking.dir={shared / 'mlruns'}",
         "hydra.launcher.partition=debug",
