@@ -107,7 +107,7 @@ def check_weights_reachable(cfg: ModelConfig) -> None:
     local = local_weights(cfg)
     if local is not None:
         check_checkpoint_dir(local)
-    elif cfg.tiny is None and hub_id(cfg) and cfg.hub == Hub.huggingface:
+    elif cfg.tiny is None and cfg.hub == Hub.huggingface:
         check_hub_access(cfg)
 
 

@@ -23,7 +23,6 @@ import mlflow
 import pandas as pd
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
-from packaging.version import Version
 
 from src.config.schema import TrackingConfig
 from src.errors import UserError
@@ -340,7 +339,7 @@ def pinned(distributions: Sequence[str]) -> list[str]:
     """`name==version` of the installed distributions. Local version labels are dropped (torch's
     `+cpu`, `+cu128`): such builds are not on PyPI, and `torch==2.13.0` matches every build of
     that release, so the serving machine keeps the CPU or CUDA build it installs."""
-    return [f"{name}=={Version(version(name)).public}" for name in distributions]
+    return [f"{name}=={version(name).split('+')[0]}" for name in distributions]
 
 
 @main_process_only
