@@ -25,6 +25,8 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
+from src.config.checks import check_config
+from src.config.cli import hydra_command
 from src.config.schema import register_configs
 from src.data.label_noise import find_suspects, write_outputs
 from src.errors import UserError
@@ -63,12 +65,14 @@ def log_run(cfg: DictConfig, ranked: pd.DataFrame, paths: dict[str, Path]) -> No
             mlflow.log_artifact(str(path), "noise")
 
 
+@hydra_command
 @hydra.main(version_base="1.3", config_path="../conf", config_name="noise")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     out_dir = Path(cfg.output_dir)
     try:
+        check_config(cfg)
         with tempfile.TemporaryDirectory(prefix="noise-") as workdir:
             ranked, probs, names = find_suspects(cfg, Path(workdir))
     except UserError as exc:

@@ -7,6 +7,7 @@ python -m src.train -m model=tiny_qwen2,tiny_bert method=lora,sft
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -20,10 +21,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.config.checks import check_config
+from src.config.cli import hydra_command
 from src.config.schema import Arch, register_configs
 from src.data.mixing import TrainingSet, mix_training
 from src.data.sources import Splits
-from src.errors import UserError
+from src.errors import TrainingDiverged, UserError, disk_space_guard
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -34,13 +36,13 @@ log = logging.getLogger(__name__)
 register_configs()
 
 
+@hydra_command
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns `optimized_metric` for sweepers."""
-    from src.training.trainer import TrainingDiverged
-
     try:
-        return train(cfg)
+        with disk_space_guard(cfg.output_dir, "the run's records"):
+            return train(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if stops_on_user_error():
@@ -58,12 +60,13 @@ def main(cfg: DictConfig) -> float:
 
 def train(cfg: DictConfig) -> float:
     """The recipe: every step a named function; user errors surface before any training."""
+    check_config(cfg)  # before the imports below: a mistake is one line within a second
     import torch
     from transformers import set_seed
 
     from src.checkpoint.files import CheckpointInfo
     from src.inputs.long_text import encode_splits
-    from src.model.backbones import WEIGHT_READS, load_tokenizer, resolve_backbone
+    from src.model.backbones import WEIGHT_READS, check_backbone, load_tokenizer, resolve_backbone
     from src.model.build import build_classifier
     from src.model.memory import preflight
     from src.model.methods import export_model, restrict_head
@@ -74,10 +77,9 @@ def train(cfg: DictConfig) -> float:
     from src.tracking import record
     from src.tracking.uris import tracking_uri
     from src.training import evaluate
-    from src.training.arguments import training_arguments
+    from src.training.arguments import check_batches, training_arguments
     from src.training.trainer import EpochEnd, StepLogger, fit, training_datasets
 
-    check_config(cfg)
     splits = load_task_splits(cfg.task, cfg.data, cfg.seed)
     training = mix_training(splits, cfg.data.mix, cfg.seed)
     if cfg.model.arch == Arch.classical:
@@ -87,6 +89,9 @@ def train(cfg: DictConfig) -> float:
     tokenizer = load_tokenizer(backbone)
     spec = prompt_and_length(cfg, splits, tokenizer)
     inputs = encode_splits(training.frame, splits.valid, splits.test, tokenizer, spec)
+    longest = max(len(ids) for e in (inputs.train, inputs.valid, inputs.test) for ids in e.inputs)
+    check_backbone(backbone, cfg.model, cfg.method, longest, cfg.trainer.max_len)
+    check_batches(cfg.trainer, len(inputs.train.inputs), int(os.environ.get("WORLD_SIZE", "1")))
     precision = resolve_precision(cfg.trainer.precision)
     experiment_id = record.setup(cfg.tracking)
     trial = open_trial(cfg.trial)

@@ -26,12 +26,13 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("CLFSWEEP_PARENT_RUN_ID", None)
 
 
-def compose_train(overrides: list[str], tmp_path: Path) -> DictConfig:
-    """The composed `train` config with Hydra's runtime set, writing only under `tmp_path`."""
+def compose_train(overrides: list[str], tmp_path: Path, config_name: str = "train") -> DictConfig:
+    """The composed `train` (or `pretrain`, `noise`) config with Hydra's runtime set, writing
+    only under `tmp_path`."""
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path / "run")
         cfg.hydra.runtime.cwd = str(ROOT)
@@ -100,6 +101,14 @@ def run_module(
         text=True,
         timeout=timeout,
     )
+
+
+def one_error_line(output: str) -> str:
+    """The single `error:` line of a command's output (fails if there are more, or a trace)."""
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    return errors[0]
 
 
 # A run of a few seconds: 20 fund reviews, one epoch of short sequences.

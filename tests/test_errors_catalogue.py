@@ -24,7 +24,7 @@ from src.model.tiny import train_wordpiece
 from src.predict import main as predict_main
 from src.sweep.search_space import parse_search_space
 from src.train import train
-from tests.conftest import ROOT, Store
+from tests.conftest import ROOT, Store, one_error_line
 
 APP = ROOT / "tests" / "sweeper_app" / "app.py"
 LABELS = ["负向", "正向"]
@@ -49,14 +49,6 @@ def tiny_checkpoint(path: Path, task: str = "single_label", masked_lm: bool = Fa
     model = BertForMaskedLM(config) if masked_lm else BertForSequenceClassification(config)
     info = CheckpointInfo(task=task, max_len=32, label_names=LABELS, model="tiny", method="sft")
     return write_checkpoint(model, tokenizer, path, info)  # type: ignore[arg-type]
-
-
-def one_error_line(stderr: str) -> str:
-    """The single `error:` line of a command's stderr (fails if there are more, or a trace)."""
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr[-3000:]
-    assert "Traceback" not in stderr
-    return errors[0]
 
 
 # -- the sweeper -------------------------------------------------------------------------------

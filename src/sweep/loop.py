@@ -417,7 +417,7 @@ class OptunaSweep:
                 retry = isinstance(exc, KeyboardInterrupt)
                 for t in pending.values():
                     frozen = self.storage.get_trial(t._trial_id)
-                    self._fail(t, f"interrupted ({type(exc).__name__})")
+                    self._fail(t, f"interrupted: {_reason(exc)}")
                     if retry and frozen.state == TrialState.RUNNING:
                         frozen._system_attrs = {
                             k: v

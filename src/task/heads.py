@@ -33,6 +33,9 @@ from src.data.sources import (
 from src.data.streams import Stream, rng
 from src.errors import UserError
 from src.task.metrics import (
+    CLASSIFICATION_METRICS,
+    MULTILABEL_METRICS,
+    REGRESSION_METRICS,
     best_threshold,
     classification_metrics,
     multilabel_metrics,
@@ -41,6 +44,12 @@ from src.task.metrics import (
 )
 
 TASKS = ("single_label", "multi_label", "regression")
+# What `metrics()` of each head returns, known before anything runs (optimized_metric checks).
+TASK_METRICS = {
+    "single_label": CLASSIFICATION_METRICS,
+    "multi_label": (*MULTILABEL_METRICS, "threshold"),
+    "regression": REGRESSION_METRICS,
+}
 _SPLIT_STREAMS = {"test": Stream.task_test_split, "valid": Stream.task_valid_split}
 _CAP_STREAMS = {
     "train": Stream.task_cap_train,
@@ -49,12 +58,45 @@ _CAP_STREAMS = {
 }
 
 
-def check_task(cfg: TaskConfig) -> None:
-    """Reject unknown tasks and thresholds outside (0, 1)."""
+def check_task(cfg: TaskConfig, data: DataConfig, has_loss: bool = True) -> None:
+    """Reject unknown tasks, thresholds outside (0, 1), a default metric the task lacks, and a
+    multi-label cell separator that cannot split.
+
+    `has_loss`: whether validation also reports `eval_loss` (the Trainer does; the classical
+    baseline does not).
+    """
     if cfg.name not in TASKS:
         raise UserError(f"task.name={cfg.name!r} is not one of {', '.join(TASKS)}")
     if cfg.threshold is not None and not 0 < cfg.threshold < 1:
         raise UserError(f"task.threshold={cfg.threshold} must lie strictly between 0 and 1")
+    check_metric_name("task.metric", cfg.metric, cfg.name, has_loss)
+    if cfg.name == "multi_label" and not data.label_separator:
+        raise UserError(
+            "data.label_separator is empty: task=multi_label splits CSV / TSV label cells at it;"
+            " use e.g. '|'"
+        )
+
+
+def produced_metrics(task: str, has_loss: bool = True) -> list[str]:
+    """Every `eval_*` (per epoch) and `test_*` (final) metric a run of `task` logs."""
+    names = TASK_METRICS[task]
+    return [
+        *(f"eval_{n}" for n in (*names, *(("loss",) if has_loss else ()))),
+        *(f"test_{n}" for n in names),
+    ]
+
+
+def check_metric_name(key: str, metric: str, task: str, has_loss: bool = True) -> None:
+    """A metric to optimise must be one the task produces: found now, not after an epoch."""
+    produced = produced_metrics(task, has_loss)
+    if metric in produced:
+        return
+    hint = f" (eval_{metric}?)" if f"eval_{metric}" in produced else ""
+    raise UserError(
+        f"{key}={metric}{hint} is not a metric of task={task}"
+        f"{'' if has_loss else ' with the classical model (no eval_loss)'}; choose one of"
+        f" {', '.join(produced)}"
+    )
 
 
 # --------------------------------------------------------------------------- heads

@@ -5,18 +5,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from mlflow import MlflowClient
-from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
 from src.config.schema import TrackingConfig
-from src.tracking import record
 from src.tracking.names import PARENT_ENV, SWEEP_TAG
 from src.tracking.uris import redact_values, tracking_uri
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,12 @@ class MlflowParentRun(Callback):
         self.run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # MLflow loads here, not when Hydra makes the callback for every run: a single run's
+        # config mistake is then reported before MLflow's import costs seconds.
+        from mlflow import MlflowClient
+
+        from src.tracking import record
+
         # Hydra sets HydraConfig only per job; `${hydra:...}` in the tracking config needs it now.
         HydraConfig.instance().set_config(config)
         tracking_cfg: TrackingConfig = config.tracking
@@ -58,6 +64,9 @@ class MlflowParentRun(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.run_id is not None:
+            from mlflow import MlflowClient
+            from mlflow.entities import RunStatus
+
             MlflowClient().set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
             os.environ.pop(PARENT_ENV, None)
 
