@@ -28,7 +28,7 @@ def nothing_written(tmp_path: Path) -> bool:
         ("trainer.max_len=0", "trainer.max_len must be > 0"),
         ("trainer.epochs=0", "trainer.epochs must be > 0"),
         ("trainer.warmup_ratio=1.5", "trainer.warmup_ratio must be in [0, 1)"),
-        ("optimized_metric=macro_f1", "must name an eval_* or test_* metric"),
+        ("optimized_metric=macro_f1", "optimized_metric=macro_f1 (eval_macro_f1?) is not a metric"),
         ("model.path=/nonexistent/qwen", "is not a directory"),
     ],
 )

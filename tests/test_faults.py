@@ -467,6 +467,24 @@ def test_out_of_disk_for_trainer_checkpoints_is_one_line(
     assert run.info.status == "FAILED" and "no space left" in run.data.tags["error"]
 
 
+# -- gradient accumulation --------------------------------------------------------------------
+
+
+def test_train_loss_is_a_mean_per_batch_with_gradient_accumulation(compose_cfg, tmp_path) -> None:
+    # 12 training reviews in 3 batches of 4. A learning rate too small to move the weights, no
+    # dropout: every batch has the same loss under either setting.
+    settings = quick("trainer.lr=1e-12", "trainer.batch_size=4", "trainer.logging_steps=1")
+    losses = {}
+    for accum in (1, 3):
+        train(compose_cfg(*settings, "method.dropout=0", f"trainer.grad_accum={accum}"))
+        run = Store(tmp_path).runs()[-1]
+        losses[accum] = [v for _, v in history(Store(tmp_path), run, "train_loss")]
+    assert len(losses[1]) == 6 and len(losses[3]) == 2  # steps: 3 a epoch, then 1 a epoch
+    per_epoch = [sum(losses[1][i : i + 3]) / 3 for i in (0, 3)]
+    assert losses[3] == pytest.approx(per_epoch, rel=1e-4)  # the mean, not the sum (x3)
+    assert 0.3 < losses[3][0] < 1.5  # about ln 2 for two random classes
+
+
 # -- determinism ---------------------------------------------------------------------------------
 
 

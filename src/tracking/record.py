@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
@@ -146,7 +147,9 @@ def create_sqlite_store(db: Path) -> None:
     an interruption (a full disk, a kill) never leaves a half-built `db` that breaks every later
     start. A half-built one left by an earlier version, holding no runs, is set aside and made
     again. Call under `store_init_lock`."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    # MLflow's own schema creation and migration, on an engine of ours: its store objects keep
+    # engines (and their open files) cached per URI, which would outlive a failed attempt.
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
 
     if db.is_file() and db.stat().st_size:
         if not interrupted_creation(db):
@@ -154,12 +157,14 @@ def create_sqlite_store(db: Path) -> None:
         aside = db.with_name(f"{db.name}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(db, aside)
         log.warning("%s was left half-built by an interrupted creation: kept as %s", db, aside)
-    staging = db.with_name(f".{db.name}.creating-{os.getpid()}")
+    staging = db.with_name(f".{db.name}.creating-{uuid.uuid4().hex[:8]}")
+    engine = create_sqlalchemy_engine(f"sqlite:///{staging}")
     try:
-        store = SqlAlchemyStore(f"sqlite:///{staging}", (db.parent / "artifacts").as_uri())
-        store.engine.dispose()
+        _initialize_tables(engine)
+        engine.dispose()
         os.replace(staging, db)
     finally:
+        engine.dispose()
         for leftover in (staging, staging.with_name(f"{staging.name}-journal")):
             leftover.unlink(missing_ok=True)
 
