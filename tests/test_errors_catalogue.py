@@ -6,14 +6,17 @@ no run, study or file is left half-written. Every case is listed in docs/errors.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from src.model.tiny import train_wordpiece
 from src.predict import main as predict_main
 from src.sweep.search_space import parse_search_space
 from src.train import train
-from tests.conftest import ROOT, Store, one_error_line
+from tests.conftest import ROOT, Store, one_error_line, tmpfs
 
 APP = ROOT / "tests" / "sweeper_app" / "app.py"
 LABELS = ["负向", "正向"]
@@ -476,3 +479,93 @@ def test_a_prediction_output_that_cannot_be_written_is_one_line_before_inference
     args = ["--model", str(model), "--input", str(texts), "--output", output]
     code, line = predict(args, capsys)
     assert code == 2 and re.search(message, line)
+    assert not list(tmp_path.rglob("*.jsonl*"))  # nothing written, not even a part
+
+
+@pytest.mark.parametrize("where", ["mlflow.db", "new/mlflow.db"], ids=["file", "folder"])
+def test_a_read_only_store_is_one_line(
+    store: Store, tmp_path: Path, capfd, monkeypatch, where: str
+) -> None:
+    from src.train import main
+
+    with tmpfs(tmp_path / "read-only", "1m") as mount:
+        with closing(sqlite3.connect(mount / "mlflow.db")) as db:
+            db.execute("CREATE TABLE t (x)")
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        args = ["data=fund_reviews", f"tracking.uri=sqlite:///{mount / where}"]
+        code, output = command_line(main, [*args, *store.overrides()[1:]], capfd, monkeypatch)
+    assert code == 2
+    line = one_error_line(output)
+    assert re.search(r"is read-only for this user|cannot create .* there \(not a writable", line)
+    assert no_run_in(store)
+
+
+# -- the catalogue itself ----------------------------------------------------------------------
+
+CATALOGUE = ROOT / "docs" / "errors.md"
+# What a test must assert for each guarantee a row names (docs/errors.md, "What each row keeps").
+EVIDENCE = {
+    "one line": ("one_error_line(", "raises(UserError", "UserError, match", "== 2"),
+    "Hydra's": ("ConfigCompositionException", "ValidationError", "compose("),
+    "no run": ("no_run_in(", "nothing_written(", ".runs()", 'mlflow.db").exists()', "journal.log"),
+    "run ends": (".status ==", "status == "),
+    "trial fails": ("TrialState.FAIL", "FAIL_REASON_ATTR"),
+    "nothing written": ("exists()", "glob("),
+    "listed": ("not in the tables", "for run_id in ids"),
+}
+
+
+def catalogue_rows() -> list[tuple[str, set[str], list[tuple[str, str]]]]:
+    """Every row of docs/errors.md: its number, its guarantees, its tests (file, function). A
+    section's Kept line gives the guarantees of its rows, and its test counts for each."""
+    rows = []
+    section_kept: set[str] = set()
+    section_tests: list[tuple[str, str]] = []
+    previous: list[tuple[str, str]] = []
+    for line in CATALOGUE.read_text("utf-8").splitlines():
+        if line.startswith("## "):
+            section_kept, section_tests = set(), []
+        elif line.startswith("Kept: "):
+            section_kept = {k.strip() for k in line[6:].split("(")[0].split("·")}
+            section_tests = test_names(line)
+        if not re.match(r"\| \d+ \|", line):
+            continue
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        kept = {k.strip() for k in cells[3].split("·")} if len(cells) == 5 else section_kept
+        tests = previous if cells[-1].startswith("same test") else test_names(cells[-1])
+        rows.append((cells[0], kept, [*tests, *section_tests]))
+        previous = tests
+    return rows
+
+
+def test_names(text: str) -> list[tuple[str, str]]:
+    """The (file, function) of every `file.py::test` in a cell (`…::test`: the same file)."""
+    tests, file = [], ""
+    for found, name in re.findall(r"([\w/]+\.py|…)::(\w+)", text):
+        file = file if found == "…" else found
+        tests.append((file, name))
+    return tests
+
+
+def test_every_row_names_its_guarantees_and_tests_that_assert_them() -> None:
+    rows = catalogue_rows()
+    numbers = [number for number, _, _ in rows]
+    assert len(numbers) == len(set(numbers)), "row numbers repeat"
+    problems = []
+    for number, kept, tests in rows:
+        if not kept or not kept <= set(EVIDENCE) or not tests:
+            problems.append(f"row {number}: guarantees {sorted(kept)}, tests {tests}")
+            continue
+        sources = []
+        for file, name in tests:
+            function = getattr(importlib.import_module(f"tests.{Path(file).stem}"), name, None)
+            if not callable(function):
+                problems.append(f"row {number}: no test {file}::{name}")
+                continue
+            sources.append(inspect.getsource(function))
+        problems += [
+            f"row {number}: none of its tests asserts '{guarantee}'"
+            for guarantee in sorted(kept)
+            if not any(e in source for source in sources for e in EVIDENCE[guarantee])
+        ]
+    assert not problems, "\n".join(problems)

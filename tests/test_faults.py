@@ -14,7 +14,6 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -32,7 +31,7 @@ from src.sweep.storage import journal_url, open_storage
 from src.sweep.trial import FAIL_REASON_ATTR
 from src.tracking import names, record
 from src.train import train
-from tests.conftest import QUICK, ROOT, Store, one_error_line, run_module
+from tests.conftest import QUICK, ROOT, Store, one_error_line, resize, run_module, tmpfs
 
 TIMING = ("_per_second", "runtime")
 
@@ -365,26 +364,6 @@ def test_sigterm_during_a_sweep_fails_the_trial_and_the_same_command_resumes_the
 # -- out of disk ---------------------------------------------------------------------------------
 
 
-@contextmanager
-def tmpfs(mount: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` at `mount` (needs root: skips without)."""
-    mount.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.decode()[:200]}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def resize(mount: Path, size: str) -> None:
-    """Give a tmpfs more room, as freeing space would."""
-    subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 192 KiB tmpfs: room for a run's reports and plots, not for its model."""
@@ -399,6 +378,7 @@ def test_a_full_disk_while_the_store_is_created_is_one_line_and_leaves_no_half_b
         cfg = TrackingConfig(uri=f"sqlite:///{mount / 'mlflow.db'}", dir=str(mount))
         with pytest.raises(UserError, match=r"no space left on the device while opening the ML"):
             record.setup(cfg)
+        assert not (mount / "mlflow.db").exists()  # no half-built store, no staging file
         assert sorted(p.name for p in mount.iterdir()) == ["mlflow.db.init-lock"]
         output = capfd.readouterr()
         assert "ERROR" not in output.out + output.err  # MLflow's own error lines silenced

@@ -64,7 +64,9 @@ def check_pretrain(cfg: DictConfig) -> None:
     if not 0 < cfg.mlm_probability < 1:
         raise UserError(f"mlm_probability={cfg.mlm_probability} must lie strictly between 0 and 1")
     if cfg.texts_path and not Path(cfg.texts_path).expanduser().is_file():
-        raise UserError(f"texts_path={cfg.texts_path}: no such file (one text per line)")
+        raise UserError(
+            f"texts_path={cfg.texts_path}: cannot read it: no such file (one text a line)"
+        )
     check_locations(cfg)
 
 
