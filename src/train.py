@@ -26,6 +26,7 @@ from src.config.schema import Arch, register_configs
 from src.data.mixing import TrainingSet, mix_training
 from src.data.sources import Splits
 from src.errors import TrainingDiverged, UserError, disk_space_guard
+from src.tracking.names import PARENT_ENV
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -46,9 +47,10 @@ def main(cfg: DictConfig) -> float:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if stops_on_user_error():
-            from src.tracking.record import end_parent_run
+            if os.environ.get(PARENT_ENV):  # a grid's parent run; MLflow loads only then
+                from src.tracking.record import end_parent_run
 
-            end_parent_run(f"a job stopped the sweep: {exc}")
+                end_parent_run(f"a job stopped the sweep: {exc}")
             raise SystemExit(2) from None
         raise
     except TrainingDiverged as exc:  # the run is FAILED with the reason; a sweep goes on

@@ -527,18 +527,18 @@ def catalogue_rows() -> list[tuple[str, set[str], list[tuple[str, str]]]]:
             section_kept, section_tests = set(), []
         elif line.startswith("Kept: "):
             section_kept = {k.strip() for k in line[6:].split("(")[0].split("·")}
-            section_tests = test_names(line)
+            section_tests = named_tests(line)
         if not re.match(r"\| \d+ \|", line):
             continue
         cells = [c.strip() for c in line.strip("|").split(" | ")]
         kept = {k.strip() for k in cells[3].split("·")} if len(cells) == 5 else section_kept
-        tests = previous if cells[-1].startswith("same test") else test_names(cells[-1])
+        tests = previous if cells[-1].startswith("same test") else named_tests(cells[-1])
         rows.append((cells[0], kept, [*tests, *section_tests]))
         previous = tests
     return rows
 
 
-def test_names(text: str) -> list[tuple[str, str]]:
+def named_tests(text: str) -> list[tuple[str, str]]:
     """The (file, function) of every `file.py::test` in a cell (`…::test`: the same file)."""
     tests, file = [], ""
     for found, name in re.findall(r"([\w/]+\.py|…)::(\w+)", text):

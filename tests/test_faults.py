@@ -288,7 +288,11 @@ def run_sweep(cwd: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
 # -- SIGTERM and Ctrl-C ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("sig", "code"),
+    [(signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)],
+    ids=["SIGTERM", "SIGINT"],
+)
 def test_a_signal_mid_training_ends_the_run_killed_at_once_with_one_line(
     store: Store, sig: signal.Signals, code: int
 ) -> None:
@@ -387,6 +391,21 @@ def test_a_full_disk_while_the_store_is_created_is_one_line_and_leaves_no_half_b
             record.log_metrics({"x": 1.0})
         (run,) = mlflow.MlflowClient(cfg.uri).search_runs([record.setup(cfg)])
         assert run.info.status == "FINISHED"
+
+
+def test_a_disk_that_fills_under_the_store_mid_run_is_one_line_without_mlflow_tracebacks(
+    compose_cfg, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # 2 MiB: the store (about 1 MiB) and the run's first records fit, the model does not, and
+    # then neither does the store's next write (the run's end).
+    with tmpfs(tmp_path / "full-disk", "2m") as mount:
+        cfg = compose_cfg(*QUICK)
+        cfg.tracking.uri = f"sqlite:///{mount / 'mlflow.db'}"
+        with pytest.raises(UserError, match=r"no space left on the device while writing"):
+            train(cfg)
+    output = capfd.readouterr()
+    assert "Traceback" not in output.err + output.out
+    assert "ERROR" not in output.err + output.out  # MLflow logged 3 tracebacks of 130 lines
 
 
 def test_a_half_built_store_left_by_an_interrupted_creation_is_set_aside_and_made_again(

@@ -85,12 +85,23 @@ def retry_locked(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+class HideFullDiskTracebacks(logging.Filter):
+    """Drops MLflow's ERROR records (a traceback each, 130 lines) of a full disk: the command
+    reports it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None or out_of_space(record.exc_info[1]) is None
+
+
 def setup(cfg: TrackingConfig) -> str:
     """Point MLflow at the store, make sure the experiment exists, end its orphaned runs KILLED;
     returns the experiment id ("" on ranks other than 0, which record nothing)."""
     if not is_main_process():
         return ""
     check_tracking(cfg)
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, HideFullDiskTracebacks) for f in db_log.filters):
+        db_log.addFilter(HideFullDiskTracebacks())
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     if redact(uri) != uri:  # MLflow prints run URLs, password included, to stdout
@@ -338,8 +349,16 @@ def run(
             state, status = RunState.killed, RunStatus.KILLED
         if isinstance(exc, Interrupted):
             exc.runs.append(active.info.run_id)
-        mlflow.set_tags({STATE_TAG: state, ERROR_TAG: str(exc)[:MAX_ERROR_LEN] or repr(exc)})
-        mlflow.end_run(RunStatus.to_string(status))
+        try:
+            mlflow.set_tags({STATE_TAG: state, ERROR_TAG: str(exc)[:MAX_ERROR_LEN] or repr(exc)})
+            mlflow.end_run(RunStatus.to_string(status))
+        except Exception as failure:  # the store itself fails (a full disk): report the cause
+            log.warning(
+                "MLflow run %s could not be marked %s (%s); the next start marks it KILLED",
+                active.info.run_id,
+                RunStatus.to_string(status),
+                " ".join(str(failure).split())[:200],
+            )
         raise
     mlflow.set_tag(STATE_TAG, RunState.completed)
     mlflow.end_run()

@@ -8,6 +8,7 @@ for database URIs).
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import urllib.error
 import urllib.request
@@ -43,8 +44,13 @@ def check_tracking(cfg: TrackingConfig) -> None:
         check_database(uri, key)
     elif scheme in ("", "file"):
         check_file_store(uri, key)
-    elif scheme not in DATABRICKS:
+    elif scheme not in DATABRICKS and scheme not in plugin_schemes():
         raise UserError(f"{key}: unknown tracking URI scheme '{scheme}:'; use {EXAMPLES}")
+
+
+def plugin_schemes() -> set[str]:
+    """Schemes that installed MLflow plugins (Azure ML, ...) register for tracking stores."""
+    return {e.name for e in importlib.metadata.entry_points(group="mlflow.tracking_store")}
 
 
 def uri_source(cfg: TrackingConfig) -> str:
@@ -97,6 +103,8 @@ def check_server(uri: str, key: str) -> None:
         with urllib.request.urlopen(health, timeout=PROBE_TIMEOUT) as response:
             response.read(64)
     except urllib.error.HTTPError as exc:
+        if exc.code != 404:  # it answered: credentials and the rest are MLflow's business
+            return
         raise UserError(
             f"{key} is not an MLflow tracking server (GET /health answered {exc.code} {exc.reason})"
             ": check the host and port"
