@@ -85,7 +85,7 @@ def sweep_app(cwd: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(APP), "-m", *overrides],
         cwd=cwd,
-        env=env | {"CLFSWEEP_PARENT_RUN_ID": ""},
+        env=env | {"CLFSWEEP_PARENT_RUN_ID": "", "PYTHONPATH": str(ROOT)},  # this checkout
         capture_output=True,
         text=True,
         timeout=300,

@@ -43,9 +43,11 @@ def quick(*changes: str) -> list[str]:
 
 
 def child_env() -> dict[str, str]:
-    """The environment of a child process, without tracking settings of the caller."""
+    """The environment of a child process, without tracking settings of the caller; it runs
+    this checkout's code from any working directory."""
     drop = ("CLFSWEEP_PARENT_RUN_ID", "MLFLOW_TRACKING_URI", "RANK", "WORLD_SIZE")
-    return {k: v for k, v in os.environ.items() if k not in drop} | {"PYTHONUNBUFFERED": "1"}
+    kept = {k: v for k, v in os.environ.items() if k not in drop}
+    return kept | {"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
 
 
 def start_run_then(store: Store, action: str, experiment: str = "clfsweep") -> int:
@@ -353,9 +355,10 @@ def test_sigterm_during_a_sweep_fails_the_trial_and_the_same_command_resumes_the
     (parent,) = [r for r in store.runs() if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "KILLED" and "SIGTERM" in parent.data.tags["error"]
     storage = open_storage(journal_url(tmp_path / "sweeps" / "stopped" / "journal.log"))
-    (stopped,) = optuna.load_study(study_name="stopped", storage=storage).trials
+    stopped, *queued = optuna.load_study(study_name="stopped", storage=storage).trials
     assert stopped.state == TrialState.FAIL
     assert "SIGTERM" in stopped.user_attrs[FAIL_REASON_ATTR]
+    assert [t.state for t in queued] == [TrialState.WAITING]  # its configuration, to run again
 
     again = subprocess.run(
         command, cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=600
