@@ -406,6 +406,7 @@ def test_a_disk_that_fills_under_the_store_mid_run_is_one_line_without_mlflow_tr
         cfg.tracking.uri = f"sqlite:///{mount / 'mlflow.db'}"
         with pytest.raises(UserError, match=r"no space left on the device while writing"):
             train(cfg)
+    assert mlflow.active_run() is None  # a sweep's next job in this process can start its run
     output = capfd.readouterr()
     assert "Traceback" not in output.err + output.out
     assert "ERROR" not in output.err + output.out  # MLflow logged 3 tracebacks of 130 lines

@@ -350,8 +350,12 @@ def run(
         if isinstance(exc, Interrupted):
             exc.runs.append(active.info.run_id)
         try:
-            mlflow.set_tags({STATE_TAG: state, ERROR_TAG: str(exc)[:MAX_ERROR_LEN] or repr(exc)})
-            mlflow.end_run(RunStatus.to_string(status))
+            try:
+                mlflow.set_tags(
+                    {STATE_TAG: state, ERROR_TAG: str(exc)[:MAX_ERROR_LEN] or repr(exc)}
+                )
+            finally:  # off MLflow's stack of active runs even then: the next run must start
+                mlflow.end_run(RunStatus.to_string(status))
         except Exception as failure:  # the store itself fails (a full disk): report the cause
             log.warning(
                 "MLflow run %s could not be marked %s (%s); the next start marks it KILLED",
