@@ -4,9 +4,16 @@ where possible; a full disk while saving is turned into one too."""
 from __future__ import annotations
 
 import errno
+import signal
+import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+
+# What SLURM, Kubernetes and `docker stop` send (SIGTERM), and Ctrl-C (SIGINT).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class UserError(Exception):
@@ -16,11 +23,53 @@ class UserError(Exception):
         super().__init__(" ".join(message.split()))
 
 
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite: the run stops at that step."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process was asked to stop by a signal: runs in progress end KILLED with this reason.
+
+    A KeyboardInterrupt, so everything that already treats Ctrl-C as a stop (Optuna trials
+    failed and re-queued by the sweep loop) treats SIGTERM alike. `runs`: the MLflow runs it
+    ended, for the one line that reports it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.signal = signal.Signals(signum).name
+        super().__init__(f"killed by {self.signal}: the process was asked to stop")
+        self.runs: list[str] = []
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise `Interrupted` in the main thread; a second signal while the
+    first is being handled ends the process at once (the default action)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @contextmanager
 def disk_space_guard(where: Path | str, what: str) -> Iterator[None]:
     """Turn "no space left on device" while writing `what` into one line (a UserError)."""
     try:
         yield
+    except UserError:
+        raise
     except Exception as exc:
         full = out_of_space(exc)
         if full is None:
@@ -45,3 +94,18 @@ def out_of_space(exc: BaseException | None) -> BaseException | None:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def writable_place(path: Path) -> bool:
+    """Whether this process can create or write `path`: a file can be made in its closest
+    existing ancestor (tried for real: permission bits do not stop root, read-only mounts do)."""
+    existing = path.expanduser().resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            return True
+    except OSError:
+        return False

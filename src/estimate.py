@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.config import CONF_DIR
+from src.config.cli import hydra_command
 from src.config.schema import register_configs
 from src.errors import UserError
 from src.model.memory import num_labels_of, plan_from_config, report, shape_for
@@ -25,6 +26,7 @@ register_configs("train")
 QUIET = ("hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdout")
 
 
+@hydra_command
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     """Print the estimate of the run the same arguments would start with `python -m src.train`."""

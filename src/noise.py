@@ -25,6 +25,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.config import CONF_DIR
+from src.config.cli import hydra_command
 from src.config.schema import register_configs
 from src.errors import UserError
 from src.tracking.console import quiet_libraries
@@ -66,14 +67,17 @@ def log_run(cfg: DictConfig, ranked: pd.DataFrame, paths: dict[str, Path]) -> No
             mlflow.log_artifact(str(path), "noise")
 
 
+@hydra_command
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="noise")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     quiet_libraries()
+    from src.config.checks import check_config
     from src.data.label_noise import find_suspects, write_outputs
 
     out_dir = Path(cfg.output_dir)
     try:
+        check_config(cfg)
         with tempfile.TemporaryDirectory(prefix="noise-") as workdir:
             ranked, probs, names = find_suspects(cfg, Path(workdir))
     except UserError as exc:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from src.config.schema import TrackingConfig
-from src.errors import UserError
+from src.errors import UserError, writable_place
 from src.tracking.uris import tracking_uri
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,20 @@ def read_texts(stream: Iterable[bytes], name: str) -> list[str]:
     return texts
 
 
+def check_output(path: Path) -> None:
+    """--output must be a file that can be written, found before any text is classified."""
+    if path.is_dir():
+        raise UserError(
+            f"--output {path} is a directory: give a file name, e.g. {path / 'out.jsonl'}"
+        )
+    if not path.parent.is_dir():
+        raise UserError(
+            f"--output {path}: the folder {path.parent} does not exist; create it first"
+        )
+    if not writable_place(path.parent) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"--output {path} cannot be written: choose a writable place")
+
+
 def write_jsonl(rows: list[dict], out: TextIO) -> None:
     """One JSON object per line, Chinese kept readable."""
     for row in rows:
@@ -81,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mlflow.set_tracking_uri(tracking_uri(TrackingConfig(uri=args.tracking_uri, dir="mlruns")))
         if args.input is not None and not args.input.is_file():
             raise UserError(f"--input {args.input} does not exist")
+        if args.output is not None:
+            check_output(args.output)
         model_dir = resolve_model_dir(args.run_id, args.model)
         if args.input is not None:
             with args.input.open("rb") as stream:
@@ -92,8 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.output is not None:
-        with args.output.open("w", encoding="utf-8") as out:
+        # Written beside the target, then renamed: an interrupted write never leaves half a file.
+        staging = args.output.with_name(f".{args.output.name}.partial")
+        with staging.open("w", encoding="utf-8") as out:
             write_jsonl(rows, out)
+        staging.replace(args.output)
     else:
         write_jsonl(rows, sys.stdout)
     return 0

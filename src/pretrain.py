@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.config import CONF_DIR
+from src.config.cli import hydra_command
 from src.config.schema import Arch, LongText, register_configs
 from src.errors import UserError
 
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 register_configs("pretrain")
 
 
+@hydra_command
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="pretrain")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
@@ -52,20 +55,35 @@ def main(cfg: DictConfig) -> None:
 
 def pretrain(cfg: DictConfig) -> str:
     """The pretraining recipe; returns the MLflow run id to fine-tune from ("" on other ranks)."""
-    from transformers import DataCollatorForLanguageModeling, PreTrainedModel, Trainer, set_seed
+    from transformers import (
+        AutoConfig,
+        DataCollatorForLanguageModeling,
+        PreTrainedModel,
+        Trainer,
+        set_seed,
+    )
 
+    from src.config.checks import check_pretrain
     from src.inputs.long_text import InputSpec, encode
-    from src.model.backbones import LINEAGE_FILE, load_tokenizer, resolve_backbone
+    from src.model.backbones import LINEAGE_FILE, check_positions, load_tokenizer, resolve_backbone
     from src.model.precision import resolve_precision
     from src.tracking import record
     from src.tracking.fine_tuning import log_train_step
-    from src.training.arguments import training_arguments
+    from src.tracking.uris import tracking_uri
+    from src.training.arguments import check_batches, training_arguments
     from src.training.trainer import StepLogger, TokenizedDataset
 
     check_pretrain(cfg)
     texts, valid_texts = domain_texts(cfg)
+    backbone = resolve_backbone(cfg.model, texts, tracking_uri(cfg.tracking))
+    tokenizer = load_tokenizer(backbone)
+    # Consecutive windows without overlap: every token of every text is trained on once.
+    spec = InputSpec(max_len=cfg.trainer.max_len, long_text=LongText.sliding_window.value, stride=0)
+    train_inputs = encode(texts, tokenizer, spec).inputs
+    config = AutoConfig.from_pretrained(backbone.path, trust_remote_code=backbone.trust_remote_code)
+    check_positions(config, max(len(ids) for ids in train_inputs), cfg.trainer.max_len)
+    check_batches(cfg.trainer, len(train_inputs), int(os.environ.get("WORLD_SIZE", "1")))
     experiment_id = record.setup(cfg.tracking)
-    backbone = resolve_backbone(cfg.model, texts, record.tracking_uri(cfg.tracking))
     tags = {
         "stage": "pretrain",
         "model": cfg.model.name,
@@ -76,11 +94,6 @@ def pretrain(cfg: DictConfig) -> str:
     with record.run(experiment_id, name, tags, record.system_metrics(cfg.tracking)) as run:
         record.log_config(cfg, tags)
         set_seed(cfg.seed)
-        tokenizer = load_tokenizer(backbone)
-        # Consecutive windows without overlap: every token of every text is trained on once.
-        spec = InputSpec(
-            max_len=cfg.trainer.max_len, long_text=LongText.sliding_window.value, stride=0
-        )
         out_dir = Path(cfg.output_dir)
         trainer = Trainer(
             model=load_language_model(backbone),
@@ -91,7 +104,7 @@ def pretrain(cfg: DictConfig) -> str:
                 "eval_loss",
                 resolve_precision(cfg.trainer.precision),
             ),
-            train_dataset=TokenizedDataset(encode(texts, tokenizer, spec).inputs),
+            train_dataset=TokenizedDataset(train_inputs),
             eval_dataset=TokenizedDataset(encode(valid_texts, tokenizer, spec).inputs),
             processing_class=tokenizer,
             data_collator=DataCollatorForLanguageModeling(
@@ -102,6 +115,10 @@ def pretrain(cfg: DictConfig) -> str:
             ),
             callbacks=[StepLogger(log_train_step)],
         )
+        if backbone.arch == Arch.encoder:
+            # Masked-LM losses are means per micro-batch that ignore num_items_in_batch: see
+            # ClassifierTrainer. (Causal-LM losses use it, and are exact means as they are.)
+            trainer.model_accepts_loss_kwargs = False
         result = trainer.train()
         shutil.rmtree(out_dir / "trainer", ignore_errors=True)
         eval_loss = float(trainer.evaluate()["eval_loss"])
@@ -124,17 +141,6 @@ def pretrain(cfg: DictConfig) -> str:
         record.log_directory(checkpoint, "checkpoint")
     print(f"pretraining run {run_id}: fine-tune from it with model.from_run={run_id}")
     return run_id
-
-
-def check_pretrain(cfg: DictConfig) -> None:
-    """Reject settings pretraining cannot use, before anything is loaded."""
-    from src.training.arguments import check_trainer
-
-    check_trainer(cfg.trainer)
-    if cfg.model.arch == Arch.classical:
-        raise UserError(f"model={cfg.model.name} has no language model to pretrain")
-    if not 0 < cfg.mlm_probability < 1:
-        raise UserError(f"mlm_probability={cfg.mlm_probability} must lie strictly between 0 and 1")
 
 
 def domain_texts(cfg: DictConfig) -> tuple[list[str], list[str]]:

@@ -7,6 +7,7 @@ python -m src.train -m model=tiny_qwen2,tiny_bert method=lora,sft
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -20,8 +21,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.config import CONF_DIR
+from src.config.cli import hydra_command
 from src.config.schema import Arch, register_configs
-from src.errors import UserError
+from src.errors import TrainingDiverged, UserError, disk_space_guard
+from src.tracking.names import PARENT_ENV
 
 if TYPE_CHECKING:  # the recipe imports its parts when it runs: `--help` stays fast
     import mlflow
@@ -35,22 +38,23 @@ log = logging.getLogger(__name__)
 register_configs("train")
 
 
+@hydra_command
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | list[float]:
     """Hydra entry point; returns `optimized_metric` for sweepers (a list: one per name)."""
     from src.tracking.console import quiet_libraries
 
     quiet_libraries()
-    from src.training.trainer import TrainingDiverged
-
     try:
-        return train(cfg)
+        with disk_space_guard(cfg.output_dir, "the run's records"):
+            return train(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if stops_on_user_error():
-            from src.tracking.record import end_parent_run
+            if os.environ.get(PARENT_ENV):  # a grid's parent run; MLflow loads only then
+                from src.tracking.record import end_parent_run
 
-            end_parent_run(f"a job stopped the sweep: {exc}")
+                end_parent_run(f"a job stopped the sweep: {exc}")
             raise SystemExit(2) from None
         raise
     except TrainingDiverged as exc:  # the run is FAILED with the reason; a sweep goes on
@@ -82,18 +86,18 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
 
     from src.checkpoint.files import CheckpointInfo
     from src.inputs.long_text import encode_splits
-    from src.model.backbones import WEIGHT_READS, load_tokenizer, resolve_backbone
+    from src.model.backbones import WEIGHT_READS, check_backbone, load_tokenizer, resolve_backbone
     from src.model.build import build_classifier
     from src.model.memory import preflight
     from src.model.methods import export_model, restrict_head
     from src.model.precision import resolve_precision
     from src.sweep.trial import open_trial, pruning_hook
-    from src.task.heads import make_task
+    from src.task.heads import make_task, selection_metric
     from src.tracking import console, record
     from src.tracking import fine_tuning as run_record
     from src.tracking.uris import tracking_uri
     from src.training import evaluate
-    from src.training.arguments import training_arguments
+    from src.training.arguments import check_batches, training_arguments
     from src.training.trainer import EpochEnd, StepLogger, StepsDone, fit, training_datasets
 
     texts = training.frame.text.tolist()
@@ -101,6 +105,9 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
     tokenizer = load_tokenizer(backbone)
     spec = prompt_and_length(cfg, splits, tokenizer)
     inputs = encode_splits(training.frame, splits.valid, splits.test, tokenizer, spec)
+    longest = max(len(ids) for e in (inputs.train, inputs.valid, inputs.test) for ids in e.inputs)
+    check_backbone(backbone, cfg.model, cfg.method, longest, cfg.trainer.max_len)
+    check_batches(cfg.trainer, len(inputs.train.inputs), int(os.environ.get("WORLD_SIZE", "1")))
     precision = resolve_precision(cfg.trainer.precision)
     experiment_id = record.setup(cfg.tracking)
     trial = open_trial(cfg.trial)
@@ -139,7 +146,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
             built.total,
             100 * built.trainable / built.total,
         )
-        selection = evaluate.selection_metric(cfg.optimized_metric, cfg.task.metric)
+        selection = selection_metric(cfg.optimized_metric, cfg.task.metric)
         hooks: list[Callable[[int, dict[str, float]], None]] = [
             run_record.log_epoch,
             console.epoch_line(selection, cfg.trainer.epochs),
@@ -195,7 +202,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
 def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float | list[float]:
     """The classical row's recipe: the same data, run record and metrics, without a backbone."""
     from src.model.baseline import baseline_logits, fit_baseline
-    from src.task.heads import make_task
+    from src.task.heads import make_task, selection_metric
     from src.task.metrics import prefixed
     from src.tracking import fine_tuning as run_record
     from src.tracking import record
@@ -219,7 +226,7 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
         valid_logits, _ = baseline_logits(pipeline, task, splits.valid.text.tolist(), n_outputs)
         valid = prefixed(task.metrics(splits.valid.label.tolist(), valid_logits), "eval")
         run_record.log_epoch(1, valid)  # one "epoch": tables and sweeps read it like any other
-        selection = evaluate.selection_metric(cfg.optimized_metric, cfg.task.metric)
+        selection = selection_metric(cfg.optimized_metric, cfg.task.metric)
         final = evaluate.best_epoch_metrics(valid.get(selection), 1, selection)
         final["train_samples_per_second"] = train_speed
         task = task.calibrated(splits.valid.label.tolist(), valid_logits)

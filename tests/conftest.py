@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -27,12 +28,13 @@ os.environ.pop("CLFSWEEP_PARENT_RUN_ID", None)
 os.environ.pop("CLFSWEEP_MODELS", None)  # a machine's models root must not reach the tests
 
 
-def compose_train(overrides: list[str], tmp_path: Path) -> DictConfig:
-    """The composed `train` config with Hydra's runtime set, writing only under `tmp_path`."""
+def compose_train(overrides: list[str], tmp_path: Path, config_name: str = "train") -> DictConfig:
+    """The composed `train` (or `pretrain`, `noise`) config with Hydra's runtime set, writing
+    only under `tmp_path`."""
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path / "run")
         cfg.hydra.runtime.cwd = str(ROOT)
@@ -101,6 +103,34 @@ def run_module(
         text=True,
         timeout=timeout,
     )
+
+
+@contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` at `mount` (needs root: skips without)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.decode()[:200]}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def resize(mount: Path, size: str) -> None:
+    """Give a tmpfs more room, as freeing space would."""
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
+
+
+def one_error_line(output: str) -> str:
+    """The single `error:` line of a command's output (fails if there are more, or a trace)."""
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    return errors[0]
 
 
 # A run of a few seconds: 20 fund reviews, one epoch of short sequences.

@@ -31,7 +31,7 @@ from src.sweep.storage import open_storage
 from src.sweep.trial import FAIL_REASON_ATTR
 from src.tracking import names, record
 from src.train import train
-from tests.conftest import QUICK, ROOT, Store, run_module
+from tests.conftest import QUICK, ROOT, Store, one_error_line, resize, run_module, tmpfs
 
 TIMING = ("_per_second", "runtime")
 
@@ -43,9 +43,11 @@ def quick(*changes: str) -> list[str]:
 
 
 def child_env() -> dict[str, str]:
-    """The environment of a child process, without tracking settings of the caller."""
+    """The environment of a child process, without tracking settings of the caller; it runs
+    this checkout's code from any working directory."""
     drop = ("CLFSWEEP_PARENT_RUN_ID", "MLFLOW_TRACKING_URI", "RANK", "WORLD_SIZE")
-    return {k: v for k, v in os.environ.items() if k not in drop} | {"PYTHONUNBUFFERED": "1"}
+    kept = {k: v for k, v in os.environ.items() if k not in drop}
+    return kept | {"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
 
 
 def start_run_then(store: Store, action: str, experiment: str = "clfsweep") -> int:
@@ -116,19 +118,17 @@ def test_kill_9_mid_training_next_start_marks_the_run_killed(store: Store) -> No
 def wait_for_epoch_metric(
     store: Store, proc: subprocess.Popen[bytes], log: Path, timeout: float = 240
 ) -> str:
-    """The run id, once the training process has logged its first epoch's metrics."""
+    """The run id, once the training process has logged its first epoch's metrics. Polled with
+    a client of its own while the process creates the store: the store must never be seen
+    half-built (it is made in a file beside it, then renamed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"training ended before the kill: {log.read_text()[-2000:]}")
-        db = store.root / "mlruns" / "mlflow.db"
-        if db.exists():
-            try:
-                runs = store.runs()
-            except Exception:  # the store is being created
-                runs = []
-            if runs and "eval_macro_f1" in runs[0].data.metrics:
-                return runs[0].info.run_id
+        if (store.root / "mlruns" / "mlflow.db").exists():  # created whole (renamed into place)
+            trained = [r for r in store.runs() if "eval_macro_f1" in r.data.metrics]
+            if trained:
+                return trained[0].info.run_id
         time.sleep(0.3)
     raise AssertionError("no epoch metric within the timeout")
 
@@ -287,23 +287,150 @@ def run_sweep(cwd: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# -- SIGTERM and Ctrl-C ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"),
+    [(signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_a_signal_mid_training_ends_the_run_killed_at_once_with_one_line(
+    store: Store, sig: signal.Signals, code: int
+) -> None:
+    log = store.root / "train.log"
+    command = [sys.executable, "-m", "src.train", *quick("trainer.epochs=40"), *store.overrides()]
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=child_env(), stdout=out, stderr=out)
+    try:
+        run_id = wait_for_epoch_metric(store, proc, log)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == code  # 128 + the signal, as shells report it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    line = one_error_line(log.read_text())
+    assert line == f"error: stopped by {sig.name}: MLflow run {run_id} is marked KILLED"
+    run = store.client().get_run(run_id)  # KILLED now, not RUNNING until some next start
+    assert run.info.status == "KILLED" and run.data.tags[names.STATE_TAG] == "killed"
+    assert run.data.tags["error"] == f"killed by {sig.name}: the process was asked to stop"
+    assert run.data.metrics["eval_macro_f1"] >= 0  # what it logged is kept
+
+
+@pytest.mark.slow  # about two minutes: a sweep stopped mid-trial, then resumed
+def test_sigterm_during_a_sweep_fails_the_trial_and_the_same_command_resumes_the_study(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path)
+    command = [
+        sys.executable,
+        "-m",
+        "src.train",
+        "-m",
+        *quick("trainer.epochs=6"),
+        "hydra/sweeper=clfsweep_optuna",
+        "hydra.sweeper.study_name=stopped",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.name=random",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.plots=false",
+        "trainer.lr=choice(1e-3, 2e-3)",
+    ]
+    log = tmp_path / "sweep.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=child_env(), stdout=out, stderr=out)
+    try:
+        run_id = wait_for_epoch_metric(store, proc, log)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    line = one_error_line(log.read_text())
+    assert f"stopped by SIGTERM: MLflow run {run_id}" in line and "continue" in line
+    job = store.client().get_run(run_id)
+    assert job.info.status == "KILLED" and "SIGTERM" in job.data.tags["error"]
+    (parent,) = [r for r in store.runs() if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED" and "SIGTERM" in parent.data.tags["error"]
+    storage = open_storage(journal_url(tmp_path / "sweeps" / "stopped" / "journal.log"))
+    stopped, *queued = optuna.load_study(study_name="stopped", storage=storage).trials
+    assert stopped.state == TrialState.FAIL
+    assert "SIGTERM" in stopped.user_attrs[FAIL_REASON_ATTR]
+    assert [t.state for t in queued] == [TrialState.WAITING]  # its configuration, to run again
+
+    again = subprocess.run(
+        command, cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = optuna.load_study(study_name="stopped", storage=storage).trials
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 2  # n_trials, resumed
+
+
 # -- out of disk ---------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 192 KiB tmpfs: room for a run's reports and plots, not for its model."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.decode()[:200]}")
-    try:
+    with tmpfs(tmp_path / "small-disk", "192k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_while_the_store_is_created_is_one_line_and_leaves_no_half_built_store(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with tmpfs(tmp_path / "tiny-disk", "64k") as mount:
+        cfg = TrackingConfig(uri=f"sqlite:///{mount / 'mlflow.db'}", dir=str(mount))
+        with pytest.raises(UserError, match=r"no space left on the device while opening the ML"):
+            record.setup(cfg)
+        assert not (mount / "mlflow.db").exists()  # no half-built store, no staging file
+        assert sorted(p.name for p in mount.iterdir()) == ["mlflow.db.init-lock"]
+        output = capfd.readouterr()
+        assert "ERROR" not in output.out + output.err  # MLflow's own error lines silenced
+        resize(mount, "8m")  # space freed: the next start creates the store and runs
+        with record.run(record.setup(cfg), "after", {}):
+            record.log_metrics({"x": 1.0})
+        (run,) = mlflow.MlflowClient(cfg.uri).search_runs([record.setup(cfg)])
+        assert run.info.status == "FINISHED"
+
+
+def test_a_disk_that_fills_under_the_store_mid_run_is_one_line_without_mlflow_tracebacks(
+    compose_cfg, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # 2 MiB: the store (about 1 MiB) and the run's first records fit, the model does not, and
+    # then neither does the store's next write (the run's end).
+    with tmpfs(tmp_path / "full-disk", "2m") as mount:
+        cfg = compose_cfg(*QUICK)
+        cfg.tracking.uri = f"sqlite:///{mount / 'mlflow.db'}"
+        with pytest.raises(UserError, match=r"no space left on the device while writing"):
+            train(cfg)
+    assert mlflow.active_run() is None  # a sweep's next job in this process can start its run
+    output = capfd.readouterr()
+    assert "Traceback" not in output.err + output.out
+    assert "ERROR" not in output.err + output.out  # MLflow logged 3 tracebacks of 130 lines
+
+
+def test_a_half_built_store_left_by_an_interrupted_creation_is_set_aside_and_made_again(
+    tmp_path: Path,
+) -> None:
+    with tmpfs(tmp_path / "tiny-disk", "96k") as mount:
+        uri = f"sqlite:///{mount / 'mlflow.db'}"
+        # MLflow's own creation, in a process of its own, runs out of space half-way.
+        plain = f"import mlflow; mlflow.MlflowClient({uri!r}).search_runs(['0'])"
+        first = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True)
+        assert first.returncode != 0 and (mount / "mlflow.db").stat().st_size > 0
+        resize(mount, "8m")
+        again = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True)
+        assert "already exists" in again.stderr  # what every later start met, space freed
+        cfg = TrackingConfig(uri=uri, dir=str(mount))
+        with record.run(record.setup(cfg), "after", {}):
+            record.log_metrics({"x": 1.0})
+        (aside,) = mount.glob("mlflow.db.interrupted-*")  # kept, not deleted
+        assert aside.stat().st_size > 0
+        (run,) = mlflow.MlflowClient(uri).search_runs([record.setup(cfg)])
+        assert run.info.status == "FINISHED"
 
 
 def test_out_of_disk_while_saving_the_model_is_one_line_and_keeps_earlier_artifacts(
@@ -341,6 +468,24 @@ def test_out_of_disk_for_trainer_checkpoints_is_one_line(
         train(cfg)
     (run,) = Store(tmp_path).runs()
     assert run.info.status == "FAILED" and "no space left" in run.data.tags["error"]
+
+
+# -- gradient accumulation --------------------------------------------------------------------
+
+
+def test_train_loss_is_a_mean_per_batch_with_gradient_accumulation(compose_cfg, tmp_path) -> None:
+    # 12 training reviews in 3 batches of 4. A learning rate too small to move the weights, no
+    # dropout: every batch has the same loss under either setting.
+    settings = quick("trainer.lr=1e-12", "trainer.batch_size=4", "trainer.logging_steps=1")
+    losses = {}
+    for accum in (1, 3):
+        train(compose_cfg(*settings, "method.dropout=0", f"trainer.grad_accum={accum}"))
+        run = Store(tmp_path).runs()[-1]
+        losses[accum] = [v for _, v in history(Store(tmp_path), run, "train_loss")]
+    assert len(losses[1]) == 6 and len(losses[3]) == 2  # steps: 3 a epoch, then 1 a epoch
+    per_epoch = [sum(losses[1][i : i + 3]) / 3 for i in (0, 3)]
+    assert losses[3] == pytest.approx(per_epoch, rel=1e-4)  # the mean, not the sum (x3)
+    assert 0.3 < losses[3][0] < 1.5  # about ln 2 for two random classes
 
 
 # -- determinism ---------------------------------------------------------------------------------

@@ -48,8 +48,9 @@ from src.sweep.search_space import (
 from src.sweep.settings import PrunerName, SamplerName, SweeperSettings
 from src.sweep.storage import journal_path, normalize_storage_url, open_storage, tool_commands
 from src.sweep.trial import PRUNER_ATTR, build_pruner, open_trial, report
+from src.task.heads import check_optimized_metric, selection_metric
 from src.tracking.processes import process_alive, process_start_ticks
-from src.training.evaluate import check_optimized_metric, optimized_value, selection_metric
+from src.training.evaluate import optimized_value
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_CONF = ROOT / "tests" / "sweeper_app" / "conf"
@@ -310,15 +311,15 @@ def test_the_training_job_returns_one_value_per_named_metric() -> None:
         "eval_accuracy"
     )
     assert selection_metric(["test_macro_f1", "train_runtime"], "eval_rmse") == "eval_rmse"
-    check_optimized_metric(["eval_macro_f1", "trainable_params", "test_accuracy"])
+    check_optimized_metric(["eval_macro_f1", "trainable_params", "test_accuracy"], "single_label")
     for bad, message in [
-        ("macro_f1", "must name an eval_\\* or test_\\* metric"),
-        (["eval_macro_f1", "params"], "params must name"),
+        ("macro_f1", "eval_macro_f1\\?"),
+        (["eval_macro_f1", "params"], "params is not a metric of task=single_label"),
         (["eval_macro_f1", "eval_accuracy"], "one validation metric"),
         ([], "empty"),
     ]:
         with pytest.raises(UserError, match=message):
-            check_optimized_metric(bad)
+            check_optimized_metric(bad, "single_label")
 
 
 def test_multi_objective_trials_report_nothing_to_prune() -> None:
@@ -418,7 +419,7 @@ def test_presets_compose(
     sweeper = cfg.hydra.sweeper
     settings = SweeperSettings.from_kwargs({k: v for k, v in sweeper.items() if k != "_target_"})
     assert objective_names(cfg, len(settings.directions)) == (metrics or ["eval_macro_f1"])
-    check_optimized_metric(cfg.optimized_metric)
+    check_optimized_metric(cfg.optimized_metric, cfg.task.name)
     assert load_extender(settings.custom_search_space) in (None, method_levers)
     space = parse_search_space(settings.params, [])
     assert set(space.distributions) == names

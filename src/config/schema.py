@@ -253,7 +253,7 @@ class TrainConfig:
     seed: int = 42
     seeds: int = 3  # experiment presets sweep seed over range(seeds): `seeds=5` for 5 per cell
     # What a sweep optimises: a metric's name, or a list of them for a multi-objective study
-    # (e.g. [eval_macro_f1, trainable_params]); see training.evaluate.check_optimized_metric.
+    # (e.g. [eval_macro_f1, trainable_params]); see task.heads.check_optimized_metric.
     optimized_metric: Any = "eval_macro_f1"
     # The job's folder, set by Hydra when the job runs (null when the config is only printed).
     output_dir: str | None = "${hydra:runtime.output_dir}"

@@ -17,16 +17,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
-from sklearn.model_selection import StratifiedKFold
 
 from src.config.schema import NoiseConfig
 from src.data.streams import Stream
 from src.errors import UserError
+from src.model.presets import check_tfidf
 
 log = logging.getLogger(__name__)
 
 
 SCORERS = ("tfidf", "model")
+
+
+def check_noise(cfg: NoiseConfig) -> None:
+    """Reject an unknown scorer, fewer than 2 folds and TF-IDF settings scikit-learn refuses."""
+    if cfg.scorer not in SCORERS:
+        raise UserError(f"noise.scorer={cfg.scorer} is not one of {', '.join(SCORERS)}")
+    if cfg.folds < 2:
+        raise UserError(f"noise.folds={cfg.folds}: cross-fitting needs at least 2 folds")
+    check_tfidf(cfg.tfidf, "noise.tfidf")
 
 
 # fold training rows -> held-out rows -> probabilities (held-out rows x labels)
@@ -37,10 +46,10 @@ def out_of_fold_probs(
     frame: pd.DataFrame, n_labels: int, scorer: FoldScorer, folds: int, seed: int
 ) -> np.ndarray:
     """Class probabilities of every row from a model fitted on the other folds (stratified)."""
+    from sklearn.model_selection import StratifiedKFold  # here: config checks import this module
+
     counts = np.bincount(frame.label.to_numpy(), minlength=n_labels)
     present = counts[counts > 0]
-    if folds < 2:
-        raise UserError(f"noise.folds={folds}: cross-fitting needs at least 2 folds")
     if present.min() < folds:
         raise UserError(
             f"a class has only {present.min()} examples, fewer than noise.folds={folds}: "
@@ -192,8 +201,7 @@ def scored_frame(cfg: DictConfig) -> tuple[pd.DataFrame, list[str]]:
 
 def find_suspects(cfg: DictConfig, workdir: Path) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """Load, cross-fit, rank: (ranked table, out-of-fold probabilities, label names)."""
-    if cfg.noise.scorer not in SCORERS:
-        raise UserError(f"noise.scorer={cfg.noise.scorer} is not one of {', '.join(SCORERS)}")
+    check_noise(cfg.noise)
     frame, names = scored_frame(cfg)
     if cfg.noise.scorer == "tfidf":
         scorer = tfidf_scorer(cfg.noise, names, cfg.seed)

@@ -94,8 +94,11 @@ def auxiliary_pool(
     """All auxiliary training rows, labels indexing the head's labels, and those labels."""
     head = list(main_labels)
     frames = []
-    for source_cfg in cfg.datasets:
-        aux = load_splits(source_cfg, seed)
+    for i, source_cfg in enumerate(cfg.datasets):
+        try:
+            aux = load_splits(source_cfg, seed)
+        except UserError as exc:  # its messages name data.*: say which auxiliary data set
+            raise UserError(f"data.mix.datasets[{i}]: {exc}") from exc
         names = [aux.label_names[i] for i in aux.train["label"]]
         if MixLabels(cfg.labels) == MixLabels.shared:
             unknown = sorted(set(names) - set(main_labels))

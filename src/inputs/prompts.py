@@ -67,6 +67,18 @@ def check_prompt(cfg: PromptConfig, task: str) -> None:
             )
     if fields(cfg.template).count("text") != 1:
         raise UserError(f"prompt.template={cfg.template!r} must contain {{text}} exactly once")
+    if cfg.k < 0:
+        raise UserError(f"prompt.k={cfg.k} must be >= 0 (few-shot examples per label)")
+    if cfg.example_max_chars < 1:
+        raise UserError(
+            f"prompt.example_max_chars={cfg.example_max_chars} must be at least 1 (few-shot"
+            " example texts are cut to it)"
+        )
+    if cfg.system and not cfg.chat_template:
+        raise UserError(
+            "prompt.system is the system message of a chat template: set"
+            " prompt.chat_template=true too, or put the text into prompt.template"
+        )
     if "examples" in fields(cfg.template):
         if cfg.k < 1:
             raise UserError(f"prompt.k={cfg.k}: a template with {{examples}} needs k >= 1")

@@ -18,12 +18,15 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BitsAndBytesConfig,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from src.config.schema import Arch, Hub, ModelConfig
+from src.config.schema import Arch, Hub, MethodConfig, ModelConfig
 from src.errors import UserError
+from src.model.methods import check_method_fits
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "toke
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "merges.txt"]
 # Written into checkpoints by `python -m src.pretrain`: the MLflow run that produced them.
 LINEAGE_FILE = "pretrain_run.json"
+# Model types whose position ids start after the padding index (RoBERTa's 514 hold 512 tokens).
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,54 @@ def download_modelscope(model_id: str, revision: str | None) -> Path:
             "download them where ModelScope is reachable and pass model.path=DIR"
         ) from exc
     return check_checkpoint_dir(Path(local))
+
+
+def check_backbone(
+    backbone: Backbone, model: ModelConfig, method: MethodConfig, longest_input: int, max_len: int
+) -> None:
+    """What the checkpoint's config tells before its weights load: its kind fits model.arch, the
+    attention implementation runs here, the method's modules exist, the inputs fit its positions.
+
+    The model is built on the meta device (no memory, no weights) so that transformers and the
+    method check their own settings, as they would when the run loads it.
+    """
+    config = AutoConfig.from_pretrained(backbone.path, trust_remote_code=backbone.trust_remote_code)
+    encoder = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    if encoder != (backbone.arch == Arch.encoder):
+        kind = "an encoder" if encoder else "a decoder"
+        raise UserError(
+            f"model.arch={backbone.arch.value}, but {backbone.path} holds {kind}"
+            f" ({config.model_type}): use a preset of its kind, or set model.arch"
+        )
+    attention = model.attn_implementation if backbone.arch == Arch.decoder else None
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForSequenceClassification.from_config(
+                config, attn_implementation=attention, trust_remote_code=backbone.trust_remote_code
+            )
+    except (ValueError, ImportError) as exc:
+        reason = " ".join(str(exc).split())[:240]
+        raise UserError(
+            f"model.attn_implementation={attention} cannot run here ({reason}); sdpa runs"
+            " everywhere, flash_attention_2 needs a CUDA GPU and the flash-attn package"
+        ) from exc
+    check_method_fits(method, model, skeleton)
+    check_positions(config, longest_input, max_len)
+
+
+def check_positions(config: PretrainedConfig, longest_input: int, max_len: int) -> None:
+    """Inputs longer than the backbone's position embeddings fail (BERT) or degrade silently."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return
+    if config.model_type in OFFSET_POSITIONS:  # positions start after the padding index
+        limit -= config.pad_token_id + 1
+    if longest_input > limit:
+        raise UserError(
+            f"trainer.max_len={max_len} lets inputs reach {longest_input} tokens, beyond the"
+            f" {limit} positions of this {config.model_type} backbone: set trainer.max_len to at"
+            f" most {limit} (data.long_text=sliding_window keeps long texts whole)"
+        )
 
 
 def load_tokenizer(backbone: Backbone) -> PreTrainedTokenizerBase:

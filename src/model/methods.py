@@ -45,6 +45,51 @@ def check_method(cfg: MethodConfig) -> None:
         check_qlora()
 
 
+def check_method_fits(method: MethodConfig, preset: ModelConfig, model: PreTrainedModel) -> None:
+    """The method's settings fit this architecture (`model` may live on the meta device): every
+    LoRA target names modules PEFT can adapt, the top blocks to train exist."""
+    if method.name in LORA_FAMILY:
+        key = "method.target_modules" if method.target_modules else "model.lora_target_modules"
+        check_targets(lora_config(method, preset), model, key)
+    if method.name == "freeze_layers":
+        check_trainable_layers(method.trainable_layers, len(transformer_blocks(model)))
+
+
+def check_trainable_layers(trainable_layers: int, blocks: int) -> None:
+    """freeze_layers can train at most every block the model has."""
+    if trainable_layers > blocks:
+        raise UserError(
+            f"method.trainable_layers={trainable_layers}, but the model has {blocks} transformer"
+            " blocks"
+        )
+
+
+def check_targets(config: LoraConfig, model: nn.Module, key: str) -> None:
+    """Each target module matches a module LoRA can adapt, by PEFT's own matching rule: PEFT
+    alone refuses only a list of which none matches, and ignores a misspelt one among others."""
+    import dataclasses
+
+    from peft.tuners.tuners_utils import check_target_module_exists
+    from torch import nn
+
+    targets = sorted(config.target_modules or [])
+    if "all-linear" in targets:
+        return
+    adaptable = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    # The head trains in full (SEQ_CLS puts it in modules_to_save), so LoRA never adapts it.
+    names = {n: m for n, m in model.named_modules() if n and not is_head_parameter(n)}
+    leaves = sorted({n.rsplit(".", 1)[-1] for n, m in names.items() if isinstance(m, adaptable)})
+    for target in targets:
+        single = dataclasses.replace(config, target_modules=[target])
+        matched = [m for n, m in names.items() if check_target_module_exists(single, n) is True]
+        if not any(isinstance(m, adaptable) for m in matched):
+            found = "only modules that LoRA cannot adapt" if matched else "no module"
+            raise UserError(
+                f"{key}: {target!r} matches {found} in this {type(model).__name__}; its"
+                f" adaptable modules are named {', '.join(leaves)} (or use all-linear)"
+            )
+
+
 def check_qlora() -> None:
     """QLoRA's 4-bit weights need bitsandbytes' CUDA kernels: say so before importing it."""
     import torch
@@ -139,11 +184,7 @@ def freeze_below_top(model: PreTrainedModel, trainable_layers: int) -> None:
     Parameters registered before the first block (the embeddings) and the lower blocks freeze.
     """
     blocks = transformer_blocks(model)
-    if trainable_layers > len(blocks):
-        raise UserError(
-            f"method.trainable_layers={trainable_layers}, but the model has {len(blocks)}"
-            " transformer blocks"
-        )
+    check_trainable_layers(trainable_layers, len(blocks))
     in_blocks = {id(p) for p in blocks.parameters()}
     frozen_blocks = {
         id(p) for b in blocks[: len(blocks) - trainable_layers] for p in b.parameters()

@@ -430,7 +430,7 @@ class OptunaSweep:
                 retry = isinstance(exc, KeyboardInterrupt)
                 for t in pending.values():
                     frozen = copy.deepcopy(self.storage.get_trial(self._trial_id(t.number)))
-                    self._fail(t, f"interrupted ({type(exc).__name__})")
+                    self._fail(t, f"interrupted: {_reason(exc)}")
                     if retry and frozen.state == TrialState.RUNNING:
                         self._retry(frozen)
                 raise

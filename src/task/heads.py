@@ -19,9 +19,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from src.config.schema import TaskConfig
+from src.config.schema import DataConfig, TaskConfig
 from src.errors import UserError
 from src.task.metrics import (
+    CLASSIFICATION_METRICS,
+    MULTILABEL_METRICS,
+    REGRESSION_METRICS,
     best_threshold,
     classification_metrics,
     multilabel_metrics,
@@ -30,14 +33,94 @@ from src.task.metrics import (
 )
 
 TASKS = ("single_label", "multi_label", "regression")
+# What `metrics()` of each head returns, known before anything runs (optimized_metric checks).
+TASK_METRICS = {
+    "single_label": CLASSIFICATION_METRICS,
+    "multi_label": (*MULTILABEL_METRICS, "threshold"),
+    "regression": REGRESSION_METRICS,
+}
 
 
-def check_task(cfg: TaskConfig) -> None:
-    """Reject unknown tasks and thresholds outside (0, 1)."""
+def check_task(cfg: TaskConfig, data: DataConfig, has_loss: bool = True) -> None:
+    """Reject unknown tasks, thresholds outside (0, 1), a default metric the task lacks, and a
+    multi-label cell separator that cannot split.
+
+    `has_loss`: whether validation also reports `eval_loss` (the Trainer does; the classical
+    baseline does not).
+    """
     if cfg.name not in TASKS:
         raise UserError(f"task.name={cfg.name!r} is not one of {', '.join(TASKS)}")
     if cfg.threshold is not None and not 0 < cfg.threshold < 1:
         raise UserError(f"task.threshold={cfg.threshold} must lie strictly between 0 and 1")
+    check_metric_name("task.metric", cfg.metric, cfg.name, has_loss)
+    if cfg.name == "multi_label" and not data.label_separator:
+        raise UserError(
+            "data.label_separator is empty: task=multi_label splits CSV / TSV label cells at it;"
+            " use e.g. '|'"
+        )
+
+
+def produced_metrics(task: str, has_loss: bool = True) -> list[str]:
+    """Every `eval_*` (per epoch) and `test_*` (final) metric a run of `task` logs."""
+    names = TASK_METRICS[task]
+    return [
+        *(f"eval_{n}" for n in (*names, *(("loss",) if has_loss else ()))),
+        *(f"test_{n}" for n in names),
+    ]
+
+
+def check_metric_name(key: str, metric: str, task: str, has_loss: bool = True) -> None:
+    """A metric to optimise must be one the task produces: found now, not after an epoch."""
+    produced = produced_metrics(task, has_loss)
+    if metric in produced:
+        return
+    hint = f" (eval_{metric}?)" if f"eval_{metric}" in produced else ""
+    raise UserError(
+        f"{key}={metric}{hint} is not a metric of task={task}"
+        f"{'' if has_loss else ' with the classical model (no eval_loss)'}; choose one of"
+        f" {', '.join(produced)}"
+    )
+
+
+# Facts of a run a sweep may optimise besides its eval_* / test_* metrics.
+RUN_OBJECTIVES = (
+    "trainable_params",
+    "total_params",
+    "train_runtime",
+    "train_samples_per_second",
+    "test_samples_per_second",
+)
+
+
+def optimized_metric_names(optimized_metric: Any) -> list[str]:
+    """The names in `optimized_metric`: one, or a list (a multi-objective sweep)."""
+    if isinstance(optimized_metric, str):
+        return [optimized_metric]
+    return [str(name) for name in optimized_metric]
+
+
+def check_optimized_metric(optimized_metric: Any, task: str, has_loss: bool = True) -> None:
+    """Every name is a metric the task produces or a fact of the run; at most one eval_* (the
+    best epoch is chosen by one validation metric)."""
+    names = optimized_metric_names(optimized_metric)
+    if not names:
+        raise UserError("optimized_metric is empty: name at least one metric")
+    for name in names:
+        if name not in RUN_OBJECTIVES:
+            check_metric_name("optimized_metric", name, task, has_loss)
+    evals = [n for n in names if n.startswith("eval_")]
+    if len(evals) > 1:
+        raise UserError(
+            f"optimized_metric names {', '.join(evals)}: the best epoch is chosen by one "
+            "validation metric; keep one eval_* and use test_* names for the others"
+        )
+
+
+def selection_metric(optimized_metric: Any, default: str) -> str:
+    """The validation metric that picks the best epoch and feeds the pruner: the eval_* one
+    in `optimized_metric`, else the task's `default`."""
+    names = optimized_metric_names(optimized_metric)
+    return next((n for n in names if n.startswith("eval_")), default)
 
 
 # --------------------------------------------------------------------------- heads

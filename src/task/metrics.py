@@ -6,17 +6,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import (
-    accuracy_score,
-    classification_report,
-    f1_score,
-    mean_absolute_error,
-    precision_recall_fscore_support,
-    root_mean_squared_error,
-)
+
+# scikit-learn and scipy load inside the functions: config checks read the metric names below
+# before any data is read, and importing them costs seconds.
 
 AVERAGES = ("micro", "macro", "weighted")
+PRF = ("precision", "recall", "f1")
+# The (unprefixed) names each function below returns: `optimized_metric` is checked against them
+# before a run starts (tests/test_metrics.py keeps them equal to what the functions return).
+CLASSIFICATION_METRICS = ("accuracy", *(f"{a}_{m}" for a in AVERAGES for m in PRF))
+MULTILABEL_METRICS = ("subset_accuracy", *(f"{a}_{m}" for a in (*AVERAGES, "samples") for m in PRF))
+REGRESSION_METRICS = ("mae", "rmse", "pearson", "spearman")
 
 # Whether a larger value is better, for every metric name this module produces.
 LOWER_IS_BETTER = {"loss", "mae", "rmse"}
@@ -28,6 +28,8 @@ def classification_metrics(
     y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, n_labels: int
 ) -> dict[str, float]:
     """Accuracy and micro / macro / weighted precision, recall and F1 (unprefixed names)."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     labels = list(range(n_labels))
     out: dict[str, float] = {"accuracy": float(accuracy_score(y_true, y_pred))}
     for avg in AVERAGES:
@@ -42,6 +44,8 @@ def classification_metrics(
 
 def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Subset accuracy and micro / macro / weighted / samples P, R, F1 of multi-hot arrays."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     out: dict[str, float] = {"subset_accuracy": float(accuracy_score(y_true, y_pred))}
     for avg in (*AVERAGES, "samples"):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
@@ -53,12 +57,17 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
 
 def best_threshold(y_true: np.ndarray, probs: np.ndarray) -> float:
     """The candidate threshold with the highest micro F1 (the smallest one among ties)."""
+    from sklearn.metrics import f1_score
+
     scores = [f1_score(y_true, probs >= t, average="micro", zero_division=0) for t in THRESHOLDS]
     return float(THRESHOLDS[int(np.argmax(scores))])
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """MAE, RMSE, and Pearson / Spearman correlation (NaN when either side is constant)."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import mean_absolute_error, root_mean_squared_error
+
     constant = np.ptp(y_true) == 0 or np.ptp(y_pred) == 0
     return {
         "mae": float(mean_absolute_error(y_true, y_pred)),
@@ -72,6 +81,8 @@ def per_class_report(
     y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, label_names: list[str]
 ) -> tuple[str, dict[str, Any]]:
     """sklearn's classification report, as the text the article prints and as a dict."""
+    from sklearn.metrics import classification_report
+
     kwargs: dict[str, Any] = {
         "labels": list(range(len(label_names))),
         "target_names": label_names,

@@ -9,12 +9,14 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -25,7 +27,7 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
 from src.config.schema import TrackingConfig
-from src.errors import UserError
+from src.errors import Interrupted, UserError, out_of_space
 from src.tracking.names import (
     ERROR_TAG,
     HOST_TAG,
@@ -40,6 +42,7 @@ from src.tracking.names import (
     RunState,
 )
 from src.tracking.processes import process_alive, process_start_ticks
+from src.tracking.stores import check_tracking
 from src.tracking.uris import redact, redact_values, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -89,19 +92,123 @@ def system_metrics(cfg: TrackingConfig) -> float | None:
     return cfg.system_metrics_interval if cfg.system_metrics else None
 
 
+class HideFullDiskTracebacks(logging.Filter):
+    """Drops MLflow's ERROR records (a traceback each, 130 lines) of a full disk: the command
+    reports it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None or out_of_space(record.exc_info[1]) is None
+
+
 def setup(cfg: TrackingConfig) -> str:
     """Point MLflow at the store, make sure the experiment exists, end its orphaned runs KILLED;
     returns the experiment id ("" on ranks other than 0, which record nothing)."""
     if not is_main_process():
         return ""
+    check_tracking(cfg)
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, HideFullDiskTracebacks) for f in db_log.filters):
+        db_log.addFilter(HideFullDiskTracebacks())
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     if redact(uri) != uri:  # MLflow prints run URLs, password included, to stdout
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-    with store_init_lock(uri):
-        experiment_id = _experiment_id(cfg, uri)
-    mark_orphaned_runs(experiment_id)
+    with store_errors(uri):
+        with store_init_lock(uri):
+            if uri.startswith("sqlite:///"):
+                create_sqlite_store(Path(uri.removeprefix("sqlite:///")))
+            experiment_id = _experiment_id(cfg, uri)
+        mark_orphaned_runs(experiment_id)
     return experiment_id
+
+
+@contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """Opening the store fails with one line (a full disk, a damaged or outdated database),
+    MLflow's own log output about it silenced."""
+    try:
+        with quiet_loggers("mlflow", "alembic"):
+            yield
+    except UserError:
+        raise
+    except Exception as exc:
+        where = redact(uri)
+        if out_of_space(exc) is not None:
+            raise UserError(
+                f"no space left on the device while opening the MLflow store {where}: free space"
+                " there or point tracking.dir / tracking.uri at a larger disk (nothing was"
+                " recorded; the store is left as it was)"
+            ) from exc
+        reason = redact(" ".join(str(exc).split()))[:400]
+        raise UserError(
+            f"cannot open the MLflow store {where} ({type(exc).__name__}: {reason})"
+        ) from exc
+
+
+@contextmanager
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Hide the INFO / ERROR lines these libraries log while a store is created or migrated:
+    a failure is reported once, by `store_errors`."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def create_sqlite_store(db: Path) -> None:
+    """Create (and migrate) a new SQLite store in a file beside `db`, then rename it into place:
+    an interruption (a full disk, a kill) never leaves a half-built `db` that breaks every later
+    start. A half-built one left by an earlier version, holding no runs, is set aside and made
+    again. Call under `store_init_lock`."""
+    # MLflow's own schema creation and migration, on an engine of ours: its store objects keep
+    # engines (and their open files) cached per URI, which would outlive a failed attempt.
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+    if db.is_file() and db.stat().st_size:
+        if not interrupted_creation(db):
+            return
+        aside = db.with_name(f"{db.name}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(db, aside)
+        log.warning("%s was left half-built by an interrupted creation: kept as %s", db, aside)
+    staging = db.with_name(f".{db.name}.creating-{uuid.uuid4().hex[:8]}")
+    engine = create_sqlalchemy_engine(f"sqlite:///{staging}")
+    try:
+        _initialize_tables(engine)
+        engine.dispose()
+        os.replace(staging, db)
+    finally:
+        engine.dispose()
+        for leftover in (staging, staging.with_name(f"{staging.name}-journal")):
+            leftover.unlink(missing_ok=True)
+
+
+def interrupted_creation(db: Path) -> bool:
+    """Whether `db` is a store whose creation stopped half-way: tables missing or a migration's
+    temporary table left over, and nothing in it yet (no run, no experiment of ours)."""
+    from mlflow.store.db.base_sql_model import Base
+
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        listed = con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        tables = {row[0] for row in listed}
+        leftover = any(t.startswith("_alembic_tmp_") for t in tables)
+        if set(Base.metadata.tables) <= tables and not leftover:
+            return False
+        counts = [
+            con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # fixed table names
+            for table in ("runs", "registered_models")
+            if table in tables
+        ]
+        experiments = (
+            con.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
+            if "experiments" in tables
+            else 0
+        )
+    return not any(counts) and experiments <= 1  # at most MLflow's "Default" experiment
 
 
 @contextmanager
@@ -253,30 +360,44 @@ def run(
     try:
         yield active
     except BaseException as exc:
-        pruned = type(exc).__name__ == "TrialPruned"
-        mlflow.set_tags(
-            {
-                STATE_TAG: RunState.pruned if pruned else RunState.failed,
-                ERROR_TAG: str(exc)[:MAX_ERROR_LEN] or repr(exc),
-            }
-        )
-        status = RunStatus.FINISHED if pruned else RunStatus.FAILED
-        if isinstance(exc, KeyboardInterrupt):
-            status = RunStatus.KILLED
-        mlflow.end_run(RunStatus.to_string(status))
+        state, status = RunState.failed, RunStatus.FAILED
+        if type(exc).__name__ == "TrialPruned":
+            state, status = RunState.pruned, RunStatus.FINISHED
+        elif isinstance(exc, KeyboardInterrupt):  # SIGTERM, Ctrl-C
+            state, status = RunState.killed, RunStatus.KILLED
+        if isinstance(exc, Interrupted):
+            exc.runs.append(active.info.run_id)
+        try:
+            try:
+                mlflow.set_tags(
+                    {STATE_TAG: state, ERROR_TAG: str(exc)[:MAX_ERROR_LEN] or repr(exc)}
+                )
+            finally:  # off MLflow's stack of active runs even then: the next run must start
+                mlflow.end_run(RunStatus.to_string(status))
+        except Exception as failure:  # the store itself fails (a full disk): report the cause
+            log.warning(
+                "MLflow run %s could not be marked %s (%s); the next start marks it KILLED",
+                active.info.run_id,
+                RunStatus.to_string(status),
+                " ".join(str(failure).split())[:200],
+            )
         raise
     mlflow.set_tag(STATE_TAG, RunState.completed)
     mlflow.end_run()
 
 
 @main_process_only
-def end_parent_run(reason: str) -> None:
-    """Mark this multirun's parent run FAILED with the reason (a no-op outside multiruns)."""
+def end_parent_run(reason: str, killed: bool = False) -> None:
+    """Mark this multirun's parent run FAILED (or KILLED, by a signal) with the reason (a no-op
+    outside multiruns)."""
     parent = os.environ.get(PARENT_ENV)
     if parent:
         client = mlflow.MlflowClient()
         client.set_tag(parent, ERROR_TAG, reason[:MAX_ERROR_LEN])
-        client.set_terminated(parent, RunStatus.to_string(RunStatus.FAILED))
+        if killed:
+            client.set_tag(parent, STATE_TAG, RunState.killed)
+        status = RunStatus.KILLED if killed else RunStatus.FAILED
+        client.set_terminated(parent, RunStatus.to_string(status))
 
 
 @main_process_only

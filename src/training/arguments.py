@@ -29,10 +29,16 @@ def check_trainer(cfg: TrainerConfig) -> None:
         "trainer.eval_batch_size": cfg.eval_batch_size,
         "trainer.grad_accum": cfg.grad_accum,
         "trainer.max_len": cfg.max_len,
+        "trainer.logging_steps": cfg.logging_steps,
     }
     for key, value in positive.items():
         if not value > 0:
             raise UserError(f"{key} must be > 0, got {value}")
+    if cfg.num_workers < 0:
+        raise UserError(
+            f"trainer.num_workers must be >= 0 (0 loads batches in the training process),"
+            f" got {cfg.num_workers}"
+        )
     if not 0 <= cfg.warmup_ratio < 1:
         raise UserError(f"trainer.warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.weight_decay < 0:
@@ -42,6 +48,22 @@ def check_trainer(cfg: TrainerConfig) -> None:
     if cfg.deepspeed:
         deepspeed_config(cfg.deepspeed)
     fsdp_arguments(cfg.fsdp)
+
+
+def check_batches(cfg: TrainerConfig, n_inputs: int, world_size: int = 1) -> None:
+    """Gradient accumulation over more batches than an epoch has is one optimizer step per
+    epoch on fewer samples than the effective batch the settings promise: refuse it."""
+    per_device = -(-n_inputs // world_size)
+    batches = -(-per_device // cfg.batch_size)
+    if cfg.grad_accum > batches:
+        raise UserError(
+            f"trainer.grad_accum={cfg.grad_accum} exceeds the {batches} batches of an epoch"
+            f" ({n_inputs} training inputs, trainer.batch_size={cfg.batch_size}"
+            f"{f', {world_size} processes' if world_size > 1 else ''}): every epoch would be one"
+            f" optimizer step on {n_inputs} samples, not the"
+            f" {cfg.batch_size * cfg.grad_accum * world_size} the settings promise; set"
+            f" trainer.grad_accum to at most {batches}"
+        )
 
 
 def fsdp_arguments(sharding: str | None) -> dict[str, Any]:

@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from src.errors import UserError
 from src.inputs.long_text import Encoded
-from src.task.heads import SingleLabel, Task
+from src.task.heads import SingleLabel, Task, optimized_metric_names
 from src.task.metrics import prefixed
 from src.training.inference import predict_logits
 
@@ -92,54 +91,11 @@ def test_outcome(task: Task, frame: pd.DataFrame, logits: np.ndarray) -> TestOut
     )
 
 
-# Facts of a run a sweep may optimise besides its eval_* / test_* metrics.
-RUN_OBJECTIVES = (
-    "trainable_params",
-    "total_params",
-    "train_runtime",
-    "train_samples_per_second",
-    "test_samples_per_second",
-)
-
-
-def objective_names(optimized_metric: Any) -> list[str]:
-    """The names in `optimized_metric`: one, or a list (a multi-objective sweep)."""
-    if isinstance(optimized_metric, str):
-        return [optimized_metric]
-    return [str(name) for name in optimized_metric]
-
-
-def check_optimized_metric(optimized_metric: Any) -> None:
-    """Every name must be a metric the run produces; at most one eval_* (the best epoch is
-    chosen by one validation metric)."""
-    names = objective_names(optimized_metric)
-    if not names:
-        raise UserError("optimized_metric is empty: name at least one metric")
-    for name in names:
-        if not name.startswith(("eval_", "test_")) and name not in RUN_OBJECTIVES:
-            raise UserError(
-                f"optimized_metric={name} must name an eval_* or test_* metric, or one of "
-                f"{', '.join(RUN_OBJECTIVES)}"
-            )
-    evals = [n for n in names if n.startswith("eval_")]
-    if len(evals) > 1:
-        raise UserError(
-            f"optimized_metric names {', '.join(evals)}: the best epoch is chosen by one "
-            "validation metric; keep one eval_* and use test_* names for the others"
-        )
-
-
-def selection_metric(optimized_metric: Any, default: str) -> str:
-    """The validation metric that picks the best epoch and feeds the pruner: the eval_* one
-    in `optimized_metric`, else the task's `default`."""
-    return next((n for n in objective_names(optimized_metric) if n.startswith("eval_")), default)
-
-
 def optimized_value(metrics: dict[str, float], optimized_metric: Any) -> float | list[float]:
     """The value a sweeper optimises (one per name for a list); fails loudly if the run did
     not produce it."""
     values = []
-    for name in objective_names(optimized_metric):
+    for name in optimized_metric_names(optimized_metric):
         key = f"best_{name}" if name.startswith("eval_") else name
         if key not in metrics:
             raise RuntimeError(f"optimized_metric={name} was not produced; got {sorted(metrics)}")

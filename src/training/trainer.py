@@ -23,7 +23,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from src.errors import disk_space_guard
+from src.errors import TrainingDiverged, disk_space_guard
 from src.inputs.long_text import Inputs
 from src.model.methods import is_head_parameter
 from src.task.heads import Task
@@ -105,6 +105,13 @@ class ClassifierTrainer(Trainer):
 
     def __init__(self, *args: Any, head_lr: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Sequence-classification models take **kwargs, so the Trainer believes their loss is
+        # normalised by `num_items_in_batch` across the accumulated micro-batches; but their
+        # losses (cross-entropy, BCE, MSE) ignore it and return a mean per micro-batch. Left
+        # alone, the Trainer sums those means over `grad_accum` micro-batches (and multiplies by
+        # the number of processes): gradients and the logged loss `grad_accum` times too large.
+        # Declared plainly, it divides each micro-batch's mean by their number: a mean again.
+        self.model_accepts_loss_kwargs = False
         self.head_lr = head_lr
         self.eval_order: list[int] | None = None
         if self.compute_metrics is not None:
@@ -215,10 +222,6 @@ class StepsDone(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self.progress.close()
-
-
-class TrainingDiverged(FloatingPointError):
-    """The training loss became NaN or infinite: the run stops at that step."""
 
 
 class StopOnNonFinite:

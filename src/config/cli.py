@@ -1,0 +1,207 @@
+"""What every Hydra command (`src.train`, `src.pretrain`, `src.noise`, `src.estimate`) does around
+Hydra itself, where Hydra's own reporting is a traceback or a lexer diagram: overrides it cannot
+read, SIGTERM and Ctrl-C, an output folder it cannot create, secrets in what it prints. Each
+becomes one `error:` line.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import re
+import shlex
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from src.errors import Interrupted, UserError, stop_on_signals
+from src.tracking.names import PARENT_ENV
+from src.tracking.uris import redact
+
+R = TypeVar("R")
+HYDRA_GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+
+
+def hydra_command(main: Callable[[], R]) -> Callable[[], R]:
+    """Wrap a `@hydra.main` entry point: one line for unreadable overrides and for a stop by a
+    signal (runs in progress end KILLED), and no password on the console."""
+
+    @functools.wraps(main)
+    def command() -> R:
+        with redacted_console():
+            try:
+                check_override_syntax(sys.argv[1:])
+            except UserError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
+            with stop_on_signals():
+                try:
+                    return main()
+                except Interrupted as exc:
+                    print(f"error: {stopped(exc)}", file=sys.stderr)
+                    raise SystemExit(128 + exc.signum) from None  # the shell's convention
+
+    return command
+
+
+def stopped(exc: Interrupted) -> str:
+    """The line for a stop by a signal; a multirun's parent run ends KILLED with it too."""
+    runs = f"MLflow run {', '.join(exc.runs)} is marked KILLED" if exc.runs else ""
+    if os.environ.get(PARENT_ENV):
+        from src.tracking.record import end_parent_run
+
+        end_parent_run(str(exc), killed=True)
+        return (
+            f"stopped by {exc.signal}: {runs + ' and ' if runs else ''}the multirun's parent run"
+            " is marked KILLED; run the same command again to continue an Optuna study"
+        )
+    return f"stopped by {exc.signal}: {runs or 'no MLflow run had started'}"
+
+
+# -- overrides -------------------------------------------------------------------------------
+
+
+def check_override_syntax(args: Sequence[str]) -> None:
+    """Overrides Hydra's lexer refuses (unquoted Chinese text, a value the shell split at its
+    spaces): one line with the quoted form that works."""
+    if "--version" in args:
+        return
+    # Hydra's own argument parser (private, but the one `@hydra.main` uses): which words are
+    # overrides, and whether this is a multirun.
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parsed = get_args_parser().parse_args(list(args))
+    overrides: list[str] = parsed.overrides or []
+    parser = OverridesParser.create()
+    for i, override in enumerate(overrides):
+        try:
+            parser.parse_override(override)
+        except HydraException as exc:  # the lexer's or parser's own words, without its diagram
+            raise UserError(unreadable(overrides, i, str(exc), parsed.multirun)) from None
+
+
+def unreadable(overrides: list[str], i: int, hydra_message: str, multirun: bool) -> str:
+    """Why `overrides[i]` cannot be read, and the quoted form to type instead."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    start = i
+    while start > 0 and "=" not in overrides[start]:  # a word the shell split off a value
+        start -= 1
+    end = i + 1
+    while end < len(overrides) and "=" not in overrides[end]:
+        end += 1
+    typed = " ".join(overrides[start:end])
+    reason = " ".join(hydra_message.split("\n")[0].split())
+    if "=" in typed:
+        key, value = typed.split("=", 1)
+        fixed = f"{key}={hydra_quoted(value, multirun)}"
+        try:
+            OverridesParser.create().parse_override(fixed)
+        except HydraException:
+            pass
+        else:
+            return (
+                f"Hydra cannot read the override {typed!r} ({reason}): values with spaces,"
+                f" Chinese or other non-ASCII text, or most punctuation need quotes; type it as"
+                f" {shlex.quote(fixed)}"
+            )
+    return (
+        f"Hydra cannot read the override {typed!r} ({reason}): quote values with spaces or"
+        " non-ASCII text; Hydra has no quotes for keys, so put such keys (e.g. Chinese labels of"
+        f" data.label_descriptions) in a YAML file under conf/ (conf/local/default.yaml); see"
+        f" {HYDRA_GRAMMAR}"
+    )
+
+
+def hydra_quoted(value: str, multirun: bool) -> str:
+    """`value` with its text quoted for Hydra's grammar: the whole of a plain value, each
+    element of a list, a sweep function's arguments or a multirun's a,b,c."""
+    structured = value.startswith(("[", "{")) or re.match(r"\w+\(", value) is not None
+    if not structured and not (multirun and "," in value):
+        return quoted(value)
+    return "".join(
+        part if not part.strip() or STRUCTURE.fullmatch(part) else quoted(part.strip())
+        for part in STRUCTURE.split(value)
+    )
+
+
+# Quoted strings and the punctuation of lists, dicts, calls and sweeps: left as typed.
+STRUCTURE = re.compile(r"""("(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|[\[\]{}(),]|\w+\()""")
+
+
+def quoted(text: str) -> str:
+    """A double-quoted string of Hydra's grammar."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# -- the console -----------------------------------------------------------------------------
+
+
+class RedactingStream(io.TextIOBase):
+    """A console stream that hides passwords in URIs of everything written through it (Hydra
+    echoes its overrides, tracebacks quote URIs)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, buffer, ...
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def redacted_console() -> Iterator[None]:
+    """stdout and stderr redacted for the command's duration."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+# -- output folders --------------------------------------------------------------------------
+
+
+class OutputFolders(Callback):
+    """The run's (or multirun's) output folder must be creatable and writable: one line before
+    Hydra tries to make it (its own failure is a traceback)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_output_folder(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_output_folder(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+
+def check_output_folder(folder: Any, key: str) -> None:
+    """Exit 2 with one line unless `folder` can be created and written (SystemExit: Hydra turns
+    a callback's other exceptions into warnings). Made here, as Hydra would a moment later."""
+    path = Path(str(folder))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        usable = os.access(path, os.W_OK | os.X_OK)
+    except OSError:
+        usable = False
+    if not usable:
+        print(
+            f"error: {key}={path} cannot be created or written: choose a writable folder, e.g."
+            f" {key}=outputs/run1",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
