@@ -354,7 +354,7 @@ def test_sigterm_during_a_sweep_fails_the_trial_and_the_same_command_resumes_the
     assert job.info.status == "KILLED" and "SIGTERM" in job.data.tags["error"]
     (parent,) = [r for r in store.runs() if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "KILLED" and "SIGTERM" in parent.data.tags["error"]
-    storage = open_storage(journal_url(tmp_path / "sweeps" / "stopped" / "journal.log"))
+    storage = open_storage(str(tmp_path / "sweeps" / "stopped" / "journal.log"))
     stopped, *queued = optuna.load_study(study_name="stopped", storage=storage).trials
     assert stopped.state == TrialState.FAIL
     assert "SIGTERM" in stopped.user_attrs[FAIL_REASON_ATTR]
