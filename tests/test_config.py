@@ -241,6 +241,8 @@ BAD_VALUES: dict[str, list[list[str]]] = {
     "tracking.uri": [["tracking.uri=foo://x"], ["tracking.uri=file:///tmp/mlruns"]],
     "tracking.dir": [["tracking.uri=", "tracking.dir={file}/mlruns"]],
     "tracking.experiment": [["tracking.experiment= "]],
+    "tracking.system_metrics_interval": [["tracking.system_metrics_interval=0"]],
+    "model.root": [["model=qwen2_7b_base", "model.root={missing}"]],
     "noise.scorer": [["noise", "noise.scorer=bert"]],
     "noise.folds": [["noise", "noise.folds=1"]],
     **{

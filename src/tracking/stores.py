@@ -27,11 +27,17 @@ EXAMPLES = "sqlite:///path/mlflow.db, http://host:5000 (mlflow server) or postgr
 
 
 def check_tracking(cfg: TrackingConfig) -> None:
-    """The experiment has a name and the store behind the URI can be opened and written."""
+    """The experiment has a name, system metrics a sampling interval, and the store behind the
+    URI can be opened and written."""
     if not cfg.experiment.strip():
         raise UserError(
             "tracking.experiment is empty: name the MLflow experiment, e.g."
             " tracking.experiment=clfsweep"
+        )
+    if cfg.system_metrics and not cfg.system_metrics_interval > 0:
+        raise UserError(
+            f"tracking.system_metrics_interval={cfg.system_metrics_interval} must be > 0 seconds"
+            " (or tracking.system_metrics=false)"
         )
     uri = tracking_uri(cfg)
     key = f"{uri_source(cfg)}={redact(uri)}"
