@@ -449,13 +449,14 @@ def test_every_hydra_command_prints_the_quoted_form_of_an_unreadable_override(
 def test_no_password_reaches_the_console_in_a_grid_either(store: Store, capfd, monkeypatch) -> None:
     from src.train import main
 
-    uri = f"postgresql://clf:{SECRET}@127.0.0.1:{closed_port()}/mlflow"
-    args = ["-m", "data=fund_reviews", "method=lora,sft", f"tracking.uri={uri}"]
-    code, output = command_line(main, [*args, *store.overrides()[1:]], capfd, monkeypatch)
+    # A store that works, and a password in a job's override: the first job reads its data.
+    url = f"https://clf:{SECRET}@data.example/train.jsonl"
+    args = ["-m", "data=custom", f"data.train_path={url}", "method=lora,sft"]
+    code, output = command_line(main, [*args, *store.overrides()], capfd, monkeypatch)
     assert code == 2
     assert "#0 : " in output  # Hydra's launcher echoes every job's overrides ...
     assert SECRET not in output and "clf:***@" in output  # ... with the password hidden
-    assert "cannot open the MLflow store" in one_error_line(output)
+    assert "file not found" in one_error_line(output)
 
 
 @pytest.mark.parametrize(

@@ -28,4 +28,5 @@ def redact_values(values: Mapping[str, Any]) -> dict[str, str]:
 def redact(uri: str) -> str:
     """Hide a password in a URI (`scheme://user:secret@host` → `scheme://user:***@host`), also
     one with an unescaped `@`, and every URI in a longer text."""
-    return re.sub(r"(://[^:/@\s]+):[^/\s]*@", r"\1:***@", uri)
+    # `:/` too: a URL passed through pathlib (a data path) loses one slash but not its password.
+    return re.sub(r"(:/{1,2}[^:/@\s]+):[^/\s]*@", r"\1:***@", uri)
