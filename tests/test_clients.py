@@ -373,6 +373,8 @@ def test_a_grid_is_expanded_over_what_can_pick_the_model_only(hydra_app) -> None
     assert not any(item.startswith("trainer.lr") for job in jobs for item in job)
     models = job_models(config, "train")
     assert sorted(model.name for model in models) == ["qwen2_7b_base", "qwen2_7b_instruct"]
+    typed = multirun_config({}, ["model=qwen2_7b_base", "tracking.experiment=${oops}"])
+    assert job_overrides(typed) == [["model=qwen2_7b_base", "tracking.experiment=${oops}"]]
 
 
 def test_an_experiment_grid_yields_the_models_its_sweeper_params_name(hydra_app) -> None:

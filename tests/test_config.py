@@ -148,7 +148,11 @@ def test_every_named_check_exists() -> None:
 BAD_VALUES: dict[str, list[list[str]]] = {
     "seed": [["seed=-1"], [f"seed={2**32}"]],
     "seeds": [["seeds=0"]],
-    "optimized_metric": [["optimized_metric=eval_rmse"], ["optimized_metric=macro_f1"]],
+    "optimized_metric": [
+        ["optimized_metric=eval_rmse"],
+        ["optimized_metric=macro_f1"],
+        ["optimized_metric=[eval_macro_f1,eval_accuracy]"],
+    ],
     "output_dir": [["output_dir={file}/run"]],
     "texts_path": [["pretrain", "texts_path={missing}"]],
     "mlm_probability": [["pretrain", "mlm_probability=1.5"]],

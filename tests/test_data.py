@@ -658,14 +658,18 @@ def test_valid_and_test_sharing_texts_is_a_warning(
     assert "6 texts of" in caplog.text and "in both the valid and test splits" in caplog.text
 
 
-def test_shared_ids_are_allowed_only_with_allow_overlap(tmp_path: Path) -> None:
+def test_shared_ids_are_allowed_only_with_allow_overlap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     data = [{**r, "uid": f"id{i}"} for i, r in enumerate(rows(10))]
     train = write_jsonl(tmp_path / "a.jsonl", data)
     test = write_jsonl(tmp_path / "b.jsonl", [{**r, "text": f"new {r['text']}"} for r in data[:4]])
     cfg = custom(train_path=train, test_path=test, id_column="uid")
     raises(cfg, "b.jsonl", "'id0'", "a.jsonl")
     cfg.allow_overlap = True
-    assert load_splits(cfg, seed=0).test["id"].tolist() == ["id0", "id1", "id2", "id3"]
+    with caplog.at_level(logging.WARNING):
+        assert load_splits(cfg, seed=0).test["id"].tolist() == ["id0", "id1", "id2", "id3"]
+    assert "id 'id0' also occurs in" in caplog.text and "data.allow_overlap=true" in caplog.text
 
 
 def test_carved_splits_keep_every_copy_of_a_text_on_one_side(tmp_path: Path) -> None:

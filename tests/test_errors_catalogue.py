@@ -508,11 +508,13 @@ CATALOGUE = ROOT / "docs" / "errors.md"
 EVIDENCE = {
     "one line": ("one_error_line(", "raises(UserError", "UserError, match", "== 2"),
     "Hydra's": ("ConfigCompositionException", "ValidationError", "compose("),
+    "MLflow's": ("INVALID_PARAMETER_VALUE",),
     "no run": ("no_run_in(", "nothing_written(", ".runs()", 'mlflow.db").exists()', "journal.log"),
     "run ends": (".status ==", "status == "),
     "trial fails": ("TrialState.FAIL", "FAIL_REASON_ATTR"),
     "nothing written": ("exists()", "glob("),
     "listed": ("not in the tables", "for run_id in ids"),
+    "warning": ("caplog.text", "caplog.records", "caplog.messages", "warns("),
 }
 
 
@@ -570,3 +572,16 @@ def test_every_row_names_its_guarantees_and_tests_that_assert_them() -> None:
             if not any(e in source for source in sources for e in EVIDENCE[guarantee])
         ]
     assert not problems, "\n".join(problems)
+
+
+def test_rows_are_numbered_in_order_and_the_introduction_counts_them() -> None:
+    text = CATALOGUE.read_text("utf-8")
+    rows = catalogue_rows()
+    numbers = [number for number, _, _ in rows]
+    assert numbers == [str(n) for n in range(1, len(rows) + 1)]
+    lettered = re.findall(r"^\| (\d+[a-z]+) \|", text, re.MULTILINE)
+    assert not lettered, f"rows the checks above would skip: {lettered}"
+    before = sum(bool(kept & {"no run", "Hydra's"}) for _, kept, _ in rows)
+    stated = re.search(r"lists (\d+) cases; (\d+) of them stop before any", " ".join(text.split()))
+    assert stated, "the introduction no longer states how many cases there are"
+    assert (int(stated[1]), int(stated[2])) == (len(rows), before)

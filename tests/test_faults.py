@@ -7,6 +7,7 @@ prediction, earlier records stay intact, and the next start (a run or a sweep) c
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -413,7 +414,7 @@ def test_a_disk_that_fills_under_the_store_mid_run_is_one_line_without_mlflow_tr
 
 
 def test_a_half_built_store_left_by_an_interrupted_creation_is_set_aside_and_made_again(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with tmpfs(tmp_path / "tiny-disk", "96k") as mount:
         uri = f"sqlite:///{mount / 'mlflow.db'}"
@@ -425,10 +426,11 @@ def test_a_half_built_store_left_by_an_interrupted_creation_is_set_aside_and_mad
         again = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True)
         assert "already exists" in again.stderr  # what every later start met, space freed
         cfg = TrackingConfig(uri=uri, dir=str(mount))
-        with record.run(record.setup(cfg), "after", {}):
+        with caplog.at_level(logging.WARNING), record.run(record.setup(cfg), "after", {}):
             record.log_metrics({"x": 1.0})
         (aside,) = mount.glob("mlflow.db.interrupted-*")  # kept, not deleted
         assert aside.stat().st_size > 0
+        assert f"left half-built by an interrupted creation: kept as {aside}" in caplog.text
         (run,) = mlflow.MlflowClient(uri).search_runs([record.setup(cfg)])
         assert run.info.status == "FINISHED"
 

@@ -795,5 +795,6 @@ def test_a_multirun_whose_parent_run_cannot_start_stops_before_any_job(tmp_path:
         "or the tracking settings: no job was run"
     ]
     assert "Traceback" not in result.stderr and "UserWarning" not in result.stderr
-    assert not (tmp_path / "mlruns").exists()  # no store, no run
+    store = tmp_path / "mlruns"
+    assert not (store / "mlflow.db").exists() and not store.exists()  # no run, not even a store
     assert "Launching" not in result.stdout

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import sys
 from collections import defaultdict
-from typing import Any
+from typing import Any, cast
 
 from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
@@ -45,7 +45,8 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     first value, intervals (numbers, never weights) are left out."""
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
-    arguments += list(config.hydra.overrides.task)
+    # The command line as typed: iterating the node would resolve `${...}` in an override.
+    arguments += cast(list[str], OmegaConf.to_container(config.hydra.overrides.task))
     axes: dict[str, list[str]] = {}  # later arguments replace earlier ones, as in Hydra's sweepers
     for override in OverridesParser.create().parse_overrides(arguments):
         key = override.get_key_element()
