@@ -18,7 +18,8 @@ T = TypeVar("T")
 
 def _one_line_errors(fn: Callable[[], T]) -> T:
     """Run `fn`; a user error (bad settings, too many failed trials) exits with one line, and
-    the multirun's parent MLflow run (if any) ends FAILED with it instead of staying RUNNING."""
+    the multirun's parent MLflow run (if any) ends FAILED with it instead of staying RUNNING;
+    Ctrl-C exits with one line too, the parent run left open for the re-run."""
     from src.errors import UserError
 
     try:
@@ -29,6 +30,13 @@ def _one_line_errors(fn: Callable[[], T]) -> T:
 
         end_parent_run(f"the sweep stopped: {exc}")
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # the sweep loop has re-queued the running trials
+        print(
+            "interrupted: the running trials went back to the study's queue; re-run the same "
+            "command to continue it",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
 
 
 class ClfsweepOptunaSweeper(Sweeper):
