@@ -135,16 +135,16 @@ def test_a_worker_is_this_command_again_pinned_to_its_devices(tmp_path: Path) ->
         "hparams_search=smoke_tiny",
         f"hydra.sweep.dir='{tmp_path / 'my sweep'}'",
     ]
-    env = pool.worker_env({"PATH": "/bin"}, ("2", "3"))
+    env = pool.worker_env({"PATH": "/bin"}, ("2", "3"), threads=8)
     assert env == {
         "PATH": "/bin",
         "CUDA_VISIBLE_DEVICES": "2,3",
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # nvidia-smi's numbering
+        "OMP_NUM_THREADS": "8",  # its share of the cores
         DEVICE_WORKER_ENV: "2,3",
     }
-    assert pool.worker_env({"CUDA_DEVICE_ORDER": "FASTEST_FIRST"}, ("0",))["CUDA_DEVICE_ORDER"] == (
-        "FASTEST_FIRST"
-    )
+    mine = {"CUDA_DEVICE_ORDER": "FASTEST_FIRST", "OMP_NUM_THREADS": "2"}
+    assert pool.worker_env(mine, ("0",), threads=8).items() >= mine.items()  # the user's own
 
 
 def test_devices_outside_an_allocation_or_with_another_launcher_are_refused() -> None:
@@ -170,7 +170,7 @@ WORKER = """
 import os, signal, sys, time
 from pathlib import Path
 devices = os.environ["CUDA_VISIBLE_DEVICES"]
-print("on", devices, os.environ["CUDA_DEVICE_ORDER"], flush=True)
+print("on", devices, os.environ["CUDA_DEVICE_ORDER"], os.environ["OMP_NUM_THREADS"], flush=True)
 marker = Path(sys.argv[1]) / devices
 if sys.argv[2] == "die-once" and not marker.exists():
     marker.touch()
@@ -190,7 +190,8 @@ if sys.argv[2] == "wait":
 def run_pool(tmp_path: Path, mode: str, ran_a_trial: bool) -> pool.PoolResult:
     """Two stand-in workers on devices 0 and 1."""
     command = [sys.executable, "-c", WORKER, str(tmp_path), mode]
-    devices = pool.DevicePool(command, os.environ, tmp_path, lambda pid: ran_a_trial)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    devices = pool.DevicePool(command, env, tmp_path, lambda pid: ran_a_trial)
     return devices.run([("0",), ("1",)])
 
 
@@ -200,11 +201,12 @@ def test_a_worker_killed_in_a_trial_is_replaced_on_its_devices(
     result = run_pool(tmp_path, "die-once", ran_a_trial=True)
     assert result == pool.PoolResult(stopped_by=None, errors=[])
     lines = sorted(capsys.readouterr().out.splitlines())
+    threads = pool.threads_per_worker(2)  # this machine's cores, halved
     assert [line for line in lines if "] on " in line] == [
-        "[gpu 0] on 0 PCI_BUS_ID",
-        "[gpu 0] on 0 PCI_BUS_ID",  # the replacement
-        "[gpu 1] on 1 PCI_BUS_ID",
-        "[gpu 1] on 1 PCI_BUS_ID",
+        f"[gpu 0] on 0 PCI_BUS_ID {threads}",
+        f"[gpu 0] on 0 PCI_BUS_ID {threads}",  # the replacement
+        f"[gpu 1] on 1 PCI_BUS_ID {threads}",
+        f"[gpu 1] on 1 PCI_BUS_ID {threads}",
     ]
 
 
@@ -316,6 +318,29 @@ def test_ctrl_c_stops_every_worker_and_the_same_command_finishes_the_study(
     trials = load_trials(tmp_path)
     assert len(by_state(trials, *FINISHED)) == 5
     assert not by_state(trials, TrialState.RUNNING, TrialState.WAITING)
+
+
+def test_a_grid_across_devices_runs_each_point_once(tmp_path: Path) -> None:
+    record = tmp_path / "devices.jsonl"
+    result = run(
+        tmp_path,
+        app_command(
+            "hydra.sweeper.devices=[0,1]",
+            "hydra.sweeper.sampler.name=grid",
+            "hydra.sweeper.n_trials=100",  # at most the grid: 6 points
+            "hydra.sweeper.params=null",
+            "x=0,1,2",
+            "cat=a,b",
+            "steps=1",
+            f"devices_file={record}",
+        ),
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    trials = load_trials(tmp_path)
+    points = sorted((t.params["x"], t.params["cat"]) for t in trials)
+    assert points == [(x, cat) for x in (0, 1, 2) for cat in ("a", "b")]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert {s.devices for s in spans(record)} == {"0", "1"}
 
 
 # -- trials on several GPUs: torchrun's engine --------------------------------------------------

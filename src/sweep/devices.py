@@ -50,13 +50,20 @@ def worker_command(orig_argv: Sequence[str], executable: str, sweep_dir: Path) -
     return [executable, *orig_argv[1:], f"hydra.sweep.dir={quote(str(sweep_dir))}"]
 
 
-def worker_env(base: Mapping[str, str], group: Sequence[str]) -> dict[str, str]:
-    """The environment of a worker holding `group`."""
+def worker_env(base: Mapping[str, str], group: Sequence[str], threads: int) -> dict[str, str]:
+    """The environment of a worker holding `group`, with `threads` CPU threads unless set."""
     ids = ",".join(group)
     # CUDA numbers GPUs fastest first unless told otherwise; nvidia-smi numbers them by bus.
     order = base.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     extra = {"CUDA_VISIBLE_DEVICES": ids, "CUDA_DEVICE_ORDER": order, DEVICE_WORKER_ENV: ids}
+    # Each worker's torch would take every core: N workers would oversubscribe them N times.
+    extra["OMP_NUM_THREADS"] = base.get("OMP_NUM_THREADS", str(max(1, threads)))
     return {**base, **extra}
+
+
+def threads_per_worker(workers: int) -> int:
+    """This process's CPU cores shared out among `workers`."""
+    return max(1, len(os.sched_getaffinity(0)) // max(1, workers))
 
 
 def label(group: Sequence[str]) -> str:
@@ -123,11 +130,13 @@ class DevicePool:
         self.cwd = cwd
         self.ran_a_trial = ran_a_trial
         self.workers: list[Worker] = []
+        self.threads = 1
         self.stopped_by: int | None = None
         self.errors: list[tuple[str, int]] = []
 
     def run(self, groups: Sequence[tuple[str, ...]]) -> PoolResult:
         """Start a worker per group; wait until every worker has ended."""
+        self.threads = threads_per_worker(len(groups))
         with restored_signal_handlers(STOP_SIGNALS):
             for stop in STOP_SIGNALS:
                 signal.signal(stop, self._on_signal)
@@ -144,7 +153,7 @@ class DevicePool:
         process = subprocess.Popen(
             self.command,
             cwd=self.cwd,
-            env=worker_env(self.env, group),
+            env=worker_env(self.env, group, self.threads),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
