@@ -24,6 +24,7 @@ CONF = ROOT / "conf"
 os.environ.setdefault("CLFSWEEP_CACHE", str(ROOT / ".pytest_cache" / "clfsweep"))
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("CLFSWEEP_PARENT_RUN_ID", None)
+os.environ.pop("CLFSWEEP_MODELS", None)  # a machine's models root must not reach the tests
 
 
 def compose_train(overrides: list[str], tmp_path: Path) -> DictConfig:

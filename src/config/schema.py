@@ -49,7 +49,10 @@ class ModelConfig:
     arch: Arch = MISSING
     hub_id: str | None = None
     modelscope_id: str | None = None
-    path: str | None = None
+    path: str | None = None  # one checkpoint folder: a single run, or a grid of one preset
+    # A folder of local weights where each preset finds its own: <root>/<hub_id> (the layout of
+    # `hf download ID --local-dir <root>/ID`), <root>/<modelscope_id> or <root>/<name>.
+    root: str | None = "${oc.env:CLFSWEEP_MODELS,null}"
     hub: Hub = Hub.huggingface
     revision: str | None = None
     tiny: TinyArchConfig | None = None

@@ -111,7 +111,12 @@ def encode(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, spec: Input
             f"data.stride={spec.stride} must be smaller than the {budget} tokens a window has for"
             f" the text (trainer.max_len={spec.max_len} minus {fixed} prompt and special tokens)"
         )
-    text_ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    # Whole texts on purpose (cut below): no "longer than model_max_length" warning.
+    text_ids = (
+        tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        if texts
+        else []
+    )
     inputs: list[list[int]] = []
     index: list[int] = []
     for i, ids in enumerate(text_ids):

@@ -54,24 +54,96 @@ def resolve_backbone(
 
         cache = Path(cfg.cache_dir) / "runs"
         path = check_checkpoint_dir(download_run_checkpoint(cfg.from_run, tracking_uri, cache))
-    elif cfg.path:
-        path = check_checkpoint_dir(Path(cfg.path).expanduser())
+    elif (local := local_weights(cfg)) is not None:
+        path = check_checkpoint_dir(local)
     elif cfg.tiny is not None:
         from src.model.tiny import materialize_tiny  # tokenizers and model classes: only here
 
         path = materialize_tiny(cfg.tiny, train_texts, Path(cfg.cache_dir) / "tiny")
-    elif cfg.hub_id:
-        path = download(cfg)
     else:
-        raise UserError(
-            f"model preset '{cfg.name}' has neither hub_id, tiny nor path: set model.path"
-        )
+        path = download(cfg)
     lineage = path / LINEAGE_FILE
     return Backbone(
         path=path,
         arch=cfg.arch,
         trust_remote_code=cfg.trust_remote_code,
         pretrain_run_id=json.loads(lineage.read_text())["run_id"] if lineage.is_file() else None,
+    )
+
+
+def local_weights(cfg: ModelConfig) -> Path | None:
+    """The folder a preset loads without a download: model.path, else its own folder under
+    model.root (tiny presets build theirs); None: from the Hub or its cache."""
+    if cfg.path:
+        return Path(cfg.path).expanduser()
+    if not cfg.root or cfg.tiny is not None:
+        return None
+    root = Path(cfg.root).expanduser()
+    if cfg.revision:
+        raise UserError(
+            f"model.revision={cfg.revision} picks a Hub revision, but model.root={root} holds "
+            "the weights as they are: set model.root=null to download that revision"
+        )
+    folders = [root / name for name in (cfg.hub_id, cfg.modelscope_id, cfg.name) if name]
+    found = next((folder for folder in folders if folder.is_dir()), None)
+    if found is None:
+        hint = f"`hf download {cfg.hub_id} --local-dir {folders[0]}`; " if cfg.hub_id else ""
+        raise UserError(
+            f"model.root={root} has no folder for model={cfg.name}: looked for "
+            f"{', '.join(map(str, folders))} ({hint}or model.root=null to use the HF cache)"
+        )
+    return found
+
+
+def check_weights_reachable(cfg: ModelConfig) -> None:
+    """Fail with one line unless the preset's weights can be had, without loading or
+    downloading them: a checkpoint folder, a tiny or classical preset, a pretraining run, a
+    snapshot in the HF cache, or a Hub repository this machine may download."""
+    if cfg.from_run or cfg.arch == Arch.classical:
+        return  # a run's checkpoint is fetched (and checked) by the job itself
+    local = local_weights(cfg)
+    if local is not None:
+        check_checkpoint_dir(local)
+    elif cfg.tiny is None and cfg.hub == Hub.huggingface:
+        check_hub_access(cfg)
+
+
+def hub_id(cfg: ModelConfig) -> str:
+    """The preset's Hub repository, or one line saying where to put its weights instead."""
+    if not cfg.hub_id:
+        raise UserError(
+            f"model preset '{cfg.name}' has neither hub_id, tiny nor path: set model.path"
+        )
+    return str(cfg.hub_id)
+
+
+def check_hub_access(cfg: ModelConfig) -> None:
+    """The repository is in the HF cache, or the Hub lets this machine download it."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.constants import is_offline_mode
+
+    repo = hub_id(cfg)
+    try:
+        snapshot_download(
+            repo, revision=cfg.revision, allow_patterns=HUB_PATTERNS, local_files_only=True
+        )
+        return
+    except Exception as exc:
+        if is_offline_mode():
+            raise unavailable(cfg, exc) from exc
+    try:
+        HfApi().auth_check(repo)  # a gated or missing repository fails here, not mid-grid
+    except Exception as exc:
+        raise unavailable(cfg, exc) from exc
+
+
+def unavailable(cfg: ModelConfig, exc: Exception) -> UserError:
+    """Weights neither on this machine nor downloadable: how to supply them."""
+    return UserError(
+        f"weights of {cfg.hub_id} are not available ({type(exc).__name__}: no access to "
+        "the Hub and not in the HF cache): download them where the Hub is reachable "
+        f"(`hf download {cfg.hub_id} --local-dir DIR/{cfg.hub_id}`) and pass model.root=DIR "
+        "(or model.path=DIR/..., for this preset only), or use model.hub=modelscope"
     )
 
 
@@ -98,20 +170,15 @@ def check_checkpoint_dir(path: Path) -> Path:
 
 def download(cfg: ModelConfig) -> Path:
     """Fetch a preset's weights from its hub (or the local cache), failing with one line offline."""
-    assert cfg.hub_id is not None
+    repo = hub_id(cfg)
     if cfg.hub == Hub.modelscope:
-        return download_modelscope(cfg.modelscope_id or cfg.hub_id, cfg.revision)
+        return download_modelscope(cfg.modelscope_id or repo, cfg.revision)
     from huggingface_hub import snapshot_download
 
     try:
-        local = snapshot_download(cfg.hub_id, revision=cfg.revision, allow_patterns=HUB_PATTERNS)
+        local = snapshot_download(repo, revision=cfg.revision, allow_patterns=HUB_PATTERNS)
     except Exception as exc:
-        raise UserError(
-            f"weights of {cfg.hub_id} are not available ({type(exc).__name__}: no access to "
-            "the Hub and not in the HF cache): download them where the Hub is reachable "
-            f"(`hf download {cfg.hub_id} --local-dir DIR`) and pass model.path=DIR, "
-            "or use model.hub=modelscope"
-        ) from exc
+        raise unavailable(cfg, exc) from exc
     return check_checkpoint_dir(Path(local))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import inspect
 import json
 import logging
 import os
@@ -12,8 +13,9 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -328,16 +330,57 @@ def log_figure(figure: Any, artifact_file: str) -> None:
     mlflow.log_figure(figure, artifact_file)
 
 
+# What loading and applying a checkpoint imports (src.checkpoint.pyfunc and the src modules it
+# uses; tests/test_clients.py checks the list), and tokenizers, which decides the token ids.
+CHECKPOINT_REQUIREMENTS = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "huggingface_hub",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "hydra-core",
+    "omegaconf",
+)
+
+
+# Keyword arguments of Classifier.__call__ a pyfunc prediction takes as `params`.
+PREDICT_PARAMS = ("batch_size", "max_len")
+
+
+def pinned(distributions: Sequence[str]) -> list[str]:
+    """`name==version` of the installed distributions. Local version labels are dropped (torch's
+    `+cpu`, `+cu128`): such builds are not on PyPI, and `torch==2.13.0` matches every build of
+    that release, so the serving machine keeps the CPU or CUDA build it installs."""
+    return [f"{name}=={version(name).split('+')[0]}" for name in distributions]
+
+
 @main_process_only
 def log_checkpoint(checkpoint_dir: Path) -> str:
     """Log a saved HF checkpoint (directory named `checkpoint`) as the run's MLflow model."""
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(Path(__file__).parents[1] / "checkpoint" / "pyfunc.py"),
-        artifacts={"checkpoint": str(checkpoint_dir)},
-        code_paths=[str(Path(__file__).parents[1])],  # the src package
-        pip_requirements=["torch", "transformers", "peft", "pandas", "safetensors", "scikit-learn"],
-    )
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema
+
+    from src.checkpoint.classifier import Classifier
+
+    call = inspect.signature(Classifier.__call__).parameters
+    specs = [mlflow.types.ParamSpec(name, "long", call[name].default) for name in PREDICT_PARAMS]
+    # The parameters of a prediction only: why no input schema, see src.checkpoint.pyfunc.
+    signature = ModelSignature(params=ParamSchema(specs))
+    with warnings.catch_warnings():
+        # An input example would make MLflow load the whole model once more to check it.
+        warnings.filterwarnings("ignore", message=".*An input example was not provided")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).parents[1] / "checkpoint" / "pyfunc.py"),
+            artifacts={"checkpoint": str(checkpoint_dir)},
+            code_paths=[str(Path(__file__).parents[1])],  # the src package
+            signature=signature,
+            pip_requirements=pinned(CHECKPOINT_REQUIREMENTS),
+        )
     return str(info.model_uri)
 
 
@@ -350,11 +393,14 @@ def log_dict(data: dict[str, Any], artifact_file: str) -> None:
 @main_process_only
 def log_sklearn_model(model: Any) -> str:
     """Log a fitted scikit-learn pipeline as the run's MLflow model."""
-    import sklearn
-
-    # Stated, not inferred: inference reloads the model in a subprocess of its own.
-    requirements = [f"scikit-learn=={sklearn.__version__}"]
-    info = mlflow.sklearn.log_model(model, name="model", pip_requirements=requirements)
+    # Stated, not inferred (inference reloads the model in a subprocess of its own): skops
+    # stores the fitted pipeline (no pickle) and reads back numpy and scipy arrays.
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+        pip_requirements=pinned(["scikit-learn", "skops", "numpy", "scipy"]),
+    )
     return str(info.model_uri)
 
 
