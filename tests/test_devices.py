@@ -157,12 +157,17 @@ def test_devices_outside_an_allocation_or_with_another_launcher_are_refused() ->
         pool.check_devices(["0"], None, slurm)
 
 
-def test_only_a_worker_killed_in_a_trial_is_replaced() -> None:
-    assert pool.should_replace(-9, stopping=False, ran_a_trial=True)
-    assert not pool.should_replace(-9, stopping=False, ran_a_trial=False)  # would die again
-    assert not pool.should_replace(-2, stopping=True, ran_a_trial=True)  # Ctrl-C
-    assert not pool.should_replace(0, stopping=False, ran_a_trial=True)  # done
-    assert not pool.should_replace(2, stopping=False, ran_a_trial=True)  # its own error
+def test_only_a_worker_killed_in_a_trial_is_replaced_and_not_for_ever() -> None:
+    assert pool.should_replace(-9, stopping=False, asked=1, deaths=1)
+    assert not pool.should_replace(-9, stopping=False, asked=0, deaths=1)  # would die again
+    assert not pool.should_replace(-2, stopping=True, asked=1, deaths=1)  # Ctrl-C
+    assert not pool.should_replace(0, stopping=False, asked=1, deaths=0)  # done
+    assert not pool.should_replace(2, stopping=False, asked=1, deaths=0)  # its own error
+    deaths = 0
+    for _ in range(3):  # died in its first trial, three workers in a row: a broken GPU?
+        deaths = pool.deaths_in_a_row(deaths, finished=0)
+    assert deaths == 3 and not pool.should_replace(-11, stopping=False, asked=1, deaths=deaths)
+    assert pool.deaths_in_a_row(2, finished=1) == 0  # it finished a trial before dying
 
 
 # A stand-in worker: says where it runs, then dies once (kill -9), waits, or just ends.
@@ -172,7 +177,7 @@ from pathlib import Path
 devices = os.environ["CUDA_VISIBLE_DEVICES"]
 print("on", devices, os.environ["CUDA_DEVICE_ORDER"], os.environ["OMP_NUM_THREADS"], flush=True)
 marker = Path(sys.argv[1]) / devices
-if sys.argv[2] == "die-once" and not marker.exists():
+if sys.argv[2] == "die-once" and not marker.exists() or sys.argv[2] == "die-always":
     marker.touch()
     os.kill(os.getpid(), signal.SIGKILL)
 if sys.argv[2] == "wait":
@@ -187,18 +192,18 @@ if sys.argv[2] == "wait":
 """
 
 
-def run_pool(tmp_path: Path, mode: str, ran_a_trial: bool) -> pool.PoolResult:
+def run_pool(tmp_path: Path, mode: str, asked: int = 1) -> pool.PoolResult:
     """Two stand-in workers on devices 0 and 1."""
     command = [sys.executable, "-c", WORKER, str(tmp_path), mode]
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    devices = pool.DevicePool(command, env, tmp_path, lambda pid: ran_a_trial)
+    devices = pool.DevicePool(command, env, tmp_path, lambda pid: (asked, 0))
     return devices.run([("0",), ("1",)])
 
 
 def test_a_worker_killed_in_a_trial_is_replaced_on_its_devices(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = run_pool(tmp_path, "die-once", ran_a_trial=True)
+    result = run_pool(tmp_path, "die-once")
     assert result == pool.PoolResult(stopped_by=None, errors=[])
     lines = sorted(capsys.readouterr().out.splitlines())
     threads = pool.threads_per_worker(2)  # this machine's cores, halved
@@ -213,8 +218,19 @@ def test_a_worker_killed_in_a_trial_is_replaced_on_its_devices(
 def test_a_worker_that_died_before_its_first_trial_is_reported_not_replaced(
     tmp_path: Path,
 ) -> None:
-    result = run_pool(tmp_path, "die-once", ran_a_trial=False)
-    assert result == pool.PoolResult(stopped_by=None, errors=[("gpu 0", -9), ("gpu 1", -9)])
+    result = run_pool(tmp_path, "die-once", asked=0)
+    assert result.stopped_by is None
+    assert sorted(result.errors) == [("gpu 0", -9), ("gpu 1", -9)]
+
+
+def test_workers_that_keep_dying_in_their_trial_are_replaced_twice_then_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_pool(tmp_path, "die-always")
+    assert result.stopped_by is None
+    assert sorted(result.errors) == [("gpu 0", -9), ("gpu 1", -9)]
+    out = capsys.readouterr().out
+    assert out.count("[gpu 0] on 0") == out.count("[gpu 1] on 1") == 3
 
 
 def test_sigterm_stops_each_worker_once_and_a_second_signal_kills_them(
@@ -230,7 +246,7 @@ def test_sigterm_stops_each_worker_once_and_a_second_signal_kills_them(
 
     stopper = threading.Thread(target=stop_twice)
     stopper.start()
-    result = run_pool(tmp_path, "wait", ran_a_trial=True)
+    result = run_pool(tmp_path, "wait")
     stopper.join()
     assert result == pool.PoolResult(stopped_by=signal.SIGTERM, errors=[])
     out = capsys.readouterr().out

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 POLL_S = 0.2
+MAX_DEATHS_IN_A_ROW = 3
 
 
 def device_groups(devices: Sequence[str], per_trial: int) -> list[tuple[str, ...]]:
@@ -91,11 +92,17 @@ def check_devices(devices: Sequence[str], visible: str | None, launcher_target: 
         )
 
 
-def should_replace(returncode: int, stopping: bool, ran_a_trial: bool) -> bool:
+def deaths_in_a_row(before: int, finished: int) -> int:
+    """A device group's workers that died in their trial without finishing one, in a row."""
+    return 0 if finished else before + 1
+
+
+def should_replace(returncode: int, stopping: bool, asked: int, deaths: int) -> bool:
     """Whether a worker that ended is replaced on its devices: one killed by a signal (kill -9,
     the OOM killer, a crash) in a trial is; one that ended on its own (done, or an error it
-    printed) is not, nor one that died before its first trial (it would die again)."""
-    return returncode < 0 and not stopping and ran_a_trial
+    printed) is not, nor one that died before its first trial (it would die again), nor the
+    third in a row to die without finishing a trial (a broken GPU would burn the study)."""
+    return returncode < 0 and not stopping and asked > 0 and deaths < MAX_DEATHS_IN_A_ROW
 
 
 @dataclass
@@ -123,13 +130,14 @@ class DevicePool:
         command: Sequence[str],
         env: Mapping[str, str],
         cwd: Path,
-        ran_a_trial: Callable[[int], bool],
+        trials_of: Callable[[int], tuple[int, int]],
     ) -> None:
         self.command = list(command)
         self.env = dict(env)
         self.cwd = cwd
-        self.ran_a_trial = ran_a_trial
+        self.trials_of = trials_of  # a worker pid's trials: (asked, finished)
         self.workers: list[Worker] = []
+        self.deaths: dict[tuple[str, ...], int] = {}
         self.threads = 1
         self.stopped_by: int | None = None
         self.errors: list[tuple[str, int]] = []
@@ -177,10 +185,13 @@ class DevicePool:
             for pipe in worker.pipes:
                 pipe.join(timeout=5)
             pid, name = worker.process.pid, label(worker.group)
-            if should_replace(code, self.stopped_by is not None, self.ran_a_trial(pid)):
+            asked, finished = self.trials_of(pid)
+            deaths = deaths_in_a_row(self.deaths.get(worker.group, 0), finished)
+            self.deaths[worker.group] = deaths
+            if should_replace(code, self.stopped_by is not None, asked, deaths):
                 log.warning(
-                    "worker %d on %s died (signal %d): its trial is re-queued; a new worker "
-                    "takes the devices",
+                    "worker %d on %s died (signal %d): its trial goes back to the queue; a new "
+                    "worker takes the devices",
                     pid,
                     name,
                     -code,

@@ -365,10 +365,14 @@ class OptunaSweep:
             trials = self._trials()
         busy = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
         groups = device_groups(s.devices, s.gpus_per_trial)[: max(self.n_target - busy, 0)]
+        if not groups:
+            log.info(
+                "study %s: %d of n_trials=%d finished or running", s.study_name, busy, self.n_target
+            )
         command = worker_command(sys.orig_argv, sys.executable, self.sweep_dir)
         assert self.config is not None
         cwd = Path(str(self.config.hydra.runtime.cwd))
-        result = DevicePool(command, os.environ, cwd, self._ran_a_trial).run(groups)
+        result = DevicePool(command, os.environ, cwd, self._trials_of).run(groups)
         if result.stopped_by is not None:
             log.warning(
                 "study %s: stopped by %s; re-run the same command to finish it (storage %s)",
@@ -386,16 +390,15 @@ class OptunaSweep:
                 "prefix). Fix the cause and re-run the same command to continue the study"
             )
 
-    def _ran_a_trial(self, pid: int) -> bool:
-        """Whether this host's worker process `pid` asked a trial of the study."""
-        for trial in self.study.get_trials(deepcopy=False):
-            info = trial.system_attrs.get(WORKER_ATTR)
-            if isinstance(info, dict) and (info.get("host"), info.get("pid")) == (
-                self.worker.host,
-                pid,
-            ):
-                return True
-        return False
+    def _trials_of(self, pid: int) -> tuple[int, int]:
+        """How many trials this host's worker process `pid` asked, and finished."""
+        mine = [
+            t
+            for t in self.study.get_trials(deepcopy=False)
+            if isinstance(info := t.system_attrs.get(WORKER_ATTR), dict)
+            and (info.get("host"), info.get("pid")) == (self.worker.host, pid)
+        ]
+        return len(mine), sum(t.state in FINISHED for t in mine)
 
     def _trials(self) -> list[FrozenTrial]:
         """The study's trials, without those this sweeper discarded as excess."""
