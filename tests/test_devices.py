@@ -206,7 +206,7 @@ def test_a_worker_killed_in_a_trial_is_replaced_on_its_devices(
     result = run_pool(tmp_path, "die-once")
     assert result == pool.PoolResult(stopped_by=None, errors=[])
     lines = sorted(capsys.readouterr().out.splitlines())
-    threads = pool.threads_per_worker(2)  # this machine's cores, halved
+    threads = pool.threads_per_process(2)  # this machine's cores, halved
     assert [line for line in lines if "] on " in line] == [
         f"[gpu 0] on 0 PCI_BUS_ID {threads}",
         f"[gpu 0] on 0 PCI_BUS_ID {threads}",  # the replacement

@@ -52,7 +52,8 @@ def worker_command(orig_argv: Sequence[str], executable: str, sweep_dir: Path) -
 
 
 def worker_env(base: Mapping[str, str], group: Sequence[str], threads: int) -> dict[str, str]:
-    """The environment of a worker holding `group`, with `threads` CPU threads unless set."""
+    """The environment of a worker holding `group`, `threads` CPU threads per process unless
+    set."""
     ids = ",".join(group)
     # CUDA numbers GPUs fastest first unless told otherwise; nvidia-smi numbers them by bus.
     order = base.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
@@ -62,9 +63,10 @@ def worker_env(base: Mapping[str, str], group: Sequence[str], threads: int) -> d
     return {**base, **extra}
 
 
-def threads_per_worker(workers: int) -> int:
-    """This process's CPU cores shared out among `workers`."""
-    return max(1, len(os.sched_getaffinity(0)) // max(1, workers))
+def threads_per_process(processes: int) -> int:
+    """This process's CPU cores shared out among `processes` (one per GPU: a DDP trial's ranks
+    each get a share)."""
+    return max(1, len(os.sched_getaffinity(0)) // max(1, processes))
 
 
 def label(group: Sequence[str]) -> str:
@@ -144,7 +146,7 @@ class DevicePool:
 
     def run(self, groups: Sequence[tuple[str, ...]]) -> PoolResult:
         """Start a worker per group; wait until every worker has ended."""
-        self.threads = threads_per_worker(len(groups))
+        self.threads = threads_per_process(sum(len(group) for group in groups))
         with restored_signal_handlers(STOP_SIGNALS):
             for stop in STOP_SIGNALS:
                 signal.signal(stop, self._on_signal)
