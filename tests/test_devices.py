@@ -359,6 +359,18 @@ def test_a_grid_across_devices_runs_each_point_once(tmp_path: Path) -> None:
     assert {s.devices for s in spans(record)} == {"0", "1"}
 
 
+def test_workers_that_stop_with_an_error_end_the_sweep_with_one_line(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        app_command("hydra.sweeper.devices=[0,1]", "fail_if_x_above=-1", "steps=1"),  # all fail
+    )
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: study app_study: 0 of n_trials=4 finished; the workers on ")
+    assert "gpu 0 (exit code 2)" in last and "gpu 1 (exit code 2)" in last
+    assert "[gpu 0] error: study app_study: 3 of 3 trials failed" in result.stderr
+
+
 # -- trials on several GPUs: torchrun's engine --------------------------------------------------
 
 

@@ -5,6 +5,7 @@ Hydra imports every public module under ``hydra_plugins`` at start-up, so this o
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -26,9 +27,12 @@ def _one_line_errors(fn: Callable[[], T]) -> T:
         return fn()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        from src.tracking.record import end_parent_run
+        from src.tracking.names import DEVICE_WORKER_ENV
 
-        end_parent_run(f"the sweep stopped: {exc}")
+        if DEVICE_WORKER_ENV not in os.environ:  # a device worker's supervisor decides that
+            from src.tracking.record import end_parent_run
+
+            end_parent_run(f"the sweep stopped: {exc}")
         raise SystemExit(2) from None
     except KeyboardInterrupt:  # the sweep loop has re-queued the running trials
         print(
