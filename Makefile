@@ -46,8 +46,16 @@ test-all: $(STAMP)  ## every test, slow ones included
 train: $(STAMP)  ## one run (or a grid with ARGS="-m ..."): make train ARGS="model=tiny_bert method=sft"
 	$(PY) -m src.train $(ARGS)
 
-sweep: $(STAMP)  ## Optuna study; re-run to resume: make sweep [SWEEP=lora_rank_lr_epochs] [ARGS="model=... data=..."]
-	$(PY) -m src.train -m hparams_search=$(SWEEP) $(ARGS)
+# GPUS=0,1,2,3 (or all: every GPU nvidia-smi lists): one sweep worker per GPU, or per
+# GPUS_PER_TRIAL GPUs for trials that train with DDP (src/sweep/devices.py).
+GPUS ?=
+GPUS_PER_TRIAL ?= 1
+GPU_LIST = $(if $(filter all,$(GPUS)),$(shell nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | paste -sd, -),$(GPUS))
+SWEEP_DEVICES = $(if $(GPUS),'hydra.sweeper.devices=[$(GPU_LIST)]' hydra.sweeper.gpus_per_trial=$(GPUS_PER_TRIAL))
+
+sweep: $(STAMP)  ## Optuna study; re-run to resume: make sweep [SWEEP=lora_rank_lr_epochs] [ARGS="model=... data=..."] [GPUS=0,1,2,3 [GPUS_PER_TRIAL=2]]
+	@test "$(GPUS)" != all -o -n "$(GPU_LIST)" || { echo "error: GPUS=all: nvidia-smi lists no GPU; give their ids, e.g. GPUS=0,1" >&2; exit 2; }
+	$(PY) -m src.train -m hparams_search=$(SWEEP) $(SWEEP_DEVICES) $(ARGS)
 
 sweep-worker: $(STAMP)  ## one more worker on the same study (another terminal, same SWEEP / ARGS)
 	$(PY) -m src.train -m hparams_search=$(SWEEP) $(ARGS)

@@ -86,7 +86,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
 
     from src.checkpoint.files import CheckpointInfo
     from src.inputs.long_text import encode_splits
-    from src.model.backbones import WEIGHT_READS, check_backbone, load_tokenizer, resolve_backbone
+    from src.model.backbones import check_backbone, load_tokenizer, resolve_backbone
     from src.model.build import build_classifier
     from src.model.memory import preflight
     from src.model.methods import export_model, restrict_head
@@ -133,13 +133,9 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
             training.head_labels,
             precision,
             problem_type=task.problem_type,
-            reuse_weights=HydraConfig.get().mode == RunMode.MULTIRUN,
         )
         size = {"trainable_params": built.trainable, "total_params": built.total}
-        record.log_metrics(
-            # backbone_weight_reads: 1 in every trial of a sweep worker (read from disk once).
-            size | {"backbone_weight_reads": WEIGHT_READS.get(str(backbone.path), 0)}
-        )
+        record.log_metrics(size)
         log.info(
             "trainable parameters: %d of %d (%.2f%%)",
             built.trainable,

@@ -262,7 +262,7 @@ def test_table_rows() -> None:
         "ours": [arm(50, 80, 30, 96, 100), arm(60, 90, 31, 96, 100)],
         "plain": [arm(60, 90, 29, 96, 100), arm(61, 91, 30, 96, 100)],
     }
-    startup = {"bench": {"reuse_s": 0.1, "reload_s": 0.3, "checkpoint_mb": 17.5}}
+    startup = {"bench": {"cold_s": 0.3, "warm_s": 0.1, "checkpoint_mb": 17.5}}
     sweep = {"median_steps_share": 0.3, "grid_steps": 480}
     cli = {
         "import hydra, omegaconf": 0.4,

@@ -521,12 +521,8 @@ def test_same_config_and_seed_give_identical_metrics_in_two_processes(
 
 
 def comparable(run: mlflow.entities.Run) -> dict[str, float]:
-    """The run's final metrics without timings and per-process bookkeeping."""
-    return {
-        k: v
-        for k, v in run.data.metrics.items()
-        if not k.endswith(TIMING) and k != "backbone_weight_reads"
-    }
+    """The run's final metrics without timings."""
+    return {k: v for k, v in run.data.metrics.items() if not k.endswith(TIMING)}
 
 
 def history(store: Store, run: mlflow.entities.Run, key: str) -> list[tuple[int, float]]:

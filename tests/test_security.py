@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from src.checkpoint import files as checkpoint
 from src.checkpoint.files import load_checkpoint
+from src.config.schema import Arch
 from src.errors import UserError
 from src.model import backbones as models
-from src.model.backbones import backbone_weights, check_checkpoint_dir, resolve_backbone
+from src.model.backbones import (
+    Backbone,
+    check_checkpoint_dir,
+    load_classifier,
+    load_tokenizer,
+    resolve_backbone,
+)
 from src.tracking.uris import redact
 from src.train import train
 from tests.conftest import QUICK, ROOT, Store
@@ -89,7 +97,8 @@ def test_pickled_weights_next_to_safetensors_are_never_unpickled(tmp_path: Path)
     for name in ("pytorch_model.bin", "training_args.bin", "optimizer.pt"):
         (path / name).write_bytes(pickle.dumps(Boom(marker)))
     load_checkpoint(path)  # prediction
-    backbone_weights(path, reuse=False)  # training from model.path=
+    backbone = Backbone(path, Arch.encoder, trust_remote_code=False)  # training from model.path=
+    load_classifier(backbone, load_tokenizer(backbone), ["a", "b"], torch.float32, None)
     assert not marker.exists()
 
 

@@ -5,6 +5,7 @@ Hydra imports every public module under ``hydra_plugins`` at start-up, so this o
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -18,17 +19,28 @@ T = TypeVar("T")
 
 def _one_line_errors(fn: Callable[[], T]) -> T:
     """Run `fn`; a user error (bad settings, too many failed trials) exits with one line, and
-    the multirun's parent MLflow run (if any) ends FAILED with it instead of staying RUNNING."""
+    the multirun's parent MLflow run (if any) ends FAILED with it instead of staying RUNNING;
+    Ctrl-C exits with one line too, the parent run left open for the re-run."""
     from src.errors import UserError
 
     try:
         return fn()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        from src.tracking.record import end_parent_run
+        from src.tracking.names import DEVICE_WORKER_ENV
 
-        end_parent_run(f"the sweep stopped: {exc}")
+        if DEVICE_WORKER_ENV not in os.environ:  # a device worker's supervisor decides that
+            from src.tracking.record import end_parent_run
+
+            end_parent_run(f"the sweep stopped: {exc}")
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # the sweep loop has re-queued the running trials
+        print(
+            "interrupted: the running trials went back to the study's queue; re-run the same "
+            "command to continue it",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
 
 
 class ClfsweepOptunaSweeper(Sweeper):

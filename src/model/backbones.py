@@ -6,14 +6,11 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from transformers import (
-    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -274,7 +271,6 @@ def load_classifier(
     label_names: Sequence[str],
     dtype: torch.dtype,
     attn_implementation: str | None,
-    reuse_weights: bool = False,
     problem_type: str | None = None,
     quantization: BitsAndBytesConfig | None = None,
 ) -> PreTrainedModel:
@@ -296,49 +292,23 @@ def load_classifier(
         kwargs["attn_implementation"] = attn_implementation
     # A checkpoint fine-tuned on another label set has a head of another shape: re-initialise it.
     kwargs.update(dtype=dtype, ignore_mismatched_sizes=True)
-    model: PreTrainedModel
     if quantization is not None:
         # bitsandbytes quantizes while loading from disk, onto the GPU.
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": torch.cuda.current_device()}
-    if backbone.trust_remote_code or quantization is not None:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            backbone.path, config=config, trust_remote_code=backbone.trust_remote_code, **kwargs
-        )
-    else:
-        # Weights come from the per-process cache, so the concrete class gets config and weights.
-        model_class: Any = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
-        model = model_class.from_pretrained(
-            None, config=config, state_dict=backbone_weights(backbone.path, reuse_weights), **kwargs
-        )
+    # Every trial reads the weights from their files, and that is what makes "read once per
+    # worker, once per node" true: safetensors maps the files, so from the second trial on (of
+    # this worker or any other on the node) the bytes come from the OS page cache, shared by
+    # all processes. A per-process copy of the tensors was slower still (the copy costs more
+    # than the mapped read: benchmarks/startup.py) and needed a clone to keep training off it.
+    model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
+        backbone.path,
+        config=config,
+        trust_remote_code=backbone.trust_remote_code,
+        use_safetensors=True,  # never a pickle
+        **kwargs,
+    )
     model.config.pad_token_id = tokenizer.pad_token_id
     # Provenance in the saved config; PEFT also reads it when saving adapters.
     model.name_or_path = model.config._name_or_path = str(backbone.path)
     return model
-
-
-def backbone_weights(path: Path, reuse: bool) -> dict[str, torch.Tensor]:
-    """The checkpoint's weights; with `reuse`, a copy of the per-process cache (sweep trials)."""
-    if not reuse:
-        return read_weights(path)
-    # The model takes ownership of the tensors it is given: training must not alter the cache.
-    return {name: tensor.clone() for name, tensor in cached_weights(path).items()}
-
-
-@cache
-def cached_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint's weights once per process."""
-    return read_weights(path)
-
-
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read all safetensors files of a checkpoint (never pickle)."""
-    WEIGHT_READS[str(path)] = WEIGHT_READS.get(str(path), 0) + 1
-    weights: dict[str, torch.Tensor] = {}
-    for file in sorted(path.glob("*.safetensors")):
-        weights.update(load_file(file))
-    return weights
-
-
-# How often each checkpoint's weights were read from disk in this process (sweeps log it).
-WEIGHT_READS: dict[str, int] = {}

@@ -39,12 +39,10 @@ def build_classifier(
     precision: Precision,
     *,
     problem_type: str | None = None,
-    reuse_weights: bool = False,
 ) -> Built:
     """Backbone + fresh head (one output per label, or one value), method's parameters trainable.
 
-    `precision` is the resolved training precision; `reuse_weights` clones the backbone from the
-    per-process cache (the trials of a sweep worker read it from disk once).
+    `precision` is the resolved training precision.
     """
     import torch
 
@@ -55,7 +53,6 @@ def build_classifier(
         label_names,
         torch.bfloat16 if stored == Precision.bf16 else torch.float32,
         model.attn_implementation,
-        reuse_weights=reuse_weights,
         problem_type=problem_type,
         quantization=quantization(method),
     )

@@ -13,12 +13,14 @@ import fcntl
 import logging
 import math
 import os
+import signal
+import sys
 import time
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from hydra.core.plugins import Plugins
@@ -34,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 from src.errors import UserError
 from src.sweep import results
 from src.sweep.custom_space import SpaceExtender, extend_trial, load_extender
+from src.sweep.devices import DevicePool, check_devices, device_groups, worker_command
 from src.sweep.launch import launch
 from src.sweep.liveness import (
     WORKER_ATTR,
@@ -48,7 +51,6 @@ from src.sweep.objectives import (
     objective_values,
 )
 from src.sweep.private_api import check_private_api, job_result
-from src.sweep.registry import Registry
 from src.sweep.search_space import (
     coerce,
     grid_space,
@@ -59,8 +61,11 @@ from src.sweep.search_space import (
 from src.sweep.settings import PrunerName, SweeperSettings
 from src.sweep.storage import journal_path, normalize_storage_url, open_storage, tool_commands
 from src.sweep.trial import FAIL_REASON_ATTR, PRUNER_ATTR, build_pruner
-from src.tracking.names import OPTUNA_STUDY_TAG
+from src.tracking.names import DEVICE_WORKER_ENV, OPTUNA_STUDY_TAG
 from src.tracking.uris import redact
+
+if TYPE_CHECKING:  # MLflow loads only with a parent run: a worker starts seconds sooner
+    from src.sweep.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +98,14 @@ class OptunaSweep:
         """Keep Hydra's context and instantiate the launcher."""
         self.config = config
         self.hydra_context = hydra_context
+        s = self.settings
+        if s.devices and not self.in_pool:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            check_devices(s.devices, visible, str(config.hydra.launcher._target_))
+        if self.in_pool and s.gpus_per_trial > 1:
+            from src.sweep.multi_gpu import TorchrunTask
+
+            task_function = TorchrunTask(task_function, s.gpus_per_trial)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -161,8 +174,18 @@ class OptunaSweep:
                     self.directions[0] == "maximize",
                     results.objective_labels(self.study, self.metric_names),
                 )
-        self._loop()
+        if s.devices and not self.in_pool:
+            self._run_pool()
+        else:
+            self._loop()
+        if self.in_pool:
+            return None  # its pool's supervisor writes the results, once
         return self._finish()
+
+    @property
+    def in_pool(self) -> bool:
+        """Whether this process is a worker of a device pool (src.sweep.devices)."""
+        return bool(self.settings.devices) and DEVICE_WORKER_ENV in os.environ
 
     def _setup_params(self) -> dict[str, Any]:
         """The sweep's settings as parent-run params."""
@@ -334,6 +357,49 @@ class OptunaSweep:
                 self._run(batch)
                 self._check_failure_rate()
 
+    def _run_pool(self) -> None:
+        """One worker per device group (this command again), until the study is done."""
+        s = self.settings
+        with self._lock():
+            self._fail_stale()  # a killed run's trials no longer count as running
+            trials = self._trials()
+        busy = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
+        groups = device_groups(s.devices, s.gpus_per_trial)[: max(self.n_target - busy, 0)]
+        if not groups:
+            log.info(
+                "study %s: %d of n_trials=%d finished or running", s.study_name, busy, self.n_target
+            )
+        command = worker_command(sys.orig_argv, sys.executable, self.sweep_dir)
+        assert self.config is not None
+        cwd = Path(str(self.config.hydra.runtime.cwd))
+        result = DevicePool(command, os.environ, cwd, self._trials_of).run(groups)
+        if result.stopped_by is not None:
+            log.warning(
+                "study %s: stopped by %s; re-run the same command to finish it (storage %s)",
+                s.study_name,
+                signal.Signals(result.stopped_by).name,
+                redact(self.storage_url),
+            )
+            raise SystemExit(128 + result.stopped_by)
+        finished = sum(t.state in FINISHED for t in self._trials())
+        if result.errors and finished < self.n_target:
+            ended = ", ".join(f"{name} (exit code {code})" for name, code in result.errors)
+            raise UserError(
+                f"study {s.study_name}: {finished} of n_trials={self.n_target} finished; the "
+                f"workers on {ended} stopped with an error (their lines above carry that "
+                "prefix). Fix the cause and re-run the same command to continue the study"
+            )
+
+    def _trials_of(self, pid: int) -> tuple[int, int]:
+        """How many trials this host's worker process `pid` asked, and finished."""
+        mine = [
+            t
+            for t in self.study.get_trials(deepcopy=False)
+            if isinstance(info := t.system_attrs.get(WORKER_ATTR), dict)
+            and (info.get("host"), info.get("pid")) == (self.worker.host, pid)
+        ]
+        return len(mine), sum(t.state in FINISHED for t in mine)
+
     def _trials(self) -> list[FrozenTrial]:
         """The study's trials, without those this sweeper discarded as excess."""
         return [
@@ -347,6 +413,8 @@ class OptunaSweep:
         mode = Heartbeat(self.storage, [], self.settings.heartbeat_interval).mode
         worker = self.worker.to_attr(mode)
         self.storage.set_trial_system_attr(self._trial_id(trial.number), WORKER_ATTR, worker)
+        if self.in_pool:  # the GPUs it runs on, as the job's CUDA_VISIBLE_DEVICES names them
+            self._set_user_attr(trial, "devices", os.environ[DEVICE_WORKER_ENV])
         fixed = self.space.fixed_values
         for key, value in fixed.items():  # as hydra-optuna-sweeper: shown, and not to suggest
             self._set_user_attr(trial, key, value)
@@ -392,7 +460,7 @@ class OptunaSweep:
         return keep
 
     def _requeue(self, frozen: FrozenTrial) -> None:
-        """Put a queued trial's configuration back in the queue."""
+        """Put a trial's configuration back in the queue (an excess or an interrupted trial)."""
         system_attrs = {
             k: v for k, v in frozen.system_attrs.items() if not k.startswith("clfsweep:")
         }
@@ -432,7 +500,9 @@ class OptunaSweep:
                     frozen = copy.deepcopy(self.storage.get_trial(self._trial_id(t.number)))
                     self._fail(t, f"interrupted: {_reason(exc)}")
                     if retry and frozen.state == TrialState.RUNNING:
-                        self._retry(frozen)
+                        # Stopped, not broken: back in the queue however often (max_retry
+                        # limits the re-runs of trials whose worker died).
+                        self._requeue(frozen)
                 raise
 
     def _job_overrides(self, trial: optuna.Trial) -> list[str]:

@@ -104,6 +104,12 @@ class SweeperSettings:
     enqueue: list[dict[str, Any]] = field(default_factory=list)
     # Trials asked per launcher call (the basic launcher runs them one after another).
     n_jobs: int = 1
+    # One worker process per device group of this node, each trial pinned to its group through
+    # CUDA_VISIBLE_DEVICES: [0,1,2,3] (nvidia-smi's indices, or GPU UUIDs); []: trials run in
+    # this process on whatever it sees. A worker that dies is replaced; Ctrl-C stops them all.
+    devices: list[str] = field(default_factory=list)
+    # GPUs of `devices` each trial gets, in order ([0,1], [2,3], ...); 2+ run it with torchrun.
+    gpus_per_trial: int = 1
     # Liveness of running trials: seconds between heartbeats, and silence after which a
     # trial of a worker on another host counts as dead (null: 2 x heartbeat_interval).
     heartbeat_interval: int = 60
@@ -177,3 +183,33 @@ class SweeperSettings:
             raise UserError(f"hydra.sweeper.study_name={self.study_name!r}: a name without '/'")
         if self.heartbeat_interval < 0 or (self.grace_period or 1) <= 0:
             raise UserError("hydra.sweeper.heartbeat_interval/grace_period must be positive")
+        self._check_devices()
+
+    def _check_devices(self) -> None:
+        """Devices that split into whole trials, each trial on its own GPUs."""
+        devices, per_trial = self.devices, self.gpus_per_trial
+        if per_trial < 1:
+            raise UserError(f"hydra.sweeper.gpus_per_trial={per_trial} must be at least 1")
+        bad = [d for d in devices if not d.strip() or "," in d]
+        if bad:
+            raise UserError(
+                f"hydra.sweeper.devices={devices}: {bad[0]!r} is not a device id; list one id "
+                "per entry, e.g. devices=[0,1,2,3]"
+            )
+        if len(set(devices)) != len(devices):
+            raise UserError(f"hydra.sweeper.devices={devices} lists a device twice")
+        if per_trial > 1 and not devices:
+            raise UserError(
+                f"hydra.sweeper.gpus_per_trial={per_trial} needs the devices to split: set "
+                "hydra.sweeper.devices, e.g. [0,1,2,3]"
+            )
+        if len(devices) % per_trial:
+            raise UserError(
+                f"hydra.sweeper.devices={devices} do not split into trials of "
+                f"gpus_per_trial={per_trial} GPUs: {len(devices) % per_trial} would stay idle"
+            )
+        if devices and self.n_jobs > 1:
+            raise UserError(
+                f"hydra.sweeper.n_jobs={self.n_jobs} with devices: each device group runs one "
+                "trial at a time; leave n_jobs at 1"
+            )

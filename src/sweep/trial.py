@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -94,9 +95,28 @@ def report(trial: optuna.Trial, value: float, step: int, name: str = "value") ->
     values and prunes in single-objective studies only: a multi-objective trial reports nothing."""
     if len(trial.study.directions) > 1 or not math.isfinite(float(value)):
         return
-    trial.report(float(value), step=step)
-    if trial.should_prune():
+    group = _process_group()
+    prune = False
+    if group is None or group.get_rank() == 0:
+        trial.report(float(value), step=step)
+        prune = trial.should_prune()
+    if group is not None:
+        # Ranks of a DDP trial prune together or not at all (one alone would leave the others
+        # waiting in a collective): rank 0 reports and decides for all.
+        decision = [prune]
+        group.broadcast_object_list(decision, src=0)
+        prune = bool(decision[0])
+    if prune:
         raise optuna.TrialPruned(f"pruned at epoch {step}: {name}={value:.4g}")
+
+
+def _process_group() -> Any:
+    """torch.distributed when this process is one rank of several, else None (no torch import:
+    a job that never started a process group has not imported it either)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return None
+    return dist if dist.get_world_size() > 1 else None
 
 
 def pruning_hook(trial: optuna.Trial, metric: str) -> Callable[[int, dict[str, float]], None]:

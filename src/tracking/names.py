@@ -18,6 +18,8 @@ PID_START_TAG = "clfsweep.pid_start"
 PID_NS_TAG = "clfsweep.pid_ns"
 
 PARENT_ENV = "CLFSWEEP_PARENT_RUN_ID"  # the multirun's parent run, for its jobs and the sweeper
+# Set in the workers of a sweep's device pool (src/sweep/devices.py): the devices each holds.
+DEVICE_WORKER_ENV = "CLFSWEEP_DEVICE_WORKER"
 
 MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 MAX_ERROR_LEN = 5000  # what of an error message a tag keeps

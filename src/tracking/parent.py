@@ -17,7 +17,7 @@ from src.analysis.summary import children
 from src.config.schema import TrackingConfig
 from src.errors import UserError
 from src.tracking.console import print_runs, quiet_libraries
-from src.tracking.names import PARENT_ENV, SWEEP_TAG
+from src.tracking.names import DEVICE_WORKER_ENV, PARENT_ENV, SWEEP_TAG
 from src.tracking.uris import redact_values, tracking_uri
 
 if TYPE_CHECKING:  # Hydra instantiates callbacks for every command: MLflow loads when used
@@ -34,6 +34,8 @@ class MlflowParentRun(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         quiet_libraries()
+        if DEVICE_WORKER_ENV in os.environ:
+            return  # a device pool's worker: its supervisor owns the parent run ($PARENT_ENV)
         # Hydra turns a callback's exception into a warning and runs every job without a parent:
         # stop the multirun here instead, with one line, before any job.
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 
 import hydra
@@ -30,6 +32,25 @@ def suggest_x(cfg: DictConfig, trial: optuna.Trial) -> None:
     trial.suggest_float("x", 0.0, 1.0)
 
 
+def record_process(path: str | None, trial: int | None, event: str) -> None:
+    """Append what this process runs on (a JSON line): the device pool tests read it."""
+    if not path:
+        return
+    env = os.environ
+    line = {
+        "event": event,
+        "trial": trial,
+        "time": time.time(),
+        "pid": os.getpid(),
+        "worker": os.getppid() if "RANK" in env else os.getpid(),
+        "devices": env.get("CUDA_VISIBLE_DEVICES"),
+        "rank": env.get("RANK"),
+        "world_size": env.get("WORLD_SIZE"),
+    }
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | list[float] | None:
     """Sleep, report every step to the Optuna trial (if any), return the final value (and
@@ -42,6 +63,10 @@ def main(cfg: DictConfig) -> float | list[float] | None:
     if cfg.return_nan:
         return float("nan")
     trial = open_trial(cfg.trial)
+    number = trial.number if trial is not None else None
+    record_process(cfg.devices_file, number, "start")
+    while cfg.hold_file and not os.path.exists(cfg.hold_file):  # the test lets it go on
+        time.sleep(0.05)
     value = 0.0
     for step in range(cfg.steps):
         time.sleep(cfg.sleep)
@@ -51,6 +76,7 @@ def main(cfg: DictConfig) -> float | list[float] | None:
     if cfg.result_file:
         with open(cfg.result_file, "a") as f:
             f.write(f"{value!r}\n")
+    record_process(cfg.devices_file, number, "end")
     return [value, abs(cfg.x)] if cfg.second_objective else value
 
 
