@@ -112,16 +112,9 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
     experiment_id = record.setup(cfg.tracking)
     trial = open_trial(cfg.trial)
     tags = run_record.run_tags(cfg) | run_record.lineage_tags(backbone)
-    with record.run(
-        experiment_id,
-        run_record.run_name(cfg, tags),
-        tags,
-        record.system_metrics(cfg.tracking),
-    ) as active:
-        record.log_config(cfg, tags)
+    with run_record.training_run(cfg, experiment_id, tags, splits, training) as active:
         if torch.cuda.is_available():  # before the weights load: will the run fit the GPU?
             record.log_metrics(preflight(cfg, backbone.path, len(training.head_labels)))
-        run_record.log_datasets(splits, training)
         run_record.log_token_lengths(inputs, training, cfg.data.mix)
         set_seed(cfg.seed)
         task = make_task(cfg.task, splits.label_names)
@@ -206,14 +199,7 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
 
     experiment_id = record.setup(cfg.tracking)
     tags = run_record.run_tags(cfg) | {"method": "none"}  # method= does not apply to it
-    with record.run(
-        experiment_id,
-        run_record.run_name(cfg, tags),
-        tags,
-        record.system_metrics(cfg.tracking),
-    ) as active:
-        record.log_config(cfg, tags)
-        run_record.log_datasets(splits, training)
+    with run_record.training_run(cfg, experiment_id, tags, splits, training) as active:
         task = make_task(cfg.task, splits.label_names)
         train_texts = training.frame.text.tolist()
         train_y = task.targets(training.frame.label.tolist())

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +27,7 @@ from src.tracking.names import OPTUNA_STUDY_TAG, OPTUNA_TRIAL_TAG
 from src.training.evaluate import TestOutcome
 
 if TYPE_CHECKING:
+    import mlflow
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,23 @@ def run_name(cfg: DictConfig, tags: dict[str, str]) -> str:
         if HydraConfig.get().mode == RunMode.MULTIRUN
         else name
     )
+
+
+@contextmanager
+def training_run(
+    cfg: DictConfig,
+    experiment_id: str,
+    tags: dict[str, str],
+    splits: Splits,
+    training: TrainingSet,
+) -> Iterator[mlflow.ActiveRun | None]:
+    """The run of one training job, fine-tuned or classical, opened with its config and data
+    recorded; it ends FAILED (or KILLED) with the reason when the body raises."""
+    name = run_name(cfg, tags)
+    with record.run(experiment_id, name, tags, record.system_metrics(cfg.tracking)) as active:
+        record.log_config(cfg, tags)
+        log_datasets(splits, training)
+        yield active
 
 
 def lineage_tags(backbone: Backbone) -> dict[str, str]:
