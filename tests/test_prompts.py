@@ -29,7 +29,6 @@ CHATML = (
 def preset(name: str) -> PromptConfig:
     """A shipped prompt preset, as the schema's dataclass."""
     node = OmegaConf.load(CONF / "prompt" / f"{name}.yaml")
-    node.pop("defaults")
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PromptConfig), node))
     assert isinstance(cfg, PromptConfig)
     return cfg
@@ -38,7 +37,6 @@ def preset(name: str) -> PromptConfig:
 def fund_reviews_config() -> DataConfig:
     """conf/data/fund_reviews.yaml (with its instruction and label descriptions)."""
     node = OmegaConf.load(CONF / "data" / "fund_reviews.yaml")
-    node.pop("defaults")
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), node))
     assert isinstance(cfg, DataConfig)
     return cfg

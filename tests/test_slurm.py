@@ -255,6 +255,7 @@ def test_a_sweep_of_training_jobs_survives_scancel_and_a_rerun_finishes_n_trials
         f"hydra.searchpath=[file://{searchpath}]",
         "data=fund_reviews",  # the article's 20 reviews: seconds a trial
         "trainer.max_len=32",
+        "trainer.epochs=15",  # over the smoke preset's 2: epochs to go when scancel comes
         f"hydra.sweeper.study_name={study_name}",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.n_jobs=2",
@@ -284,10 +285,13 @@ def test_a_sweep_of_training_jobs_survives_scancel_and_a_rerun_finishes_n_trials
     experiment = client.get_experiment_by_name("clfsweep")
     assert experiment is not None
     trial_0 = f"tags.`{names.OPTUNA_TRIAL_TAG}` = '0'"
-    # Cancel once the job has opened its run: it is training, with more than KillWait to go.
+    # Cancel once the job's run has logged its first epoch: it is training, 14 epochs to go.
     wait_until(
-        lambda: bool(client.search_runs([experiment.experiment_id], trial_0)),
-        "MLflow run of trial 0",
+        lambda: any(
+            client.get_metric_history(run.info.run_id, "eval_macro_f1")
+            for run in client.search_runs([experiment.experiment_id], trial_0)
+        ),
+        "first epoch of trial 0",
         first,
     )
     (victim,) = [job for job in cluster.running_jobs() if job.endswith("_0")]
@@ -323,8 +327,10 @@ def test_a_sweep_of_training_jobs_survives_scancel_and_a_rerun_finishes_n_trials
     assert sorted(children) == sorted(t._trial_id for t in trials)
     assert all(r.data.tags[names.PARENT_ID_TAG] == parent.info.run_id for r in children.values())
     killed = children.pop(cancelled._trial_id)
-    assert killed.info.status == "KILLED"  # marked by the next job's start on this node
+    # Marked by the job itself at once, though submitit's runner ignores SIGTERM.
+    assert killed.info.status == "KILLED"
     assert killed.data.tags[names.STATE_TAG] == names.RunState.killed
+    assert killed.data.tags[names.ERROR_TAG].startswith("killed by SIGTERM")
     for trial in trials[1:]:
         run = children[trial._trial_id]
         assert run.info.status == "FINISHED"

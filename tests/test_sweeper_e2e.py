@@ -466,8 +466,9 @@ def test_sweep_of_src_train_with_the_lora_preset(
     assert by_alias.returncode == 0, by_alias.stderr[-2000:]
     labels = [json.loads(line)["label"] for line in by_alias.stdout.splitlines()]
     assert len(labels) == 2
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    # In this order: MLflow's set_tracking_uri(None) also unsets the environment variable.
     mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
     weights = [
         (resolve_model_dir(*source) / "model.safetensors").read_bytes()
         for source in ((None, best["champion"]), (champion.run_id, None))
@@ -613,8 +614,8 @@ def test_the_champion_alias_moves_to_better_trials_only(
     parent_run: tuple[mlflow.MlflowClient, str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, parent, uri = parent_run
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # as the parent-run callback sets it
     mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # no process-wide URI over it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # as the parent-run callback sets it
     experiment_id = client.get_run(parent).info.experiment_id
     study = optuna.create_study(study_name="s", direction="maximize")
     registry = Registry(client, experiment_id, "s", maximize=True, labels=["eval_macro_f1"])

@@ -8,12 +8,13 @@ for database URIs).
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata
 import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from src.config.schema import TrackingConfig
 from src.errors import UserError, writable_place
@@ -104,9 +105,17 @@ def check_sqlite(db: Path, key: str) -> None:
 
 def check_server(uri: str, key: str) -> None:
     """An MLflow tracking server answers its health check, once, within PROBE_TIMEOUT."""
-    health = uri.rstrip("/") + "/health"
+    parts = urlsplit(uri)
+    # urllib takes `user:password@` for part of the host name; requests (MLflow's client) sends
+    # it as basic auth, so the probe does too.
+    host = parts.netloc.rpartition("@")[2]
+    health = urlunsplit(parts._replace(netloc=host)).rstrip("/") + "/health"
+    request = urllib.request.Request(health)
+    if parts.username is not None:
+        user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(user.encode()).decode())
     try:
-        with urllib.request.urlopen(health, timeout=PROBE_TIMEOUT) as response:
+        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
             response.read(64)
     except urllib.error.HTTPError as exc:
         if exc.code != 404:  # it answered: credentials and the rest are MLflow's business
