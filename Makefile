@@ -37,10 +37,10 @@ demo: $(STAMP)  ## CPU demo: tiny Qwen2 vs tiny BERT x LoRA vs full fine-tuning,
 	$(PY) -m src.train experiment=demo
 	$(PY) -m src.summary --experiment demo
 
-test: $(STAMP)  ## the default test suite (skips tests marked slow; browser tests need Debian chromium)
+test: $(STAMP)  ## the default test suite (skips tests marked slow)
 	$(PY) -m pytest -m "not slow" -q
 
-test-all: $(STAMP)  ## every test, slow ones included
+test-all: $(STAMP)  ## every test, slow ones included (the MLflow UI tests need Debian's chromium)
 	$(PY) -m pytest -q
 
 train: $(STAMP)  ## one run (or a grid with ARGS="-m ..."): make train ARGS="model=tiny_bert method=sft"

@@ -27,6 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cli import MISTAKES
 from benchmarks.common import (
     LARGE,
     RESULTS,
@@ -205,6 +206,16 @@ def table_rows(
             cli[command] / yardstick <= 3 if goal else None,
             "s",
         )
+    row(
+        f"CLI s, a config mistake to its one error line, median of {len(MISTAKES)} mistakes"
+        " (reference: `import hydra, omegaconf`)",
+        yardstick,
+        cli["config mistake to its error line"],
+        cli["config mistake to its error line"] / yardstick,
+        "",
+        None,
+        "s",
+    )
     hydra_help = cli["minimal Hydra app --help"]
     row(
         "CLI start-up s, `python -m src.train --help` (reference: a minimal Hydra app's --help)",

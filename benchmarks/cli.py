@@ -5,8 +5,9 @@ python -m benchmarks.cli [--repeats 5] --out FILE
 Timed from process start to exit: `python -c "import hydra, omegaconf"` (the yardstick the
 first-hour issue names), a minimal Hydra app's `--help` (one config group: what Hydra itself
 needs to answer), and our commands' `--help`, `--cfg job`, `--cfg job --resolve`,
-`-sc install=bash`. Medians over the repeats; the commands of one repeat run back to back so
-that drift in machine load hits them alike.
+`-sc install=bash`, and `src.train` given a config mistake (time to its one error line and exit
+2). Medians over the repeats; the commands of one repeat run back to back so that drift in
+machine load hits them alike.
 """
 
 from __future__ import annotations
@@ -33,10 +34,22 @@ if __name__ == "__main__":
 """
 
 
+# Config mistakes of several checks (docs/errors.md), each stopping with one line, exit 2.
+MISTAKES = (
+    "method.rank=0",
+    "trainer.lr=-1",
+    "seed=-1",
+    "optimized_metric=eval_rmse",
+    "trainer.epochs=0",
+)
+
+
 def commands(app: Path) -> dict[str, list[str]]:
     """Name -> argv of everything timed."""
     py = sys.executable
-    return {
+    elsewhere = [f"hydra.run.dir={app.parent}/run", f"tracking.uri=sqlite:///{app.parent}/m.db"]
+    mistakes = {f"src.train {m}": [py, "-m", "src.train", m, *elsewhere] for m in MISTAKES}
+    return mistakes | {
         "import hydra, omegaconf": [py, "-c", "import hydra, omegaconf"],
         "minimal Hydra app --help": [py, str(app), "--help"],
         "src.train --help": [py, "-m", "src.train", "--help"],
@@ -60,10 +73,17 @@ def minimal_app(folder: Path) -> Path:
 
 
 def wall(argv: list[str]) -> float:
-    """Seconds from start to exit of one fresh process (which must succeed)."""
+    """Seconds from start to exit of one fresh process: it must succeed, or, given a config
+    mistake, exit 2 with one error line and no traceback."""
     start = time.perf_counter()
-    subprocess.run(argv, cwd=ROOT, check=True, capture_output=True)
-    return time.perf_counter() - start
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    mistake = any(m in argv for m in MISTAKES)
+    expected = (2, 1) if mistake else (0, 0)
+    if (done.returncode, len(errors)) != expected or "Traceback" in done.stderr:
+        raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}\n{done.stderr[-2000:]}")
+    return elapsed
 
 
 def measure(repeats: int) -> dict[str, float]:
@@ -76,7 +96,10 @@ def measure(repeats: int) -> dict[str, float]:
         for _ in range(repeats):
             for name, argv in argvs.items():
                 times[name].append(wall(argv))
-    return {name: statistics.median(values) for name, values in times.items()}
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    mistakes = [medians.pop(f"src.train {m}") for m in MISTAKES]
+    medians["config mistake to its error line"] = statistics.median(mistakes)
+    return medians
 
 
 def main() -> None:

@@ -270,6 +270,7 @@ def test_table_rows() -> None:
         "src.train --help": 1.0,
         "src.train --cfg job --resolve": 1.3,
         "src.predict --help": 0.5,
+        "config mistake to its error line": 1.2,
     }
     rows = {r["metric"]: r for r in table_rows(arms, startup, sweep, cli)}
     train = rows["training samples/s"]
@@ -283,5 +284,7 @@ def test_table_rows() -> None:
     assert sweep_row["met"] is True and sweep_row["ours"] == pytest.approx(0.3 * 480)
     help_row = next(r for n, r in rows.items() if "src.train --help` (reference: `import" in n)
     assert help_row["ratio"] == pytest.approx(2.5) and help_row["met"] is True
+    mistake_row = next(r for n, r in rows.items() if "config mistake" in n)
+    assert mistake_row["ours"] == 1.2 and mistake_row["ratio"] == pytest.approx(3.0)
     assert "| training samples/s | 11 | 55 | 5 |" in render_table(list(rows.values()))
     json.dumps(rows)  # the JSON report holds them as they are

@@ -28,6 +28,7 @@ from tests.conftest import QUICK, ROOT, Store
 EPOCHS = 2
 
 
+@pytest.mark.slow  # two ranks train; test_devices runs a two-rank trial by default
 def test_torchrun_two_processes_record_one_run_once_and_save_one_checkpoint(
     store: Store,
 ) -> None:

@@ -168,6 +168,7 @@ def test_stride_at_max_len_stops_the_run_before_anything_is_written(compose_cfg,
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow  # a whole run; the windows' own tests run by default
 def test_sliding_windows_train_on_windows_and_score_per_text(store: Store, tmp_path: Path) -> None:
     """tiny_bert with 16-token windows over reviews of ~30 tokens: metrics and predictions per
     review, the token-length distribution of every split, windows per text; the logged

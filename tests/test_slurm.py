@@ -255,7 +255,7 @@ def test_a_sweep_of_training_jobs_survives_scancel_and_a_rerun_finishes_n_trials
         f"hydra.searchpath=[file://{searchpath}]",
         "data=fund_reviews",  # the article's 20 reviews: seconds a trial
         "trainer.max_len=32",
-        "trainer.epochs=15",  # over the smoke preset's 2: epochs to go when scancel comes
+        "trainer.epochs=6",  # over the smoke preset's 2: epochs to go when scancel comes
         f"hydra.sweeper.study_name={study_name}",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.n_jobs=2",
@@ -285,7 +285,7 @@ def test_a_sweep_of_training_jobs_survives_scancel_and_a_rerun_finishes_n_trials
     experiment = client.get_experiment_by_name("clfsweep")
     assert experiment is not None
     trial_0 = f"tags.`{names.OPTUNA_TRIAL_TAG}` = '0'"
-    # Cancel once the job's run has logged its first epoch: it is training, 14 epochs to go.
+    # Cancel once the job's run has logged its first epoch: it is training, 5 epochs to go.
     wait_until(
         lambda: any(
             client.get_metric_history(run.info.run_id, "eval_macro_f1")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pytest
 import torch
 
 from src.config.schema import Arch
@@ -69,6 +70,7 @@ def test_a_model_changed_in_place_leaves_the_files_and_the_next_load_alone(
     assert digest(path) == before
 
 
+@pytest.mark.slow  # a minute: a sweep and a run of the same configuration
 def test_a_sweep_trial_equals_the_same_configuration_run_alone(tmp_path: Path) -> None:
     sweep = run_in(tmp_path, "-m", *SWEEP)
     assert sweep.returncode == 0, sweep.stderr[-3000:]

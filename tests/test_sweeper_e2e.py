@@ -415,6 +415,7 @@ def test_parent_mlflow_run_gets_progress_and_plots(
     assert (tmp_path / "sweeps" / "app_study" / "plots" / "optimization_history.png").exists()
 
 
+@pytest.mark.slow  # a minute: three real trials; the champion's unit tests run by default
 def test_sweep_of_src_train_with_the_lora_preset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

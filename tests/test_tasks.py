@@ -410,6 +410,7 @@ def test_an_evaluation_class_missing_from_train_stops_every_class_task(
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow  # a whole run; the multi-label head's tests run by default
 def test_multi_label_run(store: Store, tmp_path: Path) -> None:
     """task=multi_label on tiny_bert: BCE head, threshold tuned on validation, set-based metrics."""
     data = write_jsonl(tmp_path / "aspects.jsonl", multi_label_rows(80))
