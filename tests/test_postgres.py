@@ -53,7 +53,7 @@ def free_port() -> int:
 def postgres_missing() -> str | None:
     """Why PostgreSQL cannot be started here, or None."""
     if not (shutil.which("pg_ctl") or glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")):
-        return "PostgreSQL is not installed (apt-get install postgresql; .ci/run does)"
+        return "PostgreSQL is not installed: apt-get install postgresql"
     if os.geteuid() == 0 and subprocess.run(["id", "postgres"], capture_output=True).returncode:
         return "running as root without a postgres account to run the server as"
     return None
@@ -91,6 +91,7 @@ def services() -> Iterator[Services]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.mark.slow  # a minute: a PostgreSQL and an MLflow server, two workers
 def test_two_workers_on_postgres_finish_exactly_n_trials_and_the_server_gets_every_run(
     services: Services, tmp_path: Path
 ) -> None:
