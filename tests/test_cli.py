@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_module
+from tests.conftest import ROOT, run_module
 
 BIN = Path(sys.executable).parent
 COMMANDS = ("clfsweep", "clfsweep-predict", "clfsweep-report", "clfsweep-summary")
@@ -23,6 +23,18 @@ def test_help_lists_only_choices_a_user_can_pick() -> None:
     groups = done.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     assert "model: " in groups and "tiny_qwen2" in groups and "method: " in groups
     assert "_schema" not in done.stdout
+
+
+def test_help_is_hydras_own_help_from_one_copy_of_the_config_repository() -> None:
+    ours = run_module("src.train", "--help")
+    unwrapped = (
+        "import sys; sys.argv[1:] = ['--help']; from src.train import main; main.__wrapped__()"
+    )
+    hydras = subprocess.run(
+        [sys.executable, "-c", unwrapped], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert hydras.returncode == 0, hydras.stderr
+    assert ours.stdout == hydras.stdout
 
 
 def test_the_resolved_config_prints_before_any_job_has_a_folder() -> None:
