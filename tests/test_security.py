@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+import transformers
 
 from src.checkpoint import files as checkpoint
 from src.checkpoint.files import load_checkpoint
@@ -56,12 +57,13 @@ def test_trust_remote_code_is_passed_only_when_the_model_config_says_so(
 ) -> None:
     overrides = ["model=tiny_qwen2"] + (["model.trust_remote_code=true"] if trust else [])
     cfg = compose_cfg(*QUICK, *overrides)
-    tokenizer_spy = spy_on(monkeypatch, models, "AutoTokenizer")
-    config_spy = spy_on(monkeypatch, models, "AutoConfig")
-    model_spy = spy_on(monkeypatch, models, "AutoModelForSequenceClassification")
+    # The loaders import these from transformers when called.
+    tokenizer_spy = spy_on(monkeypatch, transformers, "AutoTokenizer")
+    config_spy = spy_on(monkeypatch, transformers, "AutoConfig")
+    model_spy = spy_on(monkeypatch, transformers, "AutoModelForSequenceClassification")
     backbone = resolve_backbone(cfg.model, TEXTS)
     tokenizer = models.load_tokenizer(backbone)
-    models.load_classifier(backbone, tokenizer, ["a", "b"], models.torch.float32, "sdpa")
+    models.load_classifier(backbone, tokenizer, ["a", "b"], torch.float32, "sdpa")
     calls = tokenizer_spy.calls + config_spy.calls + model_spy.calls
     assert tokenizer_spy.calls and config_spy.calls
     assert all(call["trust_remote_code"] is trust for call in calls)

@@ -7,23 +7,20 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    BitsAndBytesConfig,
-    PretrainedConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
-from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from typing import TYPE_CHECKING, Any
 
 from src.config.schema import Arch, Hub, MethodConfig, ModelConfig
 from src.errors import UserError
 from src.model.methods import check_method_fits
+
+if TYPE_CHECKING:  # torch and transformers load where a model does: a grid's check needs neither
+    import torch
+    from transformers import (
+        BitsAndBytesConfig,
+        PretrainedConfig,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +211,10 @@ def check_backbone(
     The model is built on the meta device (no memory, no weights) so that transformers and the
     method check their own settings, as they would when the run loads it.
     """
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
     config = AutoConfig.from_pretrained(backbone.path, trust_remote_code=backbone.trust_remote_code)
     encoder = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
     if encoder != (backbone.arch == Arch.encoder):
@@ -255,6 +256,8 @@ def check_positions(config: PretrainedConfig, longest_input: int, max_len: int) 
 
 def load_tokenizer(backbone: Backbone) -> PreTrainedTokenizerBase:
     """Load the tokenizer; decoders get a pad token (their eos) if they have none."""
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(
         backbone.path, trust_remote_code=backbone.trust_remote_code
     )
@@ -278,6 +281,9 @@ def load_classifier(
 
     `problem_type` picks the loss (None: from the labels); `quantization` loads 4-bit weights.
     """
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
     config = AutoConfig.from_pretrained(
         backbone.path,
         num_labels=len(label_names),

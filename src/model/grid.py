@@ -78,7 +78,7 @@ def job_models(config: DictConfig, config_name: str | None) -> list[ModelConfig]
 
 def check_models(models: list[ModelConfig]) -> None:
     """One checkpoint given for several presets is refused; every preset's weights must be there."""
-    from src.model.backbones import check_weights_reachable  # torch: only once a multirun starts
+    from src.model.backbones import check_weights_reachable
 
     presets: dict[str, set[str]] = defaultdict(set)
     for model in models:
