@@ -103,7 +103,6 @@ def test_logged_model_is_a_safetensors_checkpoint_that_from_pretrained_loads(
     assert [a["label"] for a in answers] == [a["label"] for a in expected]
 
 
-@pytest.mark.slow  # a fresh interpreter loading the model; test_clients covers predict by default
 def test_predict_cli_classifies_stdin_texts_from_a_run_id(single_run) -> None:
     store, run = single_run
     texts = "退钱,什么辣鸡基金\n这基金真的稳啊,收益一直挺不错的\n"
