@@ -1,10 +1,12 @@
-"""What a report concludes: cells (one configuration, its seeds, mean ± CI), the best one's
-per-class table, paired-bootstrap comparisons of the claim's factor, Optuna importances."""
+"""What a report concludes: cells (one configuration, its distinct seeds, mean ± CI), the best
+one's per-class table, the claim factor's comparisons over seeds (a paired t-test over per-seed
+differences, Holm-adjusted over the section), Optuna importances."""
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,7 @@ from src.analysis.runs import (
     Artifacts,
     Runs,
     compare_factor,
+    drop_repeats,
     find_factors,
     label_names,
     paired,
@@ -28,23 +31,31 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Cell:
-    """One configuration: its factor values, its runs (one per seed) and their intervals."""
+    """One configuration: its factor values, its runs (one per distinct seed), their intervals
+    and the smallest difference of the report metric its seeds resolve against a like cell."""
 
     key: tuple[Any, ...]
     runs: pd.DataFrame
     intervals: dict[str, stats.Interval]
+    mde: float = math.nan
 
 
 @dataclass
 class Comparison:
-    """metric(B) − metric(A) at one setting of the other factors."""
+    """metric(B) − metric(A) at one setting of the other factors, over the seeds both ran."""
 
     stratum: dict[str, Any]
     a: Any
     b: Any
     seeds: list[Any]
-    result: stats.BootstrapResult
-    verdict: str
+    test: stats.SeedTest
+    n_examples: int
+    test_data: str  # "same" / "not recorded" / which seeds' test splits differ
+    p_adjusted: float = math.nan
+    mde: float = math.nan
+    verdict: str = ""
+    # With one seed: the interval over test examples only (it cannot see seed variance).
+    examples_only: stats.BootstrapResult | None = None
 
 
 @dataclass
@@ -77,8 +88,9 @@ def analyse(
     """Cells with seed intervals, the best one's per-class table, the factor's comparisons."""
     factors = find_factors(runs) if not runs.jobs.empty else []
     compare = compare_factor(runs.experiment, factors, requested_compare)
+    runs = drop_repeats(runs, factors)
     cells = [
-        Cell(key, runs.jobs.loc[idx], intervals(runs.jobs.loc[idx], confidence))
+        cell(key, runs.jobs.loc[idx], metric, confidence)
         for key, idx in stats.group_runs(runs.jobs, factors)
     ]
     best = max(cells, key=lambda c: c.intervals[metric].mean, default=None)
@@ -100,12 +112,18 @@ def intervals(runs: pd.DataFrame, confidence: float) -> dict[str, stats.Interval
     return {m: stats.t_interval(runs[m].tolist(), confidence) for m, _ in METRICS}
 
 
-def latest_by_seed(runs: pd.DataFrame) -> dict[Any, pd.Series]:
-    """The latest run of each seed (a repeated seed counts once)."""
-    out: dict[Any, pd.Series] = {}
-    for _, row in runs.sort_values("start_time").iterrows():
-        out[row.get("seed")] = row
-    return out
+def cell(key: tuple[Any, ...], runs: pd.DataFrame, metric: str, confidence: float) -> Cell:
+    """A cell and its minimum detectable effect: against a cell of the same seed spread, a
+    per-seed difference spreads √2 times as much as one cell's seeds."""
+    values = runs[metric].to_numpy(dtype=float)
+    sd = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    mde = stats.min_detectable(math.sqrt(2) * sd, len(values), 1 - confidence)
+    return Cell(key, runs, intervals(runs, confidence), mde)
+
+
+def by_seed(runs: pd.DataFrame) -> dict[Any, pd.Series]:
+    """A cell's runs by seed (one each: drop_repeats kept the newest of a repeated seed)."""
+    return {row.get("seed"): row for _, row in runs.iterrows()}
 
 
 def per_class_table(
@@ -144,26 +162,72 @@ def compare_levels(
     n_boot: int,
     confidence: float,
 ) -> tuple[list[Comparison], list[str]]:
-    """Every pair of the factor's levels at each setting of the other factors, seed-paired."""
+    """Every pair of the factor's levels at each setting of the other factors, seed-paired;
+    the verdicts Holm-adjusted over all of them (the report section is the family)."""
     others = [f for f in factors if f != compare]
     out: list[Comparison] = []
     skipped: list[str] = []
     for key, idx in stats.group_runs(jobs, others):
         stratum = dict(zip(others, key, strict=True))
         sub = jobs.loc[idx]
-        groups = stats.group_runs(sub, [compare])
-        by_level = {lv: latest_by_seed(sub.loc[i]) for (lv,), i in groups}
-        levels = sweep_order(sub, compare)
-        for a, b in itertools.combinations(levels, 2):
+        by_level = {lv: by_seed(sub.loc[i]) for (lv,), i in stats.group_runs(sub, [compare])}
+        for a, b in itertools.combinations(sweep_order(sub, compare), 2):
             where = ", ".join(f"{k}={v}" for k, v in stratum.items()) or "all runs"
             pairs, used, n_labels, why = seed_pairs(by_level[a], by_level[b], artifacts)
             if not pairs:
                 skipped.append(f"{a} vs {b} at {where}: {why}")
                 continue
-            result = stats.paired_bootstrap(pairs, metric, n_labels, n_boot, 0, confidence)
-            text = stats.verdict(result, level_name(compare, a), level_name(compare, b))
-            out.append(Comparison(stratum, a, b, used, result, text))
+            per_seed = [
+                stats.metric_value(metric, p.gold, p.pred_b, n_labels)
+                - stats.metric_value(metric, p.gold, p.pred_a, n_labels)
+                for p in pairs
+            ]
+            comparison = Comparison(
+                stratum,
+                a,
+                b,
+                used,
+                stats.seed_test(per_seed, confidence),
+                sum(len(p.gold) for p in pairs),
+                same_test_data(by_level[a], by_level[b], used),
+            )
+            if len(pairs) == 1:
+                comparison.examples_only = stats.paired_bootstrap(
+                    pairs, metric, n_labels, n_boot, 0, confidence
+                )
+            out.append(comparison)
+    decide(out, compare, 1 - confidence)
     return out, skipped
+
+
+def same_test_data(
+    runs_a: dict[Any, pd.Series], runs_b: dict[Any, pd.Series], seeds: list[Any]
+) -> str:
+    """Whether both arms of each seed were tested on the same data, by the test split's digest."""
+    digests = [(s, runs_a[s].get("test_digest"), runs_b[s].get("test_digest")) for s in seeds]
+    differ = [f"seed {s}: {da} vs {db}" for s, da, db in digests if da and db and da != db]
+    if differ:
+        return "differ (" + "; ".join(differ) + ")"
+    if all(da and db for _, da, db in digests):
+        return "same"
+    return "not recorded"
+
+
+def decide(comparisons: list[Comparison], compare: str, alpha: float) -> None:
+    """Holm-adjusted p, the minimum detectable effect at the family's Bonferroni level, and the
+    verdict of each comparison; one on different test data is no verdict and not in the family."""
+    same_data = [not c.test_data.startswith("differ") for c in comparisons]
+    raw = [c.test.p_value if ok else math.nan for c, ok in zip(comparisons, same_data, strict=True)]
+    adjusted = stats.holm(raw)
+    family = max(1, int(np.count_nonzero(~np.isnan(adjusted))))
+    for c, ok, p in zip(comparisons, same_data, adjusted, strict=True):
+        c.p_adjusted = float(p)
+        c.mde = stats.min_detectable(c.test.sd, c.test.n_seeds, alpha / family)
+        if not ok:
+            c.verdict = "no verdict: tested on different data"
+        else:
+            a, b = level_name(compare, c.a), level_name(compare, c.b)
+            c.verdict = stats.seed_verdict(c.test, c.p_adjusted, alpha, a, b)
 
 
 def seed_pairs(

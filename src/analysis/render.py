@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from src.analysis import stats
-from src.analysis.compare import Analysis, Cell, level_name
+from src.analysis.compare import Analysis, Cell, Comparison, level_name
 from src.analysis.plots import confusion_matrix_figure
 from src.analysis.runs import METRICS, SIZE_FACTOR, STATES, Artifacts, label_names
 from src.tracking.names import RunState
@@ -113,23 +113,44 @@ def cells_note(analysis: Analysis) -> str:
     level = f"{100 * analysis.confidence:g} %"
     factors = ", ".join(f"`{f}`" for f in analysis.factors) or "none (all runs are one cell)"
     seeds = sorted({len(c.runs) for c in analysis.cells})
+    alpha = 1 - analysis.confidence
     return (
         f"Swept factors: {factors}. Each cell: test metric mean ± half-width of the {level} "
-        f"t-interval over seeds (n = {', '.join(map(str, seeds)) or 0} per cell; a single run "
-        f"has no ±). Best configuration by test {metric_title(analysis.metric)} is highlighted."
+        f"t-interval over its distinct seeds (seeds = {', '.join(map(str, seeds)) or 0} per "
+        f"cell; a run repeating a configuration and seed is one observation, listed below; a "
+        f"single run has no ±). MDE: the smallest difference in test "
+        f"{metric_title(analysis.metric)} that a comparison of this cell with one of the same "
+        f"seed spread and seeds detects with {100 * stats.POWER:g} % power at α = {alpha:g} "
+        f"(– with one seed: its spread is unknown). Best configuration by test "
+        f"{metric_title(analysis.metric)} is highlighted."
     )
 
 
 def cells_table(analysis: Analysis) -> Table:
-    headers = [*analysis.factors, "n", *(title for _, title in METRICS)]
+    headers = [*analysis.factors, "seeds", *(title for _, title in METRICS), "MDE"]
     rows = []
     for cell in analysis.cells:
         values = [fmt(v) for v in cell.key]
         rows.append(
-            [*values, str(len(cell.runs)), *(cell.intervals[m].format() for m, _ in METRICS)]
+            [
+                *values,
+                str(len(cell.runs)),
+                *(cell.intervals[m].format() for m, _ in METRICS),
+                fmt_effect(cell.mde),
+            ]
         )
     best = analysis.cells.index(analysis.best) if analysis.best is not None else None
     return Table(headers, rows, text_columns=len(analysis.factors), highlight=best)
+
+
+def fmt_effect(value: float) -> str:
+    """A difference of a metric, '–' when there is none (one seed)."""
+    return "–" if math.isnan(value) else f"{value:.4f}"
+
+
+def fmt_p_or_none(p: float) -> str:
+    """A p-value, '–' when there is none (one seed, or not tested)."""
+    return "–" if math.isnan(p) else fmt_p(p)
 
 
 def describe_cell(analysis: Analysis, cell: Cell) -> str:
@@ -175,15 +196,25 @@ def comparison_blocks(analysis: Analysis) -> list[Block]:
         return [("h2", "Comparisons"), ("p", "Nothing was swept: there is nothing to compare.")]
     metric = metric_title(analysis.metric)
     level = f"{100 * analysis.confidence:g} %"
+    alpha = 1 - analysis.confidence
     out: list[Block] = [
         ("h2", f"Comparisons of `{analysis.compare}`"),
         (
             "p",
             f"Δ = test {metric}(B) − test {metric}(A) on the same test examples (matched by id), "
-            f"averaged over the seeds both arms ran. Paired bootstrap over test examples: "
-            f"{analysis.n_boot} replicates, each resampling every seed pair's examples (the same "
-            f"draw for A and B); {level} percentile interval, two-sided p. Verdict: a difference "
-            f"only when the interval excludes 0 (comparisons are not corrected for multiplicity).",
+            f"per seed both arms ran, then averaged. The training seed is the unit: a paired "
+            f"t-test over the per-seed differences gives the {level} interval of Δ and the "
+            f"two-sided p, so seed-to-seed variance is in both (and test-sample variance where "
+            f"each seed draws its own test sample). The comparisons of this section are one "
+            f"family: p (Holm) is Holm–Bonferroni adjusted over the {tested(analysis)} tested "
+            f"here, which keeps the chance of any false 'better' in the section at or under "
+            f"α = {alpha:g}. Verdict: '… better' only when p (Holm) < {alpha:g}. MDE: the "
+            f"smallest true Δ these seeds detect with {100 * stats.POWER:g} % power at the "
+            f"section's strictest level α/m, given the spread of the per-seed differences; "
+            f"'no significant difference' is no evidence of equality for differences below it. "
+            f"With one seed there is no verdict: its interval covers test examples only. Test "
+            f"data: whether both arms of each seed recorded the same test-split digest in "
+            f"MLflow; where they differ there is no verdict.",
         ),
     ]
     others = [f for f in analysis.factors if f != analysis.compare]
@@ -195,22 +226,28 @@ def comparison_blocks(analysis: Analysis) -> list[Block]:
         f"Δ {metric}",
         f"{level} CI",
         "p",
+        "p (Holm)",
+        "MDE",
         "Δ per seed",
+        "test data",
         "verdict",
     ]
     rows = []
     for c in analysis.comparisons:
-        r = c.result
+        t = c.test
         rows.append(
             [
                 *(fmt(c.stratum[f]) for f in others),
                 fmt(c.a),
                 fmt(c.b),
-                str(r.n_pairs),
-                f"{r.delta:+.4f}",
-                f"[{r.low:+.4f}, {r.high:+.4f}]",
-                fmt_p(r.p_value),
-                ", ".join(f"{d:+.3f}" for d in r.per_pair),
+                str(t.n_seeds),
+                f"{t.delta:+.4f}",
+                interval_text(c),
+                fmt_p_or_none(t.p_value),
+                fmt_p_or_none(c.p_adjusted),
+                fmt_effect(c.mde),
+                ", ".join(f"{d:+.3f}" for d in t.per_seed),
+                c.test_data,
                 c.verdict,
             ]
         )
@@ -221,6 +258,20 @@ def comparison_blocks(analysis: Analysis) -> list[Block]:
     if analysis.skipped_comparisons:
         out.append(("ul", [f"skipped: {s}" for s in analysis.skipped_comparisons]))
     return out
+
+
+def tested(analysis: Analysis) -> str:
+    """'3 comparisons' of the section that have a p-value."""
+    m = sum(not math.isnan(c.p_adjusted) for c in analysis.comparisons)
+    return f"{m} comparison{'s' if m != 1 else ''}"
+
+
+def interval_text(c: Comparison) -> str:
+    """The interval of Δ over seeds; with one seed, over test examples only, marked so."""
+    if c.examples_only is not None:
+        r = c.examples_only
+        return f"[{r.low:+.4f}, {r.high:+.4f}] (test examples only)"
+    return f"[{c.test.low:+.4f}, {c.test.high:+.4f}]"
 
 
 def excluded_blocks(analysis: Analysis) -> list[Block]:
@@ -324,7 +375,8 @@ def html_table(table: Table) -> str:
 
 
 def summary_frame(analysis: Analysis) -> pd.DataFrame:
-    """One row per cell: factor values, n, and each metric's mean, CI half-width, low, high."""
+    """One row per cell: factor values, n (distinct seeds), each metric's mean and CI
+    half-width, and the report metric's minimum detectable effect."""
     rows = []
     for cell in analysis.cells:
         row: dict[str, Any] = dict(zip(analysis.factors, cell.key, strict=True))
@@ -333,6 +385,7 @@ def summary_frame(analysis: Analysis) -> pd.DataFrame:
         for m, _ in METRICS:
             iv = cell.intervals[m]
             row |= {f"{m}_mean": iv.mean, f"{m}_ci": iv.half_width}
+        row[f"{analysis.metric}_mde"] = cell.mde
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -341,7 +394,10 @@ def comparisons_frame(analysis: Analysis) -> pd.DataFrame:
     """One row per comparison."""
     rows = []
     for c in analysis.comparisons:
-        r = c.result
+        t = c.test
+        low, high = (t.low, t.high)
+        if c.examples_only is not None:
+            low, high = c.examples_only.low, c.examples_only.high
         rows.append(
             {
                 **c.stratum,
@@ -350,11 +406,17 @@ def comparisons_frame(analysis: Analysis) -> pd.DataFrame:
                 "b": c.b,
                 "metric": analysis.metric,
                 "seeds": " ".join(map(str, c.seeds)),
-                "delta": r.delta,
-                "low": r.low,
-                "high": r.high,
-                "p_value": r.p_value,
-                "n_examples": r.n_examples,
+                "n_seeds": t.n_seeds,
+                "delta": t.delta,
+                "low": low,
+                "high": high,
+                "interval_over": "seeds" if c.examples_only is None else "test examples",
+                "sd_per_seed": t.sd,
+                "p_value": t.p_value,
+                "p_holm": c.p_adjusted,
+                "mde": c.mde,
+                "n_examples": c.n_examples,
+                "test_data": c.test_data,
                 "verdict": c.verdict,
             }
         )
@@ -503,10 +565,10 @@ def terminal_summary(
     console.rule(f"[bold]{analysis.runs.experiment}")
     console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no runs")
     shown = ["accuracy", "micro_f1", "macro_f1", "weighted_f1"]
-    table = RichTable(title="test metrics: mean ± CI over seeds")
+    table = RichTable(title="test metrics: mean ± CI over distinct seeds")
     for f in analysis.factors:
         table.add_column(f)
-    table.add_column("n", justify="right")
+    table.add_column("seeds", justify="right")
     for m in shown:
         table.add_column(metric_title(m), justify="right")
     for cell in analysis.cells:
@@ -518,18 +580,22 @@ def terminal_summary(
     console.print(table)
     if analysis.comparisons:
         others = [f for f in analysis.factors if f != analysis.compare]
-        comp = RichTable(title=f"{analysis.compare}: paired bootstrap, Δ test {analysis.metric}")
-        for h in [*others, "A", "B", "Δ (B−A)", "CI", "p", "verdict"]:
+        comp = RichTable(
+            title=f"{analysis.compare}: t-test over seeds, Holm-adjusted, Δ test {analysis.metric}"
+        )
+        for h in [*others, "A", "B", "seeds", "Δ (B−A)", "CI", "p", "p (Holm)", "MDE", "verdict"]:
             comp.add_column(h)
         for c in analysis.comparisons:
-            r = c.result
             comp.add_row(
                 *(fmt(c.stratum[f]) for f in others),
                 fmt(c.a),
                 fmt(c.b),
-                f"{r.delta:+.4f}",
-                f"[{r.low:+.4f}, {r.high:+.4f}]",
-                fmt_p(r.p_value),
+                str(c.test.n_seeds),
+                f"{c.test.delta:+.4f}",
+                interval_text(c),
+                fmt_p_or_none(c.test.p_value),
+                fmt_p_or_none(c.p_adjusted),
+                fmt_effect(c.mde),
                 c.verdict,
             )
         console.print(comp)

@@ -3,6 +3,7 @@ are not, the factors a sweep varied, and the per-run artifacts the comparisons n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -14,6 +15,8 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import Run
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from src.analysis import stats
 from src.errors import UserError
@@ -32,7 +35,8 @@ log = logging.getLogger(__name__)
 # How a report sorts a run: how it ended (its state tag), or what it still lacks.
 RUNNING = "running"
 INCOMPLETE = "incomplete"
-STATES = (*RunState, RUNNING, INCOMPLETE)
+REPEAT = "repeat"  # the same configuration and seed as a newer run: one observation, not two
+STATES = (*RunState, RUNNING, INCOMPLETE, REPEAT)
 
 PREDICTIONS = "predictions/test.csv"
 
@@ -140,6 +144,8 @@ def load_runs(uri: str, experiment: str, parent_run_id: str | None, metric: str)
         table[col.removeprefix("params.")] = pd.Series(values, index=table.index, dtype=object)
     for suffix, _ in METRICS:
         table[suffix] = column(children, f"metrics.test_{suffix}")
+    digests = test_digests(experiment)
+    table["test_digest"] = [digests.get(r) for r in table.run_id]
     params = [c.removeprefix("params.") for c in param_cols]
     used = table.state == RunState.completed
     return Runs(
@@ -150,6 +156,56 @@ def load_runs(uri: str, experiment: str, parent_run_id: str | None, metric: str)
         parents=parents.sort_values("start_time").reset_index(drop=True),
         params=params,
     )
+
+
+def test_digests(experiment: str) -> dict[str, str]:
+    """Each run's digest of its test split, from the dataset inputs MLflow recorded."""
+    found = mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    assert isinstance(found, list)
+    return {run.info.run_id: digest for run in found if (digest := test_digest(run))}
+
+
+def test_digest(run: Run) -> str | None:
+    """The digest of the dataset input logged with context 'test', None if none was."""
+    for entry in run.inputs.dataset_inputs if run.inputs else []:
+        tags = {tag.key: tag.value for tag in entry.tags}
+        if tags.get(MLFLOW_DATASET_CONTEXT) == "test":
+            return str(entry.dataset.digest)
+    return None
+
+
+def drop_repeats(runs: Runs, factors: Sequence[str]) -> Runs:
+    """One run per configuration and seed: a re-run (e.g. best.yaml's command) is not a second
+    seed. The newest is kept; the others move to `excluded` as 'repeat', naming the kept run."""
+    jobs = runs.jobs
+    if "seed" not in jobs.columns:
+        return runs
+    keys = pd.Series(
+        [tuple(stats.cell_key(jobs.at[i, c]) for c in (*factors, "seed")) for i in jobs.index],
+        index=jobs.index,
+    )
+    repeat = keys.duplicated(keep="last") & jobs.seed.notna()  # jobs run oldest first
+    if not repeat.any():
+        return runs
+    newest = {keys[i]: jobs.loc[i] for i in jobs.index[~repeat]}
+    dropped = jobs[repeat].copy()
+    dropped["state"] = REPEAT
+    dropped["reason"] = [
+        f"same configuration and seed {fmt_seed(jobs.at[i, 'seed'])} as the newer run "
+        f"{newest[keys[i]].run_id} ({newest[keys[i]].run_name}), which is used"
+        for i in dropped.index
+    ]
+    excluded = pd.concat([runs.excluded, dropped], ignore_index=True)
+    return dataclasses.replace(
+        runs,
+        jobs=jobs[~repeat].reset_index(drop=True),
+        excluded=excluded.sort_values("start_time").reset_index(drop=True),
+    )
+
+
+def fmt_seed(seed: Any) -> str:
+    """A seed as a run param shows it (1, not 1.0)."""
+    return str(int(seed)) if isinstance(seed, float) and seed.is_integer() else str(seed)
 
 
 def column(frame: pd.DataFrame, name: str) -> pd.Series:

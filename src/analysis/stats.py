@@ -1,8 +1,14 @@
-"""Statistics of a sweep, free of MLflow and I/O: seed intervals, paired bootstrap, grouping.
+"""Statistics of a sweep, free of MLflow and I/O: seed intervals, verdicts, grouping.
 
 - `t_interval`: mean ± half-width of a two-sided t confidence interval over seeds.
+- `seed_test`: the verdict's test. The unit is the training seed: a paired t-test over the
+  per-seed differences metric(B) − metric(A), so seed-to-seed variance (and, where each seed
+  draws its own test sample, test-sample variance) is in the interval and the p-value.
+- `holm`: Holm–Bonferroni adjusted p-values over one report section's comparisons.
+- `min_detectable` / `power` / `seeds_needed`: what a number of seeds can resolve.
 - `paired_bootstrap`: the difference of a metric between two systems on the same test
-  examples, resampling examples (the same draw for both systems) within each seed pair.
+  examples, resampling examples (the same draw for both systems) within each seed pair: the
+  test-example interval of a single-seed comparison, which cannot see seed variance.
 - `swept_factors` / `group_runs`: which run parameters a sweep varied, and the runs per cell.
 """
 
@@ -16,10 +22,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import stdtrit  # inverse Student t CDF; lighter than scipy.stats
+from scipy.special import (
+    nctdtr,
+    nctdtrinc,
+    stdtr,
+    stdtrit,
+)  # t and noncentral t; lighter than scipy.stats
 
 BOOTSTRAP_METRICS = ("accuracy", "micro_f1", "macro_f1", "weighted_f1")
 NO_DIFFERENCE = "no significant difference"
+ONE_SEED = "no verdict: 1 seed, seed variance unknown"
+POWER = 0.8  # the power at which a minimum detectable effect is stated
 _CHUNK = 256  # bootstrap replicates drawn at once (memory: chunk x examples weights)
 
 
@@ -101,6 +114,96 @@ def weighted_metric(
 def metric_value(name: str, gold: np.ndarray, pred: np.ndarray, n_labels: int) -> float:
     """The metric on the examples as they are."""
     return float(weighted_metric(name, gold, pred, np.ones((1, len(gold))), n_labels)[0])
+
+
+# --------------------------------------------------------------------------- verdicts over seeds
+
+
+@dataclass(frozen=True)
+class SeedTest:
+    """metric(B) − metric(A) over seed pairs: mean, t-interval and two-sided p (NaN: 1 seed)."""
+
+    delta: float
+    low: float
+    high: float
+    p_value: float
+    sd: float  # standard deviation of the per-seed differences
+    per_seed: tuple[float, ...]
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.per_seed)
+
+
+def seed_test(per_seed: Sequence[float], confidence: float = 0.95) -> SeedTest:
+    """One-sample t-test of the per-seed differences against 0 (scipy's ttest_1samp)."""
+    d = np.asarray(per_seed, dtype=float)
+    if d.size == 0:
+        raise ValueError("seed_test needs at least one seed pair")
+    interval = t_interval(d, confidence)
+    if d.size < 2:
+        return SeedTest(float(d[0]), math.nan, math.nan, math.nan, math.nan, (float(d[0]),))
+    sd = float(d.std(ddof=1))
+    if sd == 0:  # every seed gave the same difference: no spread to weigh it against
+        p = 1.0 if interval.mean == 0 else 0.0
+    else:
+        t = interval.mean / (sd / math.sqrt(d.size))
+        p = float(2 * stdtr(d.size - 1, -abs(t)))
+    return SeedTest(interval.mean, interval.low, interval.high, p, sd, tuple(float(x) for x in d))
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (family-wise error); NaN ones are not in the family."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, math.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = order.size
+    stepped = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out[order] = np.minimum(stepped, 1.0)
+    return out
+
+
+def seed_verdict(test: SeedTest, p_adjusted: float, alpha: float, name_a: str, name_b: str) -> str:
+    """'<B> better' / '<A> better' when the adjusted p is under alpha; no claim from 1 seed."""
+    if test.n_seeds < 2:
+        return ONE_SEED
+    if not p_adjusted < alpha:
+        return NO_DIFFERENCE
+    return f"{name_b if test.delta > 0 else name_a} better"
+
+
+def _noncentrality(n: int, alpha: float, power: float) -> float:
+    """The t-test's noncentrality at which a two-sided level-alpha test over n has `power`."""
+    critical = float(stdtrit(n - 1, 1 - alpha / 2))
+    return float(nctdtrinc(n - 1, 1 - power, critical))
+
+
+def min_detectable(sd: float, n: int, alpha: float = 0.05, power: float = POWER) -> float:
+    """The smallest true mean difference a t-test over n seed differences of spread sd finds
+    with the given power (the far tail ignored); NaN below 2 seeds or without a spread."""
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    return _noncentrality(n, alpha, power) * sd / math.sqrt(n)
+
+
+def power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """The chance a two-sided level-alpha t-test over n seed differences of spread sd calls a
+    true mean difference `effect` (either tail)."""
+    if n < 2:
+        return math.nan
+    critical = float(stdtrit(n - 1, 1 - alpha / 2))
+    nc = abs(effect) * math.sqrt(n) / sd
+    far_tail = float(nctdtr(n - 1, nc, -critical))  # tiny; NaN where it underflows (1 df)
+    return 1 - float(nctdtr(n - 1, nc, critical)) + (far_tail if math.isfinite(far_tail) else 0)
+
+
+def seeds_needed(effect: float, sd: float, alpha: float = 0.05, target: float = POWER) -> int:
+    """The fewest seeds (at least 2) whose t-test has the target power for `effect`."""
+    n = 2
+    while power(effect, sd, n, alpha) < target:
+        n += 1
+    return n
 
 
 # --------------------------------------------------------------------------- paired bootstrap
@@ -190,13 +293,6 @@ def _bootstrap_deltas(
             metric, pair.gold, pair.pred_b, weights, n_labels
         ) - weighted_metric(metric, pair.gold, pair.pred_a, weights, n_labels)
     return out
-
-
-def verdict(result: BootstrapResult, name_a: str, name_b: str) -> str:
-    """'<B> better', '<A> better' or 'no significant difference' (interval around 0)."""
-    if not result.significant:
-        return NO_DIFFERENCE
-    return f"{name_b if result.delta > 0 else name_a} better"
 
 
 # --------------------------------------------------------------------------- grouping
