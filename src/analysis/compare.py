@@ -172,10 +172,9 @@ def compare_levels(
         sub = jobs.loc[idx]
         by_level = {lv: by_seed(sub.loc[i]) for (lv,), i in stats.group_runs(sub, [compare])}
         for a, b in itertools.combinations(sweep_order(sub, compare), 2):
-            where = ", ".join(f"{k}={v}" for k, v in stratum.items()) or "all runs"
             pairs, used, n_labels, why = seed_pairs(by_level[a], by_level[b], artifacts)
             if not pairs:
-                skipped.append(f"{a} vs {b} at {where}: {why}")
+                skipped.append(f"{a} vs {b} at {where(stratum)}: {why}")
                 continue
             per_seed = [
                 stats.metric_value(metric, p.gold, p.pred_b, n_labels)
@@ -198,6 +197,11 @@ def compare_levels(
             out.append(comparison)
     decide(out, compare, 1 - confidence)
     return out, skipped
+
+
+def where(stratum: dict[str, Any]) -> str:
+    """A setting of the other factors as a message names it."""
+    return ", ".join(f"{k}={v}" for k, v in stratum.items()) or "all runs"
 
 
 def same_test_data(
@@ -225,6 +229,13 @@ def decide(comparisons: list[Comparison], compare: str, alpha: float) -> None:
         c.mde = stats.min_detectable(c.test.sd, c.test.n_seeds, alpha / family)
         if not ok:
             c.verdict = "no verdict: tested on different data"
+            log.warning(
+                "%s vs %s at %s: tested on different data, no verdict: %s",
+                c.a,
+                c.b,
+                where(c.stratum),
+                c.test_data,
+            )
         else:
             a, b = level_name(compare, c.a), level_name(compare, c.b)
             c.verdict = stats.seed_verdict(c.test, c.p_adjusted, alpha, a, b)
