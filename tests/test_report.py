@@ -8,8 +8,6 @@ run, under one parent run, as src.train -m leaves them.
 from __future__ import annotations
 
 import json
-import logging
-import logging.handlers
 from pathlib import Path
 
 import mlflow
@@ -20,6 +18,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from src import report
+from src.analysis import render
 from src.analysis.compare import analyse
 from src.analysis.runs import METRICS, Artifacts, find_factors, load_runs
 from src.task.metrics import classification_metrics, per_class_report, prefixed
@@ -283,46 +282,32 @@ def odd_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {"uri": uri, "first": ids["instruct", 100, 1], "rerun": rerun}
 
 
-@pytest.fixture(scope="module")
-def odd_report(
-    odd_store: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, str]:
-    """The report of odd_store and the log lines it printed."""
-    out = tmp_path_factory.mktemp("odd-report")
-    handler = logging.handlers.BufferingHandler(100)
-    logging.getLogger("src.analysis").addHandler(handler)
-    try:
-        args = ["--experiment", "odd", "--tracking-uri", odd_store["uri"], "--out", str(out)]
-        assert report.main([*args, "--n-boot", "300", "--no-log"]) == 0
-    finally:
-        logging.getLogger("src.analysis").removeHandler(handler)
-    return out, "\n".join(r.getMessage() for r in handler.buffer)
-
-
 def test_a_rerun_of_the_same_config_and_seed_counts_once_and_is_listed(
-    odd_store: dict[str, str], odd_report: tuple[Path, str]
+    odd_store: dict[str, str], tmp_path: Path
 ) -> None:
-    out, _ = odd_report
-    summary = pd.read_csv(out / "summary.csv").set_index(["model.name", "data.max_train"])
+    runs = load_runs(odd_store["uri"], "odd", None, "macro_f1")
+    analysis = analyse(runs, Artifacts(odd_store["uri"]), "macro_f1", None, 200, 0.95)
+    summary = render.summary_frame(analysis).set_index(["model.name", "data.max_train"])
     assert summary.loc[("instruct", 100), "n"] == 3  # seeds 0, 1, 2: not 4 runs
     cell_runs = summary.loc[("instruct", 100), "run_ids"].split()
     assert odd_store["rerun"] in cell_runs and odd_store["first"] not in cell_runs
-    md = (out / "report.md").read_text()
+    md = render.markdown(analysis, [], tmp_path, "now")
     assert "not in the tables" in md and "1 repeat" in md
     assert f"same configuration and seed 1 as the newer run {odd_store['rerun']}" in md
     assert odd_store["first"][:12] in md  # the dropped run is named
 
 
 def test_one_seed_gives_no_verdict_and_different_test_data_none_either(
-    odd_report: tuple[Path, str],
+    odd_store: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    out, logged = odd_report
-    comparisons = pd.read_csv(out / "comparisons.csv").set_index("data.max_train")
+    args = ["--experiment", "odd", "--tracking-uri", odd_store["uri"], "--out", str(tmp_path)]
+    assert report.main([*args, "--n-boot", "300", "--no-log"]) == 0
+    comparisons = pd.read_csv(tmp_path / "comparisons.csv").set_index("data.max_train")
     assert comparisons.loc[1000, "verdict"] == "no verdict: 1 seed, seed variance unknown"
     assert comparisons.loc[1000, "interval_over"] == "test examples"
     assert comparisons.loc[100, "verdict"] == "no verdict: tested on different data"
     assert comparisons.loc[100, "test_data"] == "differ (seed 0: split-0 vs other-0)"
-    assert "base vs instruct at data.max_train=100: tested on different data" in logged
+    assert "base vs instruct at data.max_train=100: tested on different data" in caplog.text
     # The one comparison left is its own family: Holm changes nothing, and it is decided.
     clear = comparisons.loc[400]
     assert clear.test_data == "same" and clear.verdict == "instruct better"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from pathlib import Path
 
 import mlflow
@@ -158,3 +159,22 @@ def test_c4_cpu_twin_runs_and_reports_end_to_end(tmp_path: Path) -> None:
     assert comparisons[["a", "b"]].values.tolist() == [["lora", "sft"]]
     assert comparisons.verdict.item() in ("lora better", "sft better", "no significant difference")
     assert "logged to parent run" in rep.stdout
+
+
+def test_the_seeds_table_of_the_statistics_docs_is_the_presets() -> None:
+    """docs/statistics.md's table: each preset's m, seeds, MDE, power and seeds for 3 points."""
+    text = (CONF.parent / "docs" / "statistics.md").read_text(encoding="utf-8")
+    rows = re.findall(
+        r"^\| (c\d_\w+) \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| (\d+) % \| (\d+) \|$",
+        text,
+        re.M,
+    )
+    assert sorted(r[0] for r in rows) == PRESETS
+    for name, m, seeds, mde, mde_3, power_3, seeds_3 in rows:
+        alpha = 0.05 / int(m)
+        assert (int(m), int(seeds)) == (section_size(name), compose_experiment(name).seeds)
+        assert float(mde) == round(100 * stats.min_detectable(DESIGN_SPREAD, int(seeds), alpha), 1)
+        assert float(mde_3) == round(100 * stats.min_detectable(DESIGN_SPREAD, 3, alpha), 1)
+        power = stats.power(0.03, DESIGN_SPREAD, int(seeds), alpha)
+        assert int(power_3) == round(100 * power)
+        assert int(seeds_3) == stats.seeds_needed(0.03, DESIGN_SPREAD, alpha)
