@@ -6,10 +6,12 @@
 
 Reads the experiment's runs with `mlflow.search_runs`, groups them by the swept factors (run
 params that vary, seed excluded), and writes to sweeps/<experiment>/report/: report.md and
-report.html (the article's metrics, each cell mean ± 95 % t-interval over seeds; the per-class
-table of the best configuration; paired-bootstrap comparisons of the claim's factor with a
-verdict), summary.csv, comparisons.csv and plots/*.png. The report is also logged to the sweep's
-parent run. Failed, pruned and unfinished runs are counted and listed, never dropped silently.
+report.html (the article's metrics, each cell mean ± 95 % t-interval over its distinct seeds
+and the difference those seeds can resolve; the per-class table of the best configuration; the
+claim factor's comparisons with a verdict: a paired t-test over per-seed differences,
+Holm-adjusted over the section, docs/statistics.md), summary.csv, comparisons.csv and
+plots/*.png. The report is also logged to the sweep's parent run. Failed, pruned, unfinished
+and repeated (same configuration and seed) runs are counted and listed, never dropped silently.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(
         prog="python -m src.report",
-        description="Tables (mean ± 95%% CI over seeds), paired-bootstrap verdicts and plots "
-        "of a sweep's MLflow runs, written to sweeps/<experiment>/report/.",
+        description="Tables (mean ± 95%% CI over seeds), verdicts over seeds (t-test, Holm) "
+        "and plots of a sweep's MLflow runs, written to sweeps/<experiment>/report/.",
     )
     p.add_argument("--experiment", required=True, help="MLflow experiment (the preset's name)")
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else mlruns/mlflow.db")
@@ -73,8 +75,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--compare", help="the factor to compare (default: the claim's factor)")
     p.add_argument("--out", type=Path, help="default: sweeps/<experiment>/report")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (2000)")
-    p.add_argument("--confidence", type=float, default=0.95, help="interval level (0.95)")
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=2000,
+        help="bootstrap replicates of a one-seed comparison's test-example interval (2000)",
+    )
+    p.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="interval level (0.95); verdicts use α = 1 minus it",
+    )
     p.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
     args = p.parse_args(argv)
     if not 0 < args.confidence < 1:

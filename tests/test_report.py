@@ -177,13 +177,18 @@ def test_table_cells_are_mean_and_t_interval_over_seeds(built: Path) -> None:
         assert f"| {label} |" in md
 
 
-def test_verdicts_follow_the_paired_bootstrap(built: Path) -> None:
+def test_verdicts_follow_the_t_test_over_seeds_holm_adjusted(built: Path) -> None:
     comparisons = pd.read_csv(built / "comparisons.csv")
     verdicts = dict(zip(comparisons["data.max_train"], comparisons.verdict, strict=True))
     assert verdicts[1000] == "instruct better"
-    assert comparisons.set_index("data.max_train").loc[1000, "low"] > 0
+    clear = comparisons.set_index("data.max_train").loc[1000]
+    assert clear.low > 0 and clear.interval_over == "seeds" and clear.n_seeds == 3
+    # Two comparisons in the section: Holm doubles the smaller p (and keeps the order).
+    assert clear.p_holm == pytest.approx(min(1, 2 * clear.p_value))
+    assert (comparisons.p_holm >= comparisons.p_value).all()
     # Equal simulated accuracy at 100: almost surely no significant difference.
     assert verdicts[100] == "no significant difference"
+    assert set(comparisons.test_data) == {"not recorded"}  # this store logs no dataset inputs
 
 
 def test_plots_and_html_are_written_and_logged_to_the_parent(
@@ -295,6 +300,9 @@ def test_a_rerun_of_the_same_config_and_seed_counts_once_and_is_listed(
     assert "not in the tables" in md and "1 repeat" in md
     assert f"same configuration and seed 1 as the newer run {odd_store['rerun']}" in md
     assert odd_store["first"][:12] in md  # the dropped run is named
+    # The metrics table says which seed's runs were tested on more than one test split.
+    assert analysis.test_data == "differ (seed 0: 2 test splits other-0, split-0)"
+    assert "**Test data differ** between cells of the same seed: (seed 0: 2 test splits" in md
 
 
 def test_one_seed_gives_no_verdict_and_different_test_data_none_either(

@@ -22,6 +22,7 @@ from src.analysis.runs import (
     compare_factor,
     drop_repeats,
     find_factors,
+    fmt_seed,
     label_names,
     paired,
 )
@@ -75,6 +76,7 @@ class Analysis:
     skipped_comparisons: list[str] = field(default_factory=list)
     best_run: pd.Series | None = None
     importances: dict[str, float] | None = None
+    test_data: str = ""  # whether the table's runs of each seed were tested on the same data
 
 
 def analyse(
@@ -95,6 +97,7 @@ def analyse(
     ]
     best = max(cells, key=lambda c: c.intervals[metric].mean, default=None)
     analysis = Analysis(runs, factors, compare, metric, confidence, n_boot, cells, best, None, [])
+    analysis.test_data = table_test_data(runs.jobs)
     if best is not None:
         analysis.best_run = best.runs.iloc[int(np.argmax(best.runs[metric].to_numpy()))]
         analysis.per_class = per_class_table(best.runs, artifacts, confidence)
@@ -197,6 +200,25 @@ def compare_levels(
             out.append(comparison)
     decide(out, compare, 1 - confidence)
     return out, skipped
+
+
+def table_test_data(jobs: pd.DataFrame) -> str:
+    """Whether the runs of each seed recorded one test split (digest) across the whole table."""
+    if jobs.empty or jobs.test_digest.isna().all():
+        return "not recorded"
+    splits = jobs.dropna(subset=["test_digest"]).groupby("seed", dropna=False).test_digest.unique()
+    differ = {seed: digests for seed, digests in splits.items() if len(digests) > 1}
+    if not differ:
+        unrecorded = int(jobs.test_digest.isna().sum())
+        return "same" if not unrecorded else f"same where recorded ({unrecorded} runs without)"
+    return (
+        "differ ("
+        + "; ".join(
+            f"seed {fmt_seed(seed)}: {len(d)} test splits {', '.join(sorted(d))}"
+            for seed, d in differ.items()
+        )
+        + ")"
+    )
 
 
 def where(stratum: dict[str, Any]) -> str:

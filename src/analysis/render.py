@@ -122,8 +122,20 @@ def cells_note(analysis: Analysis) -> str:
         f"{metric_title(analysis.metric)} that a comparison of this cell with one of the same "
         f"seed spread and seeds detects with {100 * stats.POWER:g} % power at α = {alpha:g} "
         f"(– with one seed: its spread is unknown). Best configuration by test "
-        f"{metric_title(analysis.metric)} is highlighted."
+        f"{metric_title(analysis.metric)} is highlighted. {test_data_note(analysis.test_data)}"
     )
+
+
+def test_data_note(state: str) -> str:
+    """What the table says about the test data its runs were tested on."""
+    if state == "same":
+        return "Test data: the runs of each seed recorded the same test split (digest)."
+    if state.startswith("differ"):
+        return (
+            f"**Test data differ** between cells of the same seed: {state.removeprefix('differ ')}"
+            f"; cells tested on different data are not compared like for like."
+        )
+    return f"Test data: test-split digests {state}."
 
 
 def cells_table(analysis: Analysis) -> Table:
