@@ -181,29 +181,34 @@ def _load_args(cfg: SourceConfig) -> str:
 
 
 def chosen_splits(cfg: SourceConfig, present: list[str]) -> dict[str, str]:
-    """Our split -> the dataset's split, for each it has; a mapped split must exist."""
-    chosen: dict[str, str] = {}
-    defaults = {"train": ("train",), "valid": VALID_NAMES, "test": ("test",)}
-    for ours in SPLIT_NAMES:
-        mapped = getattr(cfg.splits, ours)
-        if mapped is not None and mapped not in present:
+    """Our split -> the dataset's split, for each it has: data.splits' mapped splits (which must
+    exist, each used once), else the default names among the splits nothing mapped."""
+    mapped = {ours: getattr(cfg.splits, ours) for ours in SPLIT_NAMES}
+    given = {ours: theirs for ours, theirs in mapped.items() if theirs is not None}
+    for ours, theirs in given.items():
+        if theirs not in present:
             raise UserError(
-                f"data.splits.{ours}={mapped}: {cfg.path} has no such split; its splits:"
+                f"data.splits.{ours}={theirs}: {cfg.path} has no such split; its splits:"
                 f" {', '.join(present)}"
             )
-        found = [mapped] if mapped is not None else [n for n in defaults[ours] if n in present]
-        if found:
+    used = list(given.values())
+    if len(set(used)) < len(used):
+        twice = max(used, key=used.count)
+        raise UserError(
+            f"data.splits: {cfg.path}'s split {twice!r} is mapped twice ({given}); give each of"
+            f" ours its own split, or leave valid / test unset to carve them out of train"
+        )
+    free = [name for name in present if name not in used]
+    defaults = {"train": ("train",), "valid": VALID_NAMES, "test": ("test",)}
+    chosen = dict(given)
+    for ours in SPLIT_NAMES:
+        found = [name for name in defaults[ours] if name in free]
+        if ours not in chosen and found:
             chosen[ours] = found[0]
     if "train" not in chosen:
         raise UserError(
-            f"data.splits.train: {cfg.path} has no split 'train'; its splits: {', '.join(present)};"
-            f" set data.splits.train=<one of them>"
-        )
-    used = list(chosen.values())
-    if len(set(used)) < len(used):
-        raise UserError(
-            f"data.splits: {cfg.path}'s split {max(used, key=used.count)!r} is used twice"
-            f" ({chosen}); give each of ours its own split, or leave valid / test unset"
+            f"data.splits.train: {cfg.path} has no split 'train'; its splits:"
+            f" {', '.join(present)}; set data.splits.train=<one of them>"
         )
     return chosen
 
