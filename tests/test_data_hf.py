@@ -16,7 +16,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 from src.config.schema import DataConfig, MixConfig, SplitNames, TrackingConfig
 from src.data.mixing import mix_training
 from src.data.sources import load_splits
-from src.data.sources.base import source_names
+from src.data.sources.base import Origin, source_names
 from src.errors import UserError
 from src.tracking import record
 from src.tracking.fine_tuning import log_datasets
@@ -173,12 +173,33 @@ def test_a_hub_id_is_served_offline_from_the_datasets_cache(offline_cache: Path)
     )
 
 
-def test_offline_a_dataset_missing_from_the_cache_is_one_line_saying_what_to_run() -> None:
-    with pytest.raises(UserError) as err:
-        load_splits(hf("someone/elsewhere", config_name="en"), seed=0)
-    message = str(err.value)
-    assert "\n" not in message and message.startswith("data.path=someone/elsewhere: not in")
-    assert "datasets.load_dataset('someone/elsewhere', name='en')" in message
+def test_offline_a_dataset_missing_from_the_caches_is_one_line_saying_what_to_run() -> None:
+    for revision, download in ((None, ""), ("v2", " --revision v2")):
+        with pytest.raises(UserError) as err:
+            load_splits(hf("someone/elsewhere", revision=revision), seed=0)
+        message = str(err.value)
+        assert "\n" not in message and message.startswith("data.path=someone/elsewhere: not in")
+        assert f"run: hf download --repo-type dataset someone/elsewhere{download} (" in message
+
+
+def test_a_hub_id_is_served_offline_from_the_hub_cache_at_its_revision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `hf download --repo-type dataset` leaves: a snapshot per commit, refs naming them."""
+    import huggingface_hub
+
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    repo = hub / "datasets--someone--tagged"
+    for ref, commit, n in (("main", "a" * 40, 30), ("v1", "b" * 40, 20)):
+        parquet_folder(repo / "snapshots" / commit / "data")
+        pd.DataFrame(reviews(n)).to_parquet(repo / "snapshots" / commit / "data" / "train.parquet")
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+    latest = load_splits(hf("someone/tagged"), seed=0)
+    tagged = load_splits(hf("someone/tagged", revision="v1"), seed=0)
+    assert (len(latest.train) + len(latest.test), len(tagged.train) + len(tagged.test)) == (30, 20)
+    assert tagged.origins["train"] == Origin("someone/tagged", "someone/tagged", "train", None, "v1")
 
 
 def test_dataset_scripts_are_refused_before_anything_runs(tmp_path: Path) -> None:

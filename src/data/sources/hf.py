@@ -6,8 +6,9 @@ others; a missing valid or test split is carved out of train like data=custom do
 `ClassLabel` label column gives its label names (a list of them, for task=multi_label); other
 integer labels are text as written, like labels in files. Dataset scripts run code and are
 refused (datasets no longer runs them either; we never pass trust_remote_code). Offline
-(HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1), a Hub dataset must be in the local datasets cache:
-when it is not, one line says what to run where the Hub is reachable.
+(HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1), a Hub dataset is read from the Hub cache (what
+`hf download --repo-type dataset <id>` leaves, at data.revision) or from datasets' own cache of an
+earlier load_dataset; when neither has it, one line says what to run where the Hub is reachable.
 """
 
 from __future__ import annotations
@@ -71,12 +72,12 @@ class HuggingFace(Source):
         labels = _with_class_names(labels, dataset[chosen["train"]], cfg)
         wheres = {ours: f"{cfg.path}[{theirs}]" for ours, theirs in chosen.items()}
         tables = {
-            ours: table(cfg, ours, _rows(dataset[theirs], cfg), wheres[ours], labels)
+            ours: table(cfg, ours, _rows(dataset[theirs], cfg, wheres[ours]), wheres[ours], labels)
             for ours, theirs in chosen.items()
         }
         frames, names = encode(cfg, tables, wheres, labels, unit="split")
         uri = _uri(str(cfg.path))
-        name = Path(uri).name if uri != cfg.path or Path(uri).is_absolute() else uri
+        name = Path(uri).name if Path(uri).is_absolute() else uri  # a folder's name, or the id
         origins = {
             ours: Origin(name, uri, theirs, cfg.config_name, cfg.revision)
             for ours, theirs in chosen.items()
@@ -117,9 +118,8 @@ def _builder(cfg: SourceConfig) -> Any:
     import datasets
 
     with _library_errors(cfg):
-        return datasets.load_dataset_builder(
-            str(cfg.path), name=cfg.config_name, revision=cfg.revision
-        )
+        path, revision = _where(cfg)
+        return datasets.load_dataset_builder(path, name=cfg.config_name, revision=revision)
 
 
 def _load(cfg: SourceConfig) -> DatasetDict | dict[str, Dataset]:
@@ -130,9 +130,30 @@ def _load(cfg: SourceConfig) -> DatasetDict | dict[str, Dataset]:
         if _is_saved(str(cfg.path)):
             saved = datasets.load_from_disk(str(Path(str(cfg.path)).expanduser()))
             return saved if isinstance(saved, datasets.DatasetDict) else {"train": saved}
-        loaded = datasets.load_dataset(str(cfg.path), name=cfg.config_name, revision=cfg.revision)
+        path, revision = _where(cfg)
+        loaded = datasets.load_dataset(path, name=cfg.config_name, revision=revision)
     assert isinstance(loaded, datasets.DatasetDict)  # no split asked for: all of them
     return loaded
+
+
+def _where(cfg: SourceConfig) -> tuple[str, str | None]:
+    """What load_dataset is given: data.path and data.revision, or offline, the Hub cache's
+    snapshot of that revision (what `hf download --repo-type dataset` leaves) as a local
+    folder. Without one, datasets' own cache of an earlier load_dataset serves (its latest)."""
+    import datasets
+    from huggingface_hub import snapshot_download
+
+    path = str(cfg.path)
+    if Path(path).expanduser().exists() or not datasets.config.HF_HUB_OFFLINE:
+        return path, cfg.revision
+    try:
+        return snapshot_download(
+            path, repo_type="dataset", revision=cfg.revision, local_files_only=True
+        ), None
+    except Exception as exc:  # not in the Hub cache (or no Hub id): datasets' cache may have it
+        if cfg.revision:  # which ignores revisions: it would read whatever it holds
+            raise ConnectionError(f"revision {cfg.revision} is not in the Hub cache") from exc
+        return path, None
 
 
 @contextmanager
@@ -153,13 +174,16 @@ def _reason(cfg: SourceConfig, exc: Exception) -> str:
 
     path = cfg.path
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, ConnectionError) and datasets.config.HF_HUB_OFFLINE:
+    if isinstance(exc, ConnectionError):  # not cached, and the Hub offline or unreachable
+        why = (
+            "the Hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
+            if datasets.config.HF_HUB_OFFLINE
+            else f"the Hub cannot be reached ({detail})"
+        )
         return (
-            f"data.path={path}: not in the local datasets cache"
-            f" ({datasets.config.HF_DATASETS_CACHE}) and the Hub is offline (HF_HUB_OFFLINE /"
-            f' HF_DATASETS_OFFLINE); where the Hub is reachable, run: python -c "import datasets;'
-            f' datasets.load_dataset({str(path)!r}{_load_args(cfg)})" with the same'
-            f" HF_DATASETS_CACHE, then run again"
+            f"data.path={path}: not in the local Hugging Face caches and {why}; where the Hub is"
+            f" reachable, run: hf download --repo-type dataset {path}{_download_args(cfg)}"
+            f" (with the same HF_HOME), then run again"
         )
     if "Dataset scripts are no longer supported" in detail:
         return (
@@ -171,10 +195,9 @@ def _reason(cfg: SourceConfig, exc: Exception) -> str:
     return f"data.path={path}: cannot load the dataset: {detail}"
 
 
-def _load_args(cfg: SourceConfig) -> str:
-    """load_dataset's arguments after the path, as Python source."""
-    given = {"name": cfg.config_name, "revision": cfg.revision}
-    return "".join(f", {key}={value!r}" for key, value in given.items() if value)
+def _download_args(cfg: SourceConfig) -> str:
+    """`hf download`'s options after the repo id: the revision, if one is set."""
+    return f" --revision {cfg.revision}" if cfg.revision else ""
 
 
 # --------------------------------------------------------------------------- reading it
@@ -239,10 +262,10 @@ def _with_class_names(labels: Labels, train: Dataset, cfg: SourceConfig) -> Labe
     return dataclasses.replace(labels, given=names)  # type: ignore[type-var]
 
 
-def _rows(split: Dataset, cfg: SourceConfig) -> pd.DataFrame:
+def _rows(split: Dataset, cfg: SourceConfig, where: str) -> pd.DataFrame:
     """A split's rows as the readers of files make them (`arrow_rows`), ClassLabel labels as
     their names."""
-    rows = arrow_rows(split.with_format("arrow")[:], f"{cfg.path}[{split.split}]")
+    rows = arrow_rows(split.with_format("arrow")[:], where)
     feature = split.features.get(cfg.label_column)
     names = _class_names(feature) if feature is not None else None
     if names is not None:
