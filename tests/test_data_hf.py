@@ -199,7 +199,8 @@ def test_a_hub_id_is_served_offline_from_the_hub_cache_at_its_revision(
     latest = load_splits(hf("someone/tagged"), seed=0)
     tagged = load_splits(hf("someone/tagged", revision="v1"), seed=0)
     assert (len(latest.train) + len(latest.test), len(tagged.train) + len(tagged.test)) == (30, 20)
-    assert tagged.origins["train"] == Origin("someone/tagged", "someone/tagged", "train", None, "v1")
+    recorded = Origin("someone/tagged", "someone/tagged", "train", None, "v1")
+    assert tagged.origins["train"] == recorded
 
 
 def test_dataset_scripts_are_refused_before_anything_runs(tmp_path: Path) -> None:
