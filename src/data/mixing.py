@@ -41,6 +41,7 @@ class TrainingSet:
     aux: pd.DataFrame  # the auxiliary rows alone (empty without mixing)
     head_labels: list[str]  # the main labels, then auxiliary classes kept apart
     ordered: bool  # whether training must follow the frame's order (main_first / aux_first)
+    aux_sources: tuple[str, ...] = ()  # where the auxiliary rows were read from
 
 
 def check_mix(cfg: MixConfig, task: str) -> None:
@@ -65,7 +66,7 @@ def mix_training(splits: Splits, cfg: MixConfig, seed: int) -> TrainingSet:
     """The main training split plus ratio x its size auxiliary rows, in the configured order."""
     if cfg.ratio == 0 or not cfg.datasets:
         return TrainingSet(splits.train, splits.train.iloc[:0], list(splits.label_names), False)
-    pool, head_labels = auxiliary_pool(splits.label_names, cfg, seed)
+    pool, head_labels, sources = auxiliary_pool(splits.label_names, cfg, seed)
     pool = without_held_out(pool, splits)
     wanted = round(cfg.ratio * len(splits.train))
     if wanted > len(pool):
@@ -85,20 +86,24 @@ def mix_training(splits: Splits, cfg: MixConfig, seed: int) -> TrainingSet:
         MixOrder(cfg.order).value,
         MixLabels(cfg.labels).value,
     )
-    return TrainingSet(frame, aux, head_labels, MixOrder(cfg.order) != MixOrder.random)
+    ordered = MixOrder(cfg.order) != MixOrder.random
+    return TrainingSet(frame, aux, head_labels, ordered, sources)
 
 
 def auxiliary_pool(
     main_labels: list[str], cfg: MixConfig, seed: int
-) -> tuple[pd.DataFrame, list[str]]:
-    """All auxiliary training rows, labels indexing the head's labels, and those labels."""
+) -> tuple[pd.DataFrame, list[str], tuple[str, ...]]:
+    """All auxiliary training rows, labels indexing the head's labels, those labels, and where
+    the rows were read from."""
     head = list(main_labels)
     frames = []
+    sources = []
     for i, source_cfg in enumerate(cfg.datasets):
         try:
             aux = load_splits(source_cfg, seed)
         except UserError as exc:  # its messages name data.*: say which auxiliary data set
             raise UserError(f"data.mix.datasets[{i}]: {exc}") from exc
+        sources.append(aux.origins["train"].uri)
         names = [aux.label_names[i] for i in aux.train["label"]]
         if MixLabels(cfg.labels) == MixLabels.shared:
             unknown = sorted(set(names) - set(main_labels))
@@ -117,7 +122,7 @@ def auxiliary_pool(
                 label=[head.index(name) for name in names],
             )
         )
-    return pd.concat(frames, ignore_index=True), head
+    return pd.concat(frames, ignore_index=True), head, tuple(sources)
 
 
 def without_held_out(pool: pd.DataFrame, splits: Splits) -> pd.DataFrame:

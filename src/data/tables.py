@@ -1,5 +1,5 @@
-"""Your files as tables: JSON / JSON Lines / CSV / TSV rows by line (or JSON item) number, and
-their id, text and label columns, checked.
+"""Your files as tables: JSON / JSON Lines / CSV / TSV rows by line (or JSON item) number, Parquet
+/ Arrow rows by row number, and their id, text and label columns, checked.
 
 A header never silently picks the wrong column: column names lose surrounding whitespace, and a
 name given twice (a CSV header `label,text,label`, a JSON object with a key twice, or `label` and
@@ -22,7 +22,7 @@ import pandas as pd
 
 from src.errors import UserError
 
-TABLE_FORMATS = (".json", ".jsonl", ".csv", ".tsv")
+TABLE_FORMATS = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".arrow")
 _SHOWN = 5  # offending rows or values an error message lists
 _SHAPE = {  # what a JSON file must hold, by what its rows are numbered by
     "line": "each line must be one JSON object",
@@ -73,6 +73,8 @@ def read_table(path: str | Path, *, str_columns: Sequence[str] = ()) -> pd.DataF
         raise UserError(
             f"{path}: file not found (full path {path.resolve()}); check the data.*_path setting"
         )
+    if suffix in (".parquet", ".arrow"):
+        return _read_columnar(path)
     if suffix in (".csv", ".tsv"):
         return _read_csv(path, sep="," if suffix == ".csv" else "\t", str_columns=str_columns)
     try:
@@ -215,6 +217,60 @@ def _csv(path: Path, sep: str, **options: Any) -> pd.DataFrame:
         raise UserError(
             f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8"
         ) from e
+
+
+def _read_columnar(path: Path) -> pd.DataFrame:
+    """A Parquet or Arrow (IPC file or stream) file's rows, as `arrow_rows` makes them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix.lower() == ".parquet":
+            table = pq.read_table(path)
+        else:
+            with pa.memory_map(str(path)) as source:
+                table = _arrow_table(source)
+    except (pa.ArrowException, OSError) as e:
+        kind = path.suffix.lower().lstrip(".").capitalize()
+        raise UserError(f"{path}: not a readable {kind} file ({str(e).strip()})") from e
+    return arrow_rows(table, str(path))
+
+
+def arrow_rows(table: Any, where: str) -> pd.DataFrame:
+    """An Arrow table's rows numbered from 1, integers as text (`_as_text`), column names
+    stripped; a column name given twice is an error naming it."""
+    names = [str(name).strip() for name in table.column_names]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(
+            f"{where}: the column(s) {repeated} occur more than once (columns: {', '.join(names)});"
+            f" a reader would silently use one of them: rename or drop the extra ones"
+        )
+    cells = (c.to_pylist() for c in table.columns)
+    columns = {n: [_as_text(v) for v in c] for n, c in zip(names, cells, strict=True)}
+    index = pd.Index(np.arange(table.num_rows) + 1, name="row")
+    return pd.DataFrame(columns, index=index)
+
+
+def _arrow_table(source: Any) -> Any:
+    """An Arrow IPC file (Feather v2) or stream (what `datasets` caches) as one table."""
+    import pyarrow as pa
+
+    try:
+        return pa.ipc.open_file(source).read_all()
+    except pa.ArrowInvalid:
+        source.seek(0)
+        return pa.ipc.open_stream(source).read_all()
+
+
+def _as_text(value: Any) -> Any:
+    """An integer cell as the text it stands for (labels are text as written), lists of them
+    as lists; other values as they are."""
+    if isinstance(value, list):
+        return [_as_text(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
 # --------------------------------------------------------------------------- columns

@@ -87,15 +87,18 @@ def lineage_tags(backbone: Backbone) -> dict[str, str]:
 
 
 def log_datasets(splits: Splits, training: TrainingSet) -> None:
-    """Record each split and mixed-in auxiliary data as an MLflow dataset input, with its digest."""
-    for context, df in (
-        ("training", splits.train),
-        ("validation", splits.valid),
-        ("test", splits.test),
-    ):
-        record.log_dataset(df, f"{splits.source}:{context}", context)
+    """Record each split and mixed-in auxiliary data as an MLflow dataset input: what it was
+    read from, its digest, and its role (training / validation / test)."""
+    for split, context in (("train", "training"), ("valid", "validation"), ("test", "test")):
+        origin = splits.origins[split]
+        hub = None
+        if origin.hub_split is not None:
+            hub = record.HubSplit(origin.hub_split, origin.config_name, origin.revision)
+        frame = splits.frames()[split]
+        record.log_dataset(frame, f"{origin.name}:{context}", context, origin.uri, hub)
     if len(training.aux):
-        record.log_dataset(training.aux, f"{splits.source}:auxiliary", "training")
+        name, sources = f"{splits.origins['train'].name}:auxiliary", ", ".join(training.aux_sources)
+        record.log_dataset(training.aux, name, "training", sources)
 
 
 def log_token_lengths(inputs: Inputs, training: TrainingSet, mix: MixConfig) -> None:

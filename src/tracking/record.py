@@ -17,6 +17,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -413,13 +414,46 @@ def log_config(cfg: DictConfig, tags: dict[str, str]) -> None:
 
 
 @main_process_only
-def log_dataset(df: pd.DataFrame, name: str, context: str) -> None:
-    """Record a split as an MLflow dataset input (with its digest)."""
+def log_dataset(
+    df: pd.DataFrame, name: str, context: str, source: str, hub: HubSplit | None = None
+) -> None:
+    """Record a split as an MLflow dataset input: its name, digest, where it was read from
+    (`source`: a file or folder; a Hub dataset's split with `hub`) and its role (`context`)."""
     with warnings.catch_warnings():
-        # The schema hint about integer columns concerns model signatures, not dataset records.
+        # The schema hint about integer columns concerns model signatures, not dataset records;
+        # a local path "can be interpreted" as two equivalent local sources.
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(df, name=name, targets="label")  # type: ignore[attr-defined]
+        if hub is None:
+            dataset: Any = mlflow.data.from_pandas(  # type: ignore[attr-defined]
+                df, source=source, name=name, targets="label"
+            )
+        else:
+            dataset = _huggingface_dataset(df, name, source, hub)
         mlflow.log_input(dataset, context=context)
+
+
+@dataclass(frozen=True)
+class HubSplit:
+    """A Hugging Face dataset's split, as `datasets.load_dataset` names it."""
+
+    split: str
+    config_name: str | None = None
+    revision: str | None = None
+
+
+def _huggingface_dataset(df: pd.DataFrame, name: str, path: str, hub: HubSplit) -> Any:
+    """The rows as MLflow's Hugging Face dataset: source the dataset's path, config, split and
+    revision; digest of the rows themselves (carved, capped), not of the whole split."""
+    import datasets
+    from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+    rows = datasets.Dataset.from_pandas(df, preserve_index=False, split=hub.split)
+    source = HuggingFaceDatasetSource(
+        path=path, config_name=hub.config_name, split=hub.split, revision=hub.revision
+    )
+    return mlflow.data.from_huggingface(  # type: ignore[attr-defined]
+        rows, targets="label", name=name, source=source
+    )
 
 
 @main_process_only
