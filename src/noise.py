@@ -44,15 +44,12 @@ def log_run(cfg: DictConfig, ranked: pd.DataFrame, paths: dict[str, Path]) -> No
     import mlflow
 
     from src.tracking import record
+    from src.tracking.names import DATA_TAG, MODEL_TAG, SOURCE_TAG
 
     experiment_id = record.setup(cfg.tracking)
-    tags = {
-        "data": cfg.data.name,
-        "noise.scorer": cfg.noise.scorer,
-        "mlflow.source.name": "src.noise",
-    }
+    tags = {DATA_TAG: cfg.data.name, "noise.scorer": cfg.noise.scorer, SOURCE_TAG: "src.noise"}
     if cfg.noise.scorer == "model":
-        tags["model"] = cfg.model.name
+        tags[MODEL_TAG] = cfg.model.name
     with record.run(experiment_id, cfg.tracking.run_name, tags):
         record.log_config(cfg, tags)
         record.log_metrics(

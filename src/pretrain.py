@@ -69,6 +69,7 @@ def pretrain(cfg: DictConfig) -> str:
     from src.model.precision import resolve_precision
     from src.tracking import record
     from src.tracking.fine_tuning import log_train_step
+    from src.tracking.names import DATA_TAG, MODEL_TAG, SOURCE_TAG
     from src.tracking.uris import tracking_uri
     from src.training.arguments import check_batches, training_arguments
     from src.training.trainer import StepLogger, TokenizedDataset
@@ -86,9 +87,9 @@ def pretrain(cfg: DictConfig) -> str:
     experiment_id = record.setup(cfg.tracking)
     tags = {
         "stage": "pretrain",
-        "model": cfg.model.name,
-        "data": cfg.data.name,
-        "mlflow.source.name": "src.pretrain",
+        MODEL_TAG: cfg.model.name,
+        DATA_TAG: cfg.data.name,
+        SOURCE_TAG: "src.pretrain",
     }
     name = f"pretrain-{cfg.model.name}-{cfg.data.name}"
     with record.run(experiment_id, name, tags, record.system_metrics(cfg.tracking)) as run:

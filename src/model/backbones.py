@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from src.config.private_api import set_name_or_path
 from src.config.schema import Arch, Hub, MethodConfig, ModelConfig
 from src.errors import UserError
 from src.model.methods import check_method_fits
@@ -316,5 +317,5 @@ def load_classifier(
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     # Provenance in the saved config; PEFT also reads it when saving adapters.
-    model.name_or_path = model.config._name_or_path = str(backbone.path)
+    set_name_or_path(model, str(backbone.path))
     return model
