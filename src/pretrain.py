@@ -76,7 +76,8 @@ def pretrain(cfg: DictConfig) -> str:
 
     check_pretrain(cfg)
     texts, valid_texts = domain_texts(cfg)
-    backbone = resolve_backbone(cfg.model, texts, tracking_uri(cfg.tracking))
+    run_checkpoint = record.run_checkpoint(cfg.model, tracking_uri(cfg.tracking))
+    backbone = resolve_backbone(cfg.model, texts, run_checkpoint)
     tokenizer = load_tokenizer(backbone)
     # Consecutive windows without overlap: every token of every text is trained on once.
     spec = InputSpec(max_len=cfg.trainer.max_len, long_text=LongText.sliding_window.value, stride=0)

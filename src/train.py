@@ -103,7 +103,8 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
     from src.training.trainer import EpochEnd, StepLogger, StepsDone, fit, training_datasets
 
     texts = training.frame.text.tolist()
-    backbone = resolve_backbone(cfg.model, texts, tracking_uri(cfg.tracking))
+    run_checkpoint = record.run_checkpoint(cfg.model, tracking_uri(cfg.tracking))
+    backbone = resolve_backbone(cfg.model, texts, run_checkpoint)
     tokenizer = load_tokenizer(backbone)
     spec = prompt_and_length(cfg, splits, tokenizer)
     inputs = encode_splits(training.frame, splits.valid, splits.test, tokenizer, spec)

@@ -146,6 +146,8 @@ def model_scorer(cfg: DictConfig, label_names: Sequence[str], workdir: Path) -> 
     from src.model.methods import export_model
     from src.model.precision import resolve_precision
     from src.task.metrics import classification_metrics
+    from src.tracking.record import run_checkpoint
+    from src.tracking.uris import tracking_uri
     from src.training.arguments import training_arguments
     from src.training.inference import predict_logits, tokenize
     from src.training.trainer import TokenizedDataset, fit
@@ -157,7 +159,8 @@ def model_scorer(cfg: DictConfig, label_names: Sequence[str], workdir: Path) -> 
         fit_df, valid_df = stratified_split(
             train, 0.1, cfg.seed, stream=Stream.noise_fold_valid, sub=fold
         )
-        backbone = resolve_backbone(cfg.model, fit_df.text.tolist())
+        fetched = run_checkpoint(cfg.model, tracking_uri(cfg.tracking))
+        backbone = resolve_backbone(cfg.model, fit_df.text.tolist(), fetched)
         tokenizer = load_tokenizer(backbone)
         built = build_classifier(backbone, tokenizer, cfg.model, cfg.method, label_names, precision)
 

@@ -82,7 +82,7 @@ from src.tracking.names import (
 from src.tracking.uris import redact
 
 if TYPE_CHECKING:  # MLflow loads only with a parent run: a worker starts seconds sooner
-    from src.sweep.registry import Registry
+    from src.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from src.tracking.names import BEST_TRIAL_TAG, MAX_PARAM_LEN, PARENT_ENV, PARETO
 from src.tracking.uris import redact
 
 if TYPE_CHECKING:
-    from src.sweep.registry import Registry
+    from src.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class ParentRun:
 
     def registry(self, study_name: str, maximize: bool, labels: Sequence[str]) -> Registry | None:
         """The study's registered model, in the MLflow store of this run (None if unreachable)."""
-        from src.sweep.registry import Registry
+        from src.tracking.registry import Registry
 
         try:
             experiment_id = self.client.get_run(self.run_id).info.experiment_id

@@ -26,7 +26,7 @@ import pandas as pd
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
-from src.config.schema import TrackingConfig
+from src.config.schema import ModelConfig, TrackingConfig
 from src.errors import Interrupted, UserError, out_of_space
 from src.tracking.names import (
     ERROR_TAG,
@@ -529,6 +529,13 @@ def log_sklearn_model(model: Any) -> str:
 def log_directory(directory: Path, artifact_path: str) -> None:
     """Log a directory's files as run artifacts under `artifact_path`."""
     mlflow.log_artifacts(str(directory), artifact_path)
+
+
+def run_checkpoint(cfg: ModelConfig, uri: str | None) -> Path | None:
+    """model.from_run's checkpoint, fetched into model.cache_dir; None without model.from_run."""
+    if not cfg.from_run:
+        return None
+    return download_run_checkpoint(cfg.from_run, uri, Path(cfg.cache_dir) / "runs")
 
 
 def download_run_checkpoint(run_id: str, uri: str | None, cache_root: Path) -> Path:
