@@ -21,11 +21,11 @@ import pandas as pd
 
 from src.analysis import stats
 from src.analysis.compare import Analysis, Cell, level_name
-from src.analysis.plots import confusion_matrix_figure
 from src.analysis.runs import METRICS, SIZE_FACTOR, STATES, Artifacts, label_names
 from src.data import streams
 from src.tracking.names import RunState
 from src.tracking.uris import redact
+from src.training.figures import confusion_matrix_figure
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
