@@ -70,13 +70,12 @@ def pretrain(cfg: DictConfig) -> str:
     from src.tracking import record
     from src.tracking.fine_tuning import log_train_step
     from src.tracking.names import DATA_TAG, MODEL_TAG, SOURCE_TAG
-    from src.tracking.uris import tracking_uri
     from src.training.arguments import check_batches, training_arguments
     from src.training.trainer import StepLogger, TokenizedDataset
 
     check_pretrain(cfg)
     texts, valid_texts = domain_texts(cfg)
-    run_checkpoint = record.run_checkpoint(cfg.model, tracking_uri(cfg.tracking))
+    run_checkpoint = record.run_checkpoint(cfg.model, cfg.tracking)
     backbone = resolve_backbone(cfg.model, texts, run_checkpoint)
     tokenizer = load_tokenizer(backbone)
     # Consecutive windows without overlap: every token of every text is trained on once.

@@ -531,11 +531,13 @@ def log_directory(directory: Path, artifact_path: str) -> None:
     mlflow.log_artifacts(str(directory), artifact_path)
 
 
-def run_checkpoint(cfg: ModelConfig, uri: str | None) -> Path | None:
-    """model.from_run's checkpoint, fetched into model.cache_dir; None without model.from_run."""
-    if not cfg.from_run:
+def run_checkpoint(model: ModelConfig, tracking: TrackingConfig) -> Path | None:
+    """model.from_run's checkpoint, fetched from the tracking store into model.cache_dir; None
+    without model.from_run."""
+    if not model.from_run:
         return None
-    return download_run_checkpoint(cfg.from_run, uri, Path(cfg.cache_dir) / "runs")
+    cache = Path(model.cache_dir) / "runs"
+    return download_run_checkpoint(model.from_run, tracking_uri(tracking), cache)
 
 
 def download_run_checkpoint(run_id: str, uri: str | None, cache_root: Path) -> Path:
