@@ -45,8 +45,6 @@ register_configs("noise")
 
 def log_run(cfg: DictConfig, ranked: pd.DataFrame, paths: dict[str, Path]) -> None:
     """One MLflow run: the config, counts, out-of-fold quality and the three files."""
-    import mlflow
-
     from src.tracking import record
     from src.tracking.names import DATA_TAG, MODEL_TAG, SOURCE_TAG
 
@@ -65,7 +63,7 @@ def log_run(cfg: DictConfig, ranked: pd.DataFrame, paths: dict[str, Path]) -> No
             }
         )
         for path in paths.values():
-            mlflow.log_artifact(str(path), "noise")
+            record.log_file(path, "noise")
 
 
 def find_suspects(cfg: DictConfig) -> tuple[pd.DataFrame, np.ndarray, list[str]]:

@@ -27,7 +27,6 @@ from src.errors import TrainingDiverged, UserError, disk_space_guard, stop_on_si
 from src.tracking.names import PARENT_ENV
 
 if TYPE_CHECKING:  # the recipe imports its parts when it runs: `--help` stays fast
-    import mlflow
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
     from src.config.schema import Precision
@@ -153,7 +152,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
                 inputs=asdict(prepared.spec),
             )
             run_record.log_checkpoint(exported, tokenizer, info, Path(cfg.output_dir))
-    show_result(active)
+    show_result(active.info.run_id if active is not None else None)
     return evaluate.optimized_value(final | size, cfg.optimized_metric)
 
 
@@ -284,7 +283,7 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
         record.log_metrics(final)
         if cfg.tracking.log_model:
             log.info("model logged: %s", record.log_sklearn_model(pipeline))
-    show_result(active)
+    show_result(active.info.run_id if active is not None else None)
     return evaluate.optimized_value(final, cfg.optimized_metric)
 
 
@@ -301,15 +300,12 @@ def prompt_and_length(
     return input_spec(cfg.data, cfg.trainer.max_len, prompt)
 
 
-def show_result(active: mlflow.ActiveRun | None) -> None:
+def show_result(run_id: str | None) -> None:
     """The finished run's row of the result table; a multirun prints its table at the end."""
-    import mlflow
+    from src.tracking.console import print_run
 
-    from src.tracking.console import print_runs
-
-    if active is not None and HydraConfig.get().mode != RunMode.MULTIRUN:
-        run = mlflow.get_run(active.info.run_id)
-        print_runs([run], f"{run.info.run_name} ({run.info.run_id})")
+    if run_id is not None and HydraConfig.get().mode != RunMode.MULTIRUN:
+        print_run(run_id)
 
 
 def stops_on_user_error() -> bool:

@@ -526,6 +526,12 @@ def log_sklearn_model(model: Any) -> str:
 
 
 @main_process_only
+def log_file(path: Path, artifact_path: str) -> None:
+    """Log a file as a run artifact under `artifact_path`."""
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+@main_process_only
 def log_directory(directory: Path, artifact_path: str) -> None:
     """Log a directory's files as run artifacts under `artifact_path`."""
     mlflow.log_artifacts(str(directory), artifact_path)
