@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,11 @@ from src.errors import UserError
 from src.tracking.console import quiet_libraries
 
 if TYPE_CHECKING:  # pandas and scikit-learn load when the command runs: `--help` stays fast
+    import numpy as np
     import pandas as pd
+
+    from src.config.schema import NoiseConfig
+    from src.data.label_noise import FoldScorer
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +45,13 @@ register_configs("noise")
 
 def log_run(cfg: DictConfig, ranked: pd.DataFrame, paths: dict[str, Path]) -> None:
     """One MLflow run: the config, counts, out-of-fold quality and the three files."""
-    import mlflow
-
     from src.tracking import record
+    from src.tracking.names import DATA_TAG, MODEL_TAG, SOURCE_TAG
 
     experiment_id = record.setup(cfg.tracking)
-    tags = {
-        "data": cfg.data.name,
-        "noise.scorer": cfg.noise.scorer,
-        "mlflow.source.name": "src.noise",
-    }
+    tags = {DATA_TAG: cfg.data.name, "noise.scorer": cfg.noise.scorer, SOURCE_TAG: "src.noise"}
     if cfg.noise.scorer == "model":
-        tags["model"] = cfg.model.name
+        tags[MODEL_TAG] = cfg.model.name
     with record.run(experiment_id, cfg.tracking.run_name, tags):
         record.log_config(cfg, tags)
         record.log_metrics(
@@ -64,7 +63,81 @@ def log_run(cfg: DictConfig, ranked: pd.DataFrame, paths: dict[str, Path]) -> No
             }
         )
         for path in paths.values():
-            mlflow.log_artifact(str(path), "noise")
+            record.log_file(path, "noise")
+
+
+def find_suspects(cfg: DictConfig) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """Load, cross-fit, rank: (ranked table, out-of-fold probabilities, label names)."""
+    from src.data.label_noise import out_of_fold_probs, rank_suspects
+
+    frame, names = scored_frame(cfg)
+    scorer = tfidf_scorer(cfg.noise, names, cfg.seed) if cfg.noise.scorer == "tfidf" else None
+    probs = out_of_fold_probs(
+        frame, len(names), scorer or model_scorer(cfg, names), cfg.noise.folds, cfg.seed
+    )
+    return rank_suspects(frame, probs, names), probs, names
+
+
+def scored_frame(cfg: DictConfig) -> tuple[pd.DataFrame, list[str]]:
+    """train (+ valid) rows with a `split` column, and the label names."""
+    import pandas as pd
+
+    from src.data.sources import load_splits
+
+    splits = load_splits(cfg.data, cfg.seed)
+    parts = [splits.train.assign(split="train")]
+    if cfg.noise.include_valid:
+        parts.append(splits.valid.assign(split="valid"))
+    return pd.concat(parts, ignore_index=True), list(splits.label_names)
+
+
+def tfidf_scorer(cfg: NoiseConfig, label_names: Sequence[str], seed: int) -> FoldScorer:
+    """The classical row's pipeline (src.model.baseline) with noise.tfidf's settings, per fold."""
+    import numpy as np
+
+    from src.model.baseline import build_pipeline
+    from src.task.heads import SingleLabel
+
+    task = SingleLabel(list(label_names))
+
+    def score(fit: pd.DataFrame, held: pd.DataFrame, fold: int) -> np.ndarray:
+        pipeline = build_pipeline(cfg.tfidf, task, seed)
+        pipeline.fit(fit.text.tolist(), fit.label.to_numpy())
+        out = np.zeros((len(held), task.outputs))
+        out[:, pipeline.classes_] = pipeline.predict_proba(held.text.tolist())
+        return out
+
+    return score
+
+
+def model_scorer(cfg: DictConfig, label_names: Sequence[str]) -> FoldScorer:
+    """The configured backbone and method (model=, method=, prompt=, data.*, trainer=), trained
+    per fold by src.train's own recipe, without a run record; a stratified tenth of each fold's
+    training rows picks the best epoch, and the held-out fold is the recipe's test split."""
+    from src.data.mixing import mix_training
+    from src.data.sources import Splits
+    from src.data.splitting import stratified_split
+    from src.data.streams import Stream
+    from src.task.heads import SingleLabel
+    from src.train import build_model, prepare, train_model
+    from src.training.evaluate import test_logits
+
+    def score(train: pd.DataFrame, held: pd.DataFrame, fold: int) -> np.ndarray:
+        fit, valid = stratified_split(
+            train, 0.1, cfg.seed, stream=Stream.noise_fold_valid, sub=fold
+        )
+        splits = Splits(
+            train=fit, valid=valid, test=held, label_names=list(label_names), source=cfg.data.name
+        )
+        training = mix_training(splits, cfg.data.mix, cfg.seed)
+        prepared = prepare(cfg, splits, training)
+        task = SingleLabel(splits.label_names)  # what rank_suspects reads: one class a row
+        model = build_model(cfg, prepared, training, task).model
+        exported = train_model(cfg, prepared, model, splits, training, task).exported
+        logits, _ = test_logits(exported, prepared.tokenizer, prepared.inputs.test)
+        return task.probabilities(logits)
+
+    return score
 
 
 @hydra_command
@@ -73,13 +146,12 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     quiet_libraries()
     from src.config.checks import check_config
-    from src.data.label_noise import find_suspects, write_outputs
+    from src.data.label_noise import write_outputs
 
     out_dir = Path(cfg.output_dir)
     try:
         check_config(cfg)
-        with tempfile.TemporaryDirectory(prefix="noise-") as workdir:
-            ranked, probs, names = find_suspects(cfg, Path(workdir))
+        ranked, probs, names = find_suspects(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

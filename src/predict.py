@@ -16,9 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from src.config.schema import TrackingConfig
 from src.errors import UserError, writable_place
-from src.tracking.uris import tracking_uri
+from src.tracking.uris import command_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from src.checkpoint.locate import resolve_model_dir
 
     try:
-        mlflow.set_tracking_uri(tracking_uri(TrackingConfig(uri=args.tracking_uri, dir="mlruns")))
+        mlflow.set_tracking_uri(command_tracking_uri(args.tracking_uri))
         if args.input is not None and not args.input.is_file():
             raise UserError(f"--input {args.input} does not exist")
         if args.output is not None:

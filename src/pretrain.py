@@ -69,13 +69,14 @@ def pretrain(cfg: DictConfig) -> str:
     from src.model.precision import resolve_precision
     from src.tracking import record
     from src.tracking.fine_tuning import log_train_step
-    from src.tracking.uris import tracking_uri
+    from src.tracking.names import DATA_TAG, MODEL_TAG, SOURCE_TAG
     from src.training.arguments import check_batches, training_arguments
     from src.training.trainer import StepLogger, TokenizedDataset
 
     check_pretrain(cfg)
     texts, valid_texts = domain_texts(cfg)
-    backbone = resolve_backbone(cfg.model, texts, tracking_uri(cfg.tracking))
+    run_checkpoint = record.run_checkpoint(cfg.model, cfg.tracking)
+    backbone = resolve_backbone(cfg.model, texts, run_checkpoint)
     tokenizer = load_tokenizer(backbone)
     # Consecutive windows without overlap: every token of every text is trained on once.
     spec = InputSpec(max_len=cfg.trainer.max_len, long_text=LongText.sliding_window.value, stride=0)
@@ -86,9 +87,9 @@ def pretrain(cfg: DictConfig) -> str:
     experiment_id = record.setup(cfg.tracking)
     tags = {
         "stage": "pretrain",
-        "model": cfg.model.name,
-        "data": cfg.data.name,
-        "mlflow.source.name": "src.pretrain",
+        MODEL_TAG: cfg.model.name,
+        DATA_TAG: cfg.data.name,
+        SOURCE_TAG: "src.pretrain",
     }
     name = f"pretrain-{cfg.model.name}-{cfg.data.name}"
     with record.run(experiment_id, name, tags, record.system_metrics(cfg.tracking)) as run:

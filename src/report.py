@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from src.analysis import stats
 from src.errors import UserError
 from src.tracking.console import quiet_libraries
+from src.tracking.uris import command_tracking_uri
 
 if TYPE_CHECKING:  # MLflow and the analysis load after the arguments parse: `--help` is fast
     from src.analysis.runs import Runs
@@ -47,14 +48,6 @@ def log_to_parent(runs: Runs, requested: str | None, out_dir: Path) -> str | Non
 
     mlflow.MlflowClient(tracking_uri=runs.uri).log_artifacts(parent, str(out_dir), "report")
     return parent
-
-
-def default_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else the project's embedded store mlruns/mlflow.db (as src.train)."""
-    from src.config.schema import TrackingConfig
-    from src.tracking.uris import tracking_uri
-
-    return tracking_uri(TrackingConfig(dir=str(Path.cwd() / "mlruns")))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -106,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from src.analysis.render import write_report
     from src.analysis.runs import Artifacts, load_runs
 
-    uri = args.tracking_uri or default_uri()
+    uri = command_tracking_uri(args.tracking_uri)
     out_dir = args.out or Path("sweeps") / args.experiment / "report"
     try:
         runs = load_runs(uri, args.experiment, args.parent_run_id, args.metric)

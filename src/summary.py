@@ -11,10 +11,9 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from src.config.schema import TrackingConfig
 from src.errors import UserError
 from src.tracking.console import quiet_libraries
-from src.tracking.uris import tracking_uri
+from src.tracking.uris import command_tracking_uri
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from src.analysis.summary import latest_children, runs_table
 
-    client = mlflow.MlflowClient(tracking_uri(TrackingConfig(uri=args.tracking_uri, dir="mlruns")))
+    client = mlflow.MlflowClient(command_tracking_uri(args.tracking_uri))
     # Piped output (CI logs, `| tee`) would otherwise be cut to 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 140)
     try:

@@ -10,8 +10,8 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,12 +27,16 @@ from src.errors import TrainingDiverged, UserError, disk_space_guard, stop_on_si
 from src.tracking.names import PARENT_ENV
 
 if TYPE_CHECKING:  # the recipe imports its parts when it runs: `--help` stays fast
-    import mlflow
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
+    from src.config.schema import Precision
     from src.data.mixing import TrainingSet
     from src.data.sources import Splits
-    from src.inputs.long_text import InputSpec
+    from src.inputs.long_text import Inputs, InputSpec
+    from src.model.backbones import Backbone
+    from src.model.build import Built
+    from src.task.heads import Task
+    from src.training.trainer import Fitted
 
 log = logging.getLogger(__name__)
 register_configs("train")
@@ -82,53 +86,28 @@ def train(cfg: DictConfig) -> float | list[float]:
 
 
 def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float | list[float]:
-    """The recipe: backbone, inputs, model, training, evaluation, run record, checkpoint."""
+    """The recipe with its run record: inputs, model, training, evaluation, checkpoint."""
     import torch
-    from transformers import set_seed
 
     from src.checkpoint.files import CheckpointInfo
-    from src.inputs.long_text import encode_splits
-    from src.model.backbones import check_backbone, load_tokenizer, resolve_backbone
-    from src.model.build import build_classifier
     from src.model.memory import preflight
-    from src.model.methods import export_model, restrict_head
-    from src.model.precision import resolve_precision
     from src.sweep.trial import open_trial, pruning_hook
     from src.task.heads import make_task, selection_metric
     from src.tracking import console, record
     from src.tracking import fine_tuning as run_record
-    from src.tracking.uris import tracking_uri
     from src.training import evaluate
-    from src.training.arguments import check_batches, training_arguments
-    from src.training.trainer import EpochEnd, StepLogger, StepsDone, fit, training_datasets
+    from src.training.trainer import EpochEnd, StepLogger, StepsDone
 
-    texts = training.frame.text.tolist()
-    backbone = resolve_backbone(cfg.model, texts, tracking_uri(cfg.tracking))
-    tokenizer = load_tokenizer(backbone)
-    spec = prompt_and_length(cfg, splits, tokenizer)
-    inputs = encode_splits(training.frame, splits.valid, splits.test, tokenizer, spec)
-    longest = max(len(ids) for e in (inputs.train, inputs.valid, inputs.test) for ids in e.inputs)
-    check_backbone(backbone, cfg.model, cfg.method, longest, cfg.trainer.max_len)
-    check_batches(cfg.trainer, len(inputs.train.inputs), int(os.environ.get("WORLD_SIZE", "1")))
-    precision = resolve_precision(cfg.trainer.precision)
+    prepared = prepare(cfg, splits, training)
     experiment_id = record.setup(cfg.tracking)
     trial = open_trial(cfg.trial)
-    tags = run_record.run_tags(cfg) | run_record.lineage_tags(backbone)
+    tags = run_record.run_tags(cfg) | run_record.lineage_tags(prepared.backbone)
     with run_record.training_run(cfg, experiment_id, tags, splits, training) as active:
         if torch.cuda.is_available():  # before the weights load: will the run fit the GPU?
-            record.log_metrics(preflight(cfg, backbone.path, len(training.head_labels)))
-        run_record.log_token_lengths(inputs, training, cfg.data.mix)
-        set_seed(cfg.seed)
+            record.log_metrics(preflight(cfg, prepared.backbone.path, len(training.head_labels)))
+        run_record.log_token_lengths(prepared.inputs, training, cfg.data.mix)
         task = make_task(cfg.task, splits.label_names)
-        built = build_classifier(
-            backbone,
-            tokenizer,
-            cfg.model,
-            cfg.method,
-            training.head_labels,
-            precision,
-            problem_type=task.problem_type,
-        )
+        built = build_model(cfg, prepared, training, task)
         size = {"trainable_params": built.trainable, "total_params": built.total}
         record.log_metrics(size)
         log.info(
@@ -144,33 +123,20 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
         ]
         if trial is not None:
             hooks.append(pruning_hook(trial, selection))
-        fitted = fit(
-            built.model,
-            tokenizer,
-            *training_datasets(task, inputs, training.frame, splits.valid),
-            training_arguments(
-                cfg.trainer,
-                Path(cfg.output_dir) / "trainer",
-                cfg.seed,
-                selection,
-                precision,
-                ordered=training.ordered,
-            ),
-            evaluate.validation_score(task, inputs.valid, splits.valid),
-            callbacks=[
-                EpochEnd(hooks),
-                StepLogger(run_record.log_train_step),
-                StepsDone(console.StepProgress),
-            ],
-            head_lr=cfg.method.head_lr,
+        callbacks = [
+            EpochEnd(hooks),
+            StepLogger(run_record.log_train_step),
+            StepsDone(console.StepProgress),
+        ]
+        trained = train_model(cfg, prepared, built.model, splits, training, task, callbacks)
+        final = evaluate.best_epoch_metrics(
+            trained.fitted.best_metric, trained.fitted.best_epoch, selection
         )
-        shutil.rmtree(Path(cfg.output_dir) / "trainer", ignore_errors=True)
-        final = evaluate.best_epoch_metrics(fitted.best_metric, fitted.best_epoch, selection)
-        final["train_samples_per_second"] = fitted.train_samples_per_second
-        final["train_runtime"] = fitted.train_runtime
-        exported = restrict_head(export_model(fitted.model), task.outputs)
-        task = evaluate.calibrate(task, exported, tokenizer, inputs.valid, splits.valid)
-        logits, test_speed = evaluate.test_logits(exported, tokenizer, inputs.test)
+        final["train_samples_per_second"] = trained.fitted.train_samples_per_second
+        final["train_runtime"] = trained.fitted.train_runtime
+        tokenizer, exported = prepared.tokenizer, trained.exported
+        task = evaluate.calibrate(task, exported, tokenizer, prepared.inputs.valid, splits.valid)
+        logits, test_speed = evaluate.test_logits(exported, tokenizer, prepared.inputs.test)
         outcome = evaluate.test_outcome(task, splits.test, logits)
         run_record.log_test_outcome(outcome)
         final |= outcome.metrics | {"test_samples_per_second": test_speed}
@@ -183,11 +149,106 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
                 model=cfg.model.name,
                 method=cfg.method.name,
                 threshold=getattr(task, "threshold", None),
-                inputs=asdict(spec),
+                inputs=asdict(prepared.spec),
             )
             run_record.log_checkpoint(exported, tokenizer, info, Path(cfg.output_dir))
-    show_result(active)
+    show_result(active.info.run_id if active is not None else None)
     return evaluate.optimized_value(final | size, cfg.optimized_metric)
+
+
+@dataclass
+class Prepared:
+    """The recipe before a model is built: the backbone, its tokenizer, how a text becomes token
+    ids (saved with the model), every split as token ids, and the training precision."""
+
+    backbone: Backbone
+    tokenizer: PreTrainedTokenizerBase
+    spec: InputSpec
+    inputs: Inputs
+    precision: Precision
+
+
+@dataclass
+class Trained:
+    """What training leaves: the Trainer's outcome, and the deployable model (method merged,
+    the head restricted to the main labels)."""
+
+    fitted: Fitted
+    exported: PreTrainedModel
+
+
+def prepare(cfg: DictConfig, splits: Splits, training: TrainingSet) -> Prepared:
+    """Backbone and tokenizer, the prompt and length handling, every split as token ids; checked
+    against the backbone's limits before a weight loads. Writes no run record."""
+    from src.inputs.long_text import encode_splits
+    from src.model.backbones import check_backbone, load_tokenizer, resolve_backbone
+    from src.model.precision import resolve_precision
+    from src.tracking.record import run_checkpoint
+    from src.training.arguments import check_batches
+
+    texts = training.frame.text.tolist()
+    fetched = run_checkpoint(cfg.model, cfg.tracking)
+    backbone = resolve_backbone(cfg.model, texts, fetched)
+    tokenizer = load_tokenizer(backbone)
+    spec = prompt_and_length(cfg, splits, tokenizer)
+    inputs = encode_splits(training.frame, splits.valid, splits.test, tokenizer, spec)
+    longest = max(len(ids) for e in (inputs.train, inputs.valid, inputs.test) for ids in e.inputs)
+    check_backbone(backbone, cfg.model, cfg.method, longest, cfg.trainer.max_len)
+    check_batches(cfg.trainer, len(inputs.train.inputs), int(os.environ.get("WORLD_SIZE", "1")))
+    precision = resolve_precision(cfg.trainer.precision)
+    return Prepared(backbone, tokenizer, spec, inputs, precision)
+
+
+def build_model(cfg: DictConfig, prepared: Prepared, training: TrainingSet, task: Task) -> Built:
+    """The classifier for the method (a seeded fresh head, one output per head label)."""
+    from transformers import set_seed
+
+    from src.model.build import build_classifier
+
+    set_seed(cfg.seed)
+    return build_classifier(
+        prepared.backbone,
+        prepared.tokenizer,
+        cfg.model,
+        cfg.method,
+        training.head_labels,
+        prepared.precision,
+        problem_type=task.problem_type,
+    )
+
+
+def train_model(
+    cfg: DictConfig,
+    prepared: Prepared,
+    model: PreTrainedModel,
+    splits: Splits,
+    training: TrainingSet,
+    task: Task,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Trained:
+    """Train with validation every epoch, keep the best epoch by the selection metric, export.
+    The Trainer's own files (under the job's folder) go when it is done."""
+    from src.model.methods import export_model, restrict_head
+    from src.task.heads import selection_metric
+    from src.training import evaluate
+    from src.training.arguments import training_arguments
+    from src.training.trainer import fit, training_datasets
+
+    workdir = Path(cfg.output_dir) / "trainer"
+    selection = selection_metric(cfg.optimized_metric, cfg.task.metric)
+    fitted = fit(
+        model,
+        prepared.tokenizer,
+        *training_datasets(task, prepared.inputs, training.frame, splits.valid),
+        training_arguments(
+            cfg.trainer, workdir, cfg.seed, selection, prepared.precision, ordered=training.ordered
+        ),
+        evaluate.validation_score(task, prepared.inputs.valid, splits.valid),
+        callbacks=callbacks,
+        head_lr=cfg.method.head_lr,
+    )
+    shutil.rmtree(workdir, ignore_errors=True)
+    return Trained(fitted, restrict_head(export_model(fitted.model), task.outputs))
 
 
 def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float | list[float]:
@@ -222,7 +283,7 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
         record.log_metrics(final)
         if cfg.tracking.log_model:
             log.info("model logged: %s", record.log_sklearn_model(pipeline))
-    show_result(active)
+    show_result(active.info.run_id if active is not None else None)
     return evaluate.optimized_value(final, cfg.optimized_metric)
 
 
@@ -239,15 +300,12 @@ def prompt_and_length(
     return input_spec(cfg.data, cfg.trainer.max_len, prompt)
 
 
-def show_result(active: mlflow.ActiveRun | None) -> None:
+def show_result(run_id: str | None) -> None:
     """The finished run's row of the result table; a multirun prints its table at the end."""
-    import mlflow
+    from src.tracking.console import print_run
 
-    from src.tracking.console import print_runs
-
-    if active is not None and HydraConfig.get().mode != RunMode.MULTIRUN:
-        run = mlflow.get_run(active.info.run_id)
-        print_runs([run], f"{run.info.run_name} ({run.info.run_id})")
+    if run_id is not None and HydraConfig.get().mode != RunMode.MULTIRUN:
+        print_run(run_id)
 
 
 def stops_on_user_error() -> bool:

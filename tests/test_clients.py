@@ -46,7 +46,7 @@ from src.model.backbones import (
     resolve_backbone,
 )
 from src.model.baseline import fit_baseline
-from src.model.grid import check_models, job_models, job_overrides
+from src.model.multirun_weights import check_models, job_models, job_overrides
 from src.model.tiny import build_tiny_backbone, materialize_tiny, train_byte_bpe
 from src.task.heads import make_task
 from src.tracking import record

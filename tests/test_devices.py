@@ -31,8 +31,8 @@ from src.errors import UserError
 from src.sweep import devices as pool
 from src.sweep.multi_gpu import TorchrunTask, find_task_function, rank_error
 from src.sweep.settings import SweeperSettings
-from src.sweep.trial import FAIL_REASON_ATTR, report
-from src.tracking.names import DEVICE_WORKER_ENV
+from src.sweep.trial import report
+from src.tracking.names import DEVICE_WORKER_ENV, FAIL_REASON_ATTR
 from src.tracking.processes import process_alive
 from tests.sweeper_app.ranked import ranked_task
 from tests.test_sweeper_e2e import app_command, by_state, clean_env, load_trials, run

@@ -29,8 +29,8 @@ from src.config.schema import TrackingConfig
 from src.errors import UserError
 from src.predict import main as predict_main
 from src.sweep.storage import open_storage
-from src.sweep.trial import FAIL_REASON_ATTR
 from src.tracking import names, record
+from src.tracking.names import FAIL_REASON_ATTR
 from src.train import train
 from tests.conftest import QUICK, ROOT, Store, one_error_line, resize, run_module, tmpfs
 

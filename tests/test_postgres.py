@@ -27,8 +27,7 @@ import pytest
 from mlflow.entities import LoggedModelStatus
 from optuna.trial import TrialState
 
-from src.sweep.liveness import WORKER_ATTR
-from src.sweep.loop import EXCESS_ATTR
+from src.tracking.names import EXCESS_ATTR, WORKER_ATTR
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "services.sh"

@@ -13,11 +13,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from safetensors.torch import load_file
 
-from src.config.schema import Arch, DataConfig, ModelConfig, register_configs
+from src.config.schema import Arch, DataConfig, ModelConfig, TrackingConfig, register_configs
 from src.data.sources import load_splits
 from src.errors import UserError
 from src.model.backbones import LINEAGE_FILE, resolve_backbone
 from src.pretrain import domain_texts, pretrain
+from src.tracking.record import run_checkpoint
 from tests.conftest import CONF, Store, run_module
 from tests.levers import train_run
 
@@ -120,7 +121,9 @@ def test_pretrain_then_fine_tune_from_its_run(store: Store, tmp_path: Path) -> N
     model_cfg = ModelConfig(
         name="tiny_bert", arch=Arch.encoder, from_run=pre.info.run_id, cache_dir=str(tmp_path)
     )
-    backbone = resolve_backbone(model_cfg, [], store.uri)
+    backbone = resolve_backbone(
+        model_cfg, [], run_checkpoint(model_cfg, TrackingConfig(uri=store.uri))
+    )
     assert backbone.pretrain_run_id == pre.info.run_id
     fetched, saved = (load_file(d / "model.safetensors") for d in (backbone.path, local))
     assert fetched.keys() == saved.keys()

@@ -32,10 +32,9 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from src.sweep.loop import EXCESS_ATTR
 from src.sweep.storage import open_storage
-from src.sweep.trial import FAIL_REASON_ATTR
 from src.tracking import names
+from src.tracking.names import EXCESS_ATTR, FAIL_REASON_ATTR
 from tests.conftest import CONF, ROOT
 
 SCRIPT = ROOT / "scripts" / "slurm.sh"

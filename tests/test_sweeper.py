@@ -15,7 +15,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -35,7 +34,6 @@ from src.sweep.liveness import (
 )
 from src.sweep.loop import _is_pruned
 from src.sweep.objectives import objective_names, objective_values
-from src.sweep.private_api import PRIVATE_ATTRIBUTES, check_private_api, job_result
 from src.sweep.results import config_flags
 from src.sweep.search_space import (
     coerce,
@@ -47,8 +45,9 @@ from src.sweep.search_space import (
 )
 from src.sweep.settings import PrunerName, SamplerName, SweeperSettings
 from src.sweep.storage import journal_path, normalize_storage_url, open_storage, tool_commands
-from src.sweep.trial import PRUNER_ATTR, build_pruner, open_trial, report
+from src.sweep.trial import build_pruner, open_trial, report
 from src.task.heads import check_optimized_metric, selection_metric
+from src.tracking.names import PRUNER_ATTR
 from src.tracking.processes import process_alive, process_start_ticks
 from src.training.evaluate import optimized_value
 
@@ -253,25 +252,6 @@ def test_the_hydra_config_is_the_settings_plus_its_target() -> None:
         *SweeperSettings.__dataclass_fields__,
         "_target_",
     }
-
-
-def test_private_library_attributes_we_rely_on_are_there() -> None:
-    check_private_api()  # names the attribute if an upgrade removed one
-    for owner, attribute, why in PRIVATE_ATTRIBUTES:
-        assert hasattr(owner, attribute), f"{owner.__qualname__}.{attribute} is gone ({why})"
-    failed = JobReturn(status=JobStatus.FAILED)
-    error = ValueError("boom")
-    failed.return_value = error
-    assert job_result(failed) is error
-    done = JobReturn(status=JobStatus.COMPLETED)
-    done.return_value = 0.5
-    assert job_result(done) == 0.5
-
-
-def test_a_removed_private_attribute_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(JobReturn, "_return_value")
-    with pytest.raises(UserError, match=r"hydra\.core\.utils\.JobReturn\._return_value"):
-        check_private_api()
 
 
 def test_job_return_values() -> None:

@@ -27,10 +27,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from src.checkpoint.locate import registered_model_id, resolve_model_dir
 from src.errors import UserError
-from src.sweep.liveness import WORKER_ATTR
-from src.sweep.registry import Registry
 from src.sweep.storage import open_storage
-from src.sweep.trial import FAIL_REASON_ATTR
+from src.tracking.names import FAIL_REASON_ATTR, WORKER_ATTR
+from src.tracking.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tests" / "sweeper_app" / "app.py"

@@ -21,10 +21,11 @@ import pandas as pd
 
 from src.analysis import stats
 from src.analysis.compare import Analysis, Cell, Comparison, level_name
-from src.analysis.plots import confusion_matrix_figure
 from src.analysis.runs import METRICS, SIZE_FACTOR, STATES, Artifacts, label_names
+from src.data import streams
 from src.tracking.names import RunState
 from src.tracking.uris import redact
+from src.training.figures import confusion_matrix_figure
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -521,7 +522,7 @@ def factor_plot(analysis: Analysis, factor: str) -> Any:
     position = {lv: (lv if is_numeric else i) for i, lv in enumerate(levels)}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series = stats.group_runs(jobs, [color_by]) if color_by else [((None,), jobs.index)]
-    rng = np.random.default_rng(0)
+    rng = streams.rng(0, streams.Stream.report_jitter)
     for n, ((colour,), idx) in enumerate(series):
         sub = jobs.loc[idx]
         label = level_name(color_by, colour) if color_by else "runs"

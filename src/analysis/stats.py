@@ -29,6 +29,8 @@ from scipy.special import (
     stdtrit,
 )  # t and noncentral t; lighter than scipy.stats
 
+from src.data import streams
+
 BOOTSTRAP_METRICS = ("accuracy", "micro_f1", "macro_f1", "weighted_f1")
 NO_DIFFERENCE = "no significant difference"
 ONE_SEED = "no verdict: 1 seed, seed variance unknown"
@@ -257,7 +259,7 @@ def paired_bootstrap(
     """
     if not pairs:
         raise ValueError("paired_bootstrap needs at least one pair")
-    rng = np.random.default_rng(seed)
+    rng = streams.rng(seed, streams.Stream.report_bootstrap)
     deltas = np.zeros(n_boot)
     observed = []
     for pair in pairs:

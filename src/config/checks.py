@@ -109,7 +109,7 @@ CHECKED_BY: dict[str, str] = {
     "model.lora_target_modules": "src.model.backbones:check_backbone",
     "model.attn_implementation": "src.model.backbones:check_backbone",
     "model.cache_dir": "src.config.checks:check_locations",
-    "model.from_run": "src.tracking.record:download_run_checkpoint",
+    "model.from_run": "src.tracking.record:run_checkpoint",
     "model.tfidf.analyzer": "src.model.presets:check_tfidf",
     "model.tfidf.ngram_min": "src.model.presets:check_tfidf",
     "model.tfidf.ngram_max": "src.model.presets:check_tfidf",

@@ -20,6 +20,7 @@ from typing import Any, TextIO, TypeVar
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from src.config.private_api import caching_repository, hydra_args_parser, hydra_config_loader
 from src.errors import Interrupted, UserError, stop_on_signals
 from src.tracking.names import PARENT_ENV
 from src.tracking.uris import redact
@@ -56,32 +57,32 @@ def one_repository_for_help(arguments: Sequence[str]) -> Iterator[None]:
     config repository. Hydra's help deep-copies the whole repository (every registered schema)
     for each of its ~110 listings, 1.5 s of our `--help`; within one help they cannot differ.
     Uses a private method of hydra-core 1.3 (capped <1.4); without it, Hydra's own path runs."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
-    original = ConfigLoaderImpl.get_group_options
-    private = getattr(ConfigLoaderImpl, "_parse_overrides_and_create_caching_repo", None)
-    if not {"--help", "-h", "--hydra-help"} & set(arguments) or private is None:
+    loader_class = hydra_config_loader()
+    original = loader_class.get_group_options
+    if not {"--help", "-h", "--hydra-help"} & set(arguments):
         yield
         return
     repositories: dict[tuple[Any, ...], Any] = {}
 
     def get_group_options(
-        self: ConfigLoaderImpl,
+        self: Any,
         group_name: str,
-        results_filter: Any = original.__defaults__[0],  # type: ignore[index]
+        results_filter: Any = original.__defaults__[0],
         config_name: str | None = None,
         overrides: list[str] | None = None,
     ) -> list[str]:
         key = (id(self), config_name, tuple(overrides or ()))
         if key not in repositories:
-            repositories[key] = private(self, config_name, list(overrides or ()))[1]
+            repositories[key] = caching_repository(self, config_name, list(overrides or ()))
+        if repositories[key] is None:  # this Hydra lacks the private method: its own path
+            return list(original(self, group_name, results_filter, config_name, overrides))
         return list(repositories[key].get_group_options(group_name, results_filter))
 
-    ConfigLoaderImpl.get_group_options = get_group_options  # type: ignore[method-assign]
+    loader_class.get_group_options = get_group_options
     try:
         yield
     finally:
-        ConfigLoaderImpl.get_group_options = original  # type: ignore[method-assign]
+        loader_class.get_group_options = original
 
 
 def stopped(exc: Interrupted) -> str:
@@ -106,13 +107,10 @@ def check_override_syntax(args: Sequence[str]) -> None:
     spaces): one line with the quoted form that works."""
     if "--version" in args:
         return
-    # Hydra's own argument parser (private, but the one `@hydra.main` uses): which words are
-    # overrides, and whether this is a multirun.
-    from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    parsed = get_args_parser().parse_args(list(args))
+    parsed = hydra_args_parser().parse_args(list(args))
     overrides: list[str] = parsed.overrides or []
     parser = OverridesParser.create()
     for i, override in enumerate(overrides):

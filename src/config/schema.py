@@ -214,10 +214,13 @@ class TrainerConfig:
     fsdp: str | None = None
 
 
+DEFAULT_STORE_DIR = "mlruns"  # the embedded store's folder, under the working directory
+
+
 @dataclass
 class TrackingConfig:
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else SQLite under `dir`
-    dir: str = "${hydra:runtime.cwd}/mlruns"
+    dir: str = "${hydra:runtime.cwd}/" + DEFAULT_STORE_DIR
     experiment: str = "clfsweep"
     run_name: str | None = None
     log_model: bool = True

@@ -1,4 +1,5 @@
-"""Label-noise finder (the article's C9), the pure core and its scorers.
+"""Label-noise finder (the article's C9), its pure core: cross-fitting and ranking (the scorers
+that train models per fold are src/noise.py's).
 
 Every example of train (+ valid) gets out-of-fold class probabilities: k-fold cross-fitting,
 each fold scored by a model that never saw it. An example is a suspect in the confident-learning
@@ -16,10 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 
 from src.config.schema import NoiseConfig
-from src.data.streams import Stream
 from src.errors import UserError
 from src.model.presets import check_tfidf
 
@@ -116,99 +115,6 @@ def recall_at_k(ranked_ids: Sequence[str], true_ids: set[str], k: int | None = N
     if not true_ids:
         return float("nan")
     return len(set(list(ranked_ids)[:k]) & true_ids) / len(true_ids)
-
-
-def tfidf_scorer(cfg: NoiseConfig, label_names: Sequence[str], seed: int) -> FoldScorer:
-    """The classical row's pipeline (src.model.baseline) with noise.tfidf's settings, per fold."""
-    from src.model.baseline import build_pipeline
-    from src.task.heads import SingleLabel
-
-    task = SingleLabel(list(label_names))
-
-    def score(fit: pd.DataFrame, held: pd.DataFrame, fold: int) -> np.ndarray:
-        pipeline = build_pipeline(cfg.tfidf, task, seed)
-        pipeline.fit(fit.text.tolist(), fit.label.to_numpy())
-        out = np.zeros((len(held), task.outputs))
-        out[:, pipeline.classes_] = pipeline.predict_proba(held.text.tolist())
-        return out
-
-    return score
-
-
-def model_scorer(cfg: DictConfig, label_names: Sequence[str], workdir: Path) -> FoldScorer:
-    """The configured backbone and method (model=, method=, trainer=), fine-tuned per fold as
-    src.train fine-tunes; a stratified tenth of each fold's training rows picks the best epoch."""
-    import torch
-
-    from src.data.splitting import stratified_split
-    from src.model.backbones import load_tokenizer, resolve_backbone
-    from src.model.build import build_classifier
-    from src.model.methods import export_model
-    from src.model.precision import resolve_precision
-    from src.task.metrics import classification_metrics
-    from src.training.arguments import training_arguments
-    from src.training.inference import predict_logits, tokenize
-    from src.training.trainer import TokenizedDataset, fit
-
-    n_labels = len(label_names)
-    precision = resolve_precision(cfg.trainer.precision)
-
-    def score(train: pd.DataFrame, held: pd.DataFrame, fold: int) -> np.ndarray:
-        fit_df, valid_df = stratified_split(
-            train, 0.1, cfg.seed, stream=Stream.noise_fold_valid, sub=fold
-        )
-        backbone = resolve_backbone(cfg.model, fit_df.text.tolist())
-        tokenizer = load_tokenizer(backbone)
-        built = build_classifier(backbone, tokenizer, cfg.model, cfg.method, label_names, precision)
-
-        def encode(df: pd.DataFrame) -> TokenizedDataset:
-            ids = tokenize(df.text.tolist(), tokenizer, cfg.trainer.max_len)
-            return TokenizedDataset(ids, df.label.tolist())
-
-        valid_labels = valid_df.label.to_numpy()
-        fitted = fit(
-            built.model,
-            tokenizer,
-            encode(fit_df),
-            encode(valid_df),
-            training_arguments(
-                cfg.trainer, workdir / f"fold{fold}", cfg.seed, "eval_macro_f1", precision
-            ),
-            lambda logits: classification_metrics(valid_labels, logits.argmax(-1), n_labels),
-            callbacks=[],
-        )
-        logits, _ = predict_logits(
-            export_model(fitted.model),
-            tokenizer,
-            encode(held).encodings,
-            batch_size=cfg.trainer.eval_batch_size,
-        )
-        return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
-
-    return score
-
-
-def scored_frame(cfg: DictConfig) -> tuple[pd.DataFrame, list[str]]:
-    """train (+ valid) rows with a `split` column, and the label names."""
-    from src.data.sources import load_splits
-
-    splits = load_splits(cfg.data, cfg.seed)
-    parts = [splits.train.assign(split="train")]
-    if cfg.noise.include_valid:
-        parts.append(splits.valid.assign(split="valid"))
-    return pd.concat(parts, ignore_index=True), list(splits.label_names)
-
-
-def find_suspects(cfg: DictConfig, workdir: Path) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    """Load, cross-fit, rank: (ranked table, out-of-fold probabilities, label names)."""
-    check_noise(cfg.noise)
-    frame, names = scored_frame(cfg)
-    if cfg.noise.scorer == "tfidf":
-        scorer = tfidf_scorer(cfg.noise, names, cfg.seed)
-    else:
-        scorer = model_scorer(cfg, names, workdir)
-    probs = out_of_fold_probs(frame, len(names), scorer, cfg.noise.folds, cfg.seed)
-    return rank_suspects(frame, probs, names), probs, names
 
 
 def write_outputs(

@@ -20,6 +20,8 @@ class Stream(IntEnum):
     mix_order = 21  # data.mix: the order of main and auxiliary rows
     few_shot = 30  # prompt=few_shot: the examples
     noise_fold_valid = 40  # src.noise's model scorer: each fold's validation tenth (sub: fold)
+    report_bootstrap = 50  # src.report: the resampling of its significance tests
+    report_jitter = 51  # src.report: where a plot's points scatter around their level
 
 
 def rng(seed: int, stream: Stream, sub: int | None = None) -> np.random.Generator:

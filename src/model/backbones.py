@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from src.config.private_api import set_name_or_path
 from src.config.schema import Arch, Hub, MethodConfig, ModelConfig
 from src.errors import UserError
 from src.model.methods import check_method_fits
@@ -45,17 +46,20 @@ class Backbone:
 
 
 def resolve_backbone(
-    cfg: ModelConfig, train_texts: Sequence[str], tracking_uri: str | None = None
+    cfg: ModelConfig, train_texts: Sequence[str], run_checkpoint: Path | None = None
 ) -> Backbone:
     """Find (or build, for tiny presets) the local checkpoint directory of a model preset.
 
-    `tracking_uri`: the MLflow store holding the run of model.from_run.
+    `run_checkpoint`: model.from_run's checkpoint, fetched from its MLflow run by the caller
+    (`tracking.record.run_checkpoint`): the model part reads no run record.
     """
     if cfg.from_run:
-        from src.tracking.record import download_run_checkpoint  # MLflow only when a run is named
-
-        cache = Path(cfg.cache_dir) / "runs"
-        path = check_checkpoint_dir(download_run_checkpoint(cfg.from_run, tracking_uri, cache))
+        if run_checkpoint is None:
+            raise UserError(
+                f"model.from_run={cfg.from_run}: this command cannot read an MLflow run's"
+                " checkpoint; give model.path=DIR (a checkpoint directory) instead"
+            )
+        path = check_checkpoint_dir(run_checkpoint)
     elif (local := local_weights(cfg)) is not None:
         path = check_checkpoint_dir(local)
     elif cfg.tiny is not None:
@@ -316,5 +320,5 @@ def load_classifier(
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     # Provenance in the saved config; PEFT also reads it when saving adapters.
-    model.name_or_path = model.config._name_or_path = str(backbone.path)
+    set_name_or_path(model, str(backbone.path))
     return model

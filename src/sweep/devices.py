@@ -28,13 +28,13 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from src.config.private_api import BASIC_LAUNCHER
 from src.errors import UserError
 from src.sweep.search_space import quote
 from src.tracking.names import DEVICE_WORKER_ENV
 
 log = logging.getLogger(__name__)
 
-BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 POLL_S = 0.2
 MAX_DEATHS_IN_A_ROW = 3

@@ -21,6 +21,8 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf
 
+from src.config.private_api import submitit_cluster
+
 log = logging.getLogger(__name__)
 
 SUBMITIT_LAUNCHERS = "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
@@ -53,7 +55,7 @@ def _submit(
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-    cluster, params = launcher._EXECUTOR, dict(launcher.params)
+    cluster, params = submitit_cluster(launcher), dict(launcher.params)
     executor = submitit.AutoExecutor(
         cluster=cluster,
         folder=params.pop("submitit_folder"),

@@ -22,10 +22,8 @@ from typing import Any
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial
 
+from src.tracking.names import HEARTBEAT_ATTR, WORKER_ATTR
 from src.tracking.processes import process_alive, process_start_ticks
-
-WORKER_ATTR = "clfsweep:worker"
-HEARTBEAT_ATTR = "clfsweep:heartbeat"
 
 
 @dataclass(frozen=True)

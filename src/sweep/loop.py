@@ -33,6 +33,7 @@ from optuna.storages import RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from src.config.private_api import OPTUNA_QUEUED_KEYS, check_private_api, job_result
 from src.errors import UserError
 from src.sweep import results
 from src.sweep.custom_space import SpaceExtender, extend_trial, load_extender
@@ -50,7 +51,6 @@ from src.sweep.objectives import (
     objective_names,
     objective_values,
 )
-from src.sweep.private_api import check_private_api, job_result
 from src.sweep.search_space import (
     coerce,
     grid_space,
@@ -60,19 +60,32 @@ from src.sweep.search_space import (
 )
 from src.sweep.settings import PrunerName, SweeperSettings
 from src.sweep.storage import journal_path, normalize_storage_url, open_storage, tool_commands
-from src.sweep.trial import FAIL_REASON_ATTR, PRUNER_ATTR, build_pruner
-from src.tracking.names import DEVICE_WORKER_ENV, OPTUNA_STUDY_TAG
+from src.sweep.trial import build_pruner
+from src.tracking.names import (
+    CHAMPION_TAG,
+    DEVICE_WORKER_ENV,
+    DEVICES_ATTR,
+    EXCESS_ATTR,
+    FAIL_REASON_ATTR,
+    OPTUNA_BEST_TRIAL_TAG,
+    OPTUNA_DASHBOARD_TAG,
+    OPTUNA_STORAGE_TAG,
+    OPTUNA_STUDY_DIR_TAG,
+    OPTUNA_STUDY_TAG,
+    OUTPUT_DIR_ATTR,
+    PRUNER_ATTR,
+    SEARCH_SPACE_ATTR,
+    SWEEPER_ATTR_PREFIX,
+    TRIAL_STORAGE_ENV,
+    WORKER_PREFIX,
+)
 from src.tracking.uris import redact
 
 if TYPE_CHECKING:  # MLflow loads only with a parent run: a worker starts seconds sooner
-    from src.sweep.registry import Registry
+    from src.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
 
-SEARCH_SPACE_ATTR = "clfsweep:search_space"
-WORKER_PREFIX = "clfsweep:worker:"
-EXCESS_ATTR = "clfsweep:excess"
-TRIAL_STORAGE_ENV = "CLFSWEEP_TRIAL_STORAGE"  # a storage URL with a password, for the jobs
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 REASON_MAX = 2000
 
@@ -163,9 +176,9 @@ class OptunaSweep:
             self._parent.set_tags(
                 {
                     OPTUNA_STUDY_TAG: s.study_name,
-                    "optuna.storage": redact(self.storage_url),
-                    "optuna.study_dir": str(self.study_dir),
-                    "optuna.dashboard": tools["dashboard"],
+                    OPTUNA_STORAGE_TAG: redact(self.storage_url),
+                    OPTUNA_STUDY_DIR_TAG: str(self.study_dir),
+                    OPTUNA_DASHBOARD_TAG: tools["dashboard"],
                 }
             )
             if s.register_model:
@@ -414,7 +427,7 @@ class OptunaSweep:
         worker = self.worker.to_attr(mode)
         self.storage.set_trial_system_attr(self._trial_id(trial.number), WORKER_ATTR, worker)
         if self.in_pool:  # the GPUs it runs on, as the job's CUDA_VISIBLE_DEVICES names them
-            self._set_user_attr(trial, "devices", os.environ[DEVICE_WORKER_ENV])
+            self._set_user_attr(trial, DEVICES_ATTR, os.environ[DEVICE_WORKER_ENV])
         fixed = self.space.fixed_values
         for key, value in fixed.items():  # as hydra-optuna-sweeper: shown, and not to suggest
             self._set_user_attr(trial, key, value)
@@ -455,14 +468,14 @@ class OptunaSweep:
             frozen = copy.deepcopy(self.storage.get_trial(trial_id))
             self.storage.set_trial_system_attr(trial_id, EXCESS_ATTR, True)
             self._fail(trial, "not run: other workers already cover n_trials")
-            if "fixed_params" in frozen.system_attrs or "failed_trial" in frozen.system_attrs:
+            if any(key in frozen.system_attrs for key in OPTUNA_QUEUED_KEYS):
                 self._requeue(frozen)
         return keep
 
     def _requeue(self, frozen: FrozenTrial) -> None:
         """Put a trial's configuration back in the queue (an excess or an interrupted trial)."""
         system_attrs = {
-            k: v for k, v in frozen.system_attrs.items() if not k.startswith("clfsweep:")
+            k: v for k, v in frozen.system_attrs.items() if not k.startswith(SWEEPER_ATTR_PREFIX)
         }
         user_attrs = {k: v for k, v in frozen.user_attrs.items() if k != FAIL_REASON_ATTR}
         self.study.add_trial(
@@ -530,7 +543,7 @@ class OptunaSweep:
         # The trial's own folder (working_dir is the same for all when hydra.job.chdir=false).
         output_dir = ret.hydra_cfg and OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
         if output_dir or ret.working_dir:
-            self._set_user_attr(trial, "output_dir", str(output_dir or ret.working_dir))
+            self._set_user_attr(trial, OUTPUT_DIR_ATTR, str(output_dir or ret.working_dir))
         result = job_result(ret)
         if ret.status == JobStatus.COMPLETED:
             values = objective_values(result, len(self.directions))
@@ -640,7 +653,7 @@ class OptunaSweep:
         """Re-queue a trial whose worker died, without our bookkeeping attrs (`frozen` is a
         copy: journal storages hand out their own objects)."""
         frozen.system_attrs = {
-            k: v for k, v in frozen.system_attrs.items() if not k.startswith("clfsweep:")
+            k: v for k, v in frozen.system_attrs.items() if not k.startswith(SWEEPER_ATTR_PREFIX)
         }
         _retry_callback(self.settings.max_retry)(self.study, frozen)
 
@@ -681,9 +694,11 @@ class OptunaSweep:
         if self._parent is not None:
             self._parent.log_artifacts([best_path], "optuna")
             self._parent.log_artifacts(written, "optuna/plots")
-            self._parent.set_tags({"optuna.best_trial": ",".join(str(t.number) for t in best)})
+            self._parent.set_tags({OPTUNA_BEST_TRIAL_TAG: ",".join(str(t.number) for t in best)})
             if champion is not None:
-                self._parent.set_tags({"champion": f"{champion_uri} (version {champion.version})"})
+                self._parent.set_tags(
+                    {CHAMPION_TAG: f"{champion_uri} (version {champion.version})"}
+                )
         if len(self.directions) > 1:
             return {"pareto_front": [{"trial": t.number, "values": t.values} for t in best]}
         (top,) = best

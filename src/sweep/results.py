@@ -21,11 +21,11 @@ from optuna.trial import FrozenTrial, TrialState
 from src.sweep.objectives import best_trials
 from src.sweep.search_space import format_value, param_overrides
 from src.sweep.storage import tool_commands
-from src.tracking.names import MAX_PARAM_LEN, PARENT_ENV
+from src.tracking.names import BEST_TRIAL_TAG, MAX_PARAM_LEN, PARENT_ENV, PARETO_TRIALS_TAG
 from src.tracking.uris import redact
 
 if TYPE_CHECKING:
-    from src.sweep.registry import Registry
+    from src.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +98,17 @@ class ParentRun:
             return
         if len(study.directions) > 1:
             self.log_metric("pareto_size", len(best), step)
-            self.set_tags({"pareto.trials": ",".join(str(t.number) for t in best)})
+            self.set_tags({PARETO_TRIALS_TAG: ",".join(str(t.number) for t in best)})
             return
         (top,) = best
         self.log_metric("best_value", top.values[0], step)
         tags = {f"best.{k}": format_value(v) for k, v in top.params.items()}
-        tags["best.trial"] = str(top.number)
+        tags[BEST_TRIAL_TAG] = str(top.number)
         self.set_tags(tags)
 
     def registry(self, study_name: str, maximize: bool, labels: Sequence[str]) -> Registry | None:
         """The study's registered model, in the MLflow store of this run (None if unreachable)."""
-        from src.sweep.registry import Registry
+        from src.tracking.registry import Registry
 
         try:
             experiment_id = self.client.get_run(self.run_id).info.experiment_id

@@ -14,11 +14,10 @@ from optuna.storages import BaseStorage
 
 from src.config.schema import TrialConfig
 from src.sweep.storage import open_storage
+from src.tracking.names import PRUNER_ATTR
 
 log = logging.getLogger(__name__)
 
-PRUNER_ATTR = "clfsweep:pruner"  # study system attr: the pruner spec the sweeper was given
-FAIL_REASON_ATTR = "fail_reason"  # trial user attr: why a trial FAILED
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
 _JOB_STORAGES: dict[str, BaseStorage] = {}  # storages opened by jobs of this process
 

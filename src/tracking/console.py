@@ -124,6 +124,14 @@ class StepProgress:
             self.bar.close()
 
 
+def print_run(run_id: str) -> None:
+    """One run's row of the result table, titled with its name and id."""
+    import mlflow
+
+    run = mlflow.get_run(run_id)
+    print_runs([run], f"{run.info.run_name} ({run.info.run_id})")
+
+
 def print_runs(runs: Sequence[mlflow.entities.Run], title: str) -> None:
     """The result table of runs (one or a multirun's children), to stdout."""
     from rich.console import Console

@@ -23,7 +23,16 @@ from src.errors import disk_space_guard
 from src.inputs.long_text import Inputs, length_stats
 from src.model.backbones import Backbone
 from src.tracking import record
-from src.tracking.names import OPTUNA_STUDY_TAG, OPTUNA_TRIAL_TAG
+from src.tracking.names import (
+    DATA_TAG,
+    GIT_COMMIT_TAG,
+    METHOD_TAG,
+    MODEL_TAG,
+    OPTUNA_STUDY_TAG,
+    OPTUNA_TRIAL_TAG,
+    OVERRIDES_TAG,
+    SOURCE_TAG,
+)
 from src.training.evaluate import TestOutcome
 
 if TYPE_CHECKING:
@@ -36,15 +45,15 @@ log = logging.getLogger(__name__)
 def run_tags(cfg: DictConfig) -> dict[str, str]:
     """Tags that make runs findable: backbone, method, data, code version, the command line."""
     tags = {
-        "model": cfg.model.name,
-        "method": cfg.method.name,
-        "data": cfg.data.name,
-        "hydra.overrides": " ".join(HydraConfig.get().overrides.task),
-        "mlflow.source.name": "src.train",
+        MODEL_TAG: cfg.model.name,
+        METHOD_TAG: cfg.method.name,
+        DATA_TAG: cfg.data.name,
+        OVERRIDES_TAG: " ".join(HydraConfig.get().overrides.task),
+        SOURCE_TAG: "src.train",
     }
     commit = record.git_commit(Path(HydraConfig.get().runtime.cwd))
     if commit:
-        tags["mlflow.source.git.commit"] = commit
+        tags[GIT_COMMIT_TAG] = commit
     if cfg.trial.trial_id is not None:
         tags[OPTUNA_STUDY_TAG] = str(cfg.trial.study_name)
         tags[OPTUNA_TRIAL_TAG] = str(cfg.trial.trial_id)

@@ -17,7 +17,14 @@ from src.analysis.summary import children
 from src.config.schema import TrackingConfig
 from src.errors import UserError
 from src.tracking.console import print_runs, quiet_libraries
-from src.tracking.names import DEVICE_WORKER_ENV, PARENT_ENV, SWEEP_TAG
+from src.tracking.names import (
+    DEVICE_WORKER_ENV,
+    OVERRIDES_TAG,
+    PARENT_ENV,
+    SOURCE_TAG,
+    SWEEP_DIR_TAG,
+    SWEEP_TAG,
+)
 from src.tracking.uris import redact_values, tracking_uri
 
 if TYPE_CHECKING:  # Hydra instantiates callbacks for every command: MLflow loads when used
@@ -77,9 +84,9 @@ class MlflowParentRun(Callback):
                 tags=redact_values(
                     {
                         SWEEP_TAG: name,
-                        "sweep.dir": str(HydraConfig.get().sweep.dir),
-                        "hydra.overrides": " ".join(HydraConfig.get().overrides.task),
-                        "mlflow.source.name": "src.train -m",
+                        SWEEP_DIR_TAG: str(HydraConfig.get().sweep.dir),
+                        OVERRIDES_TAG: " ".join(HydraConfig.get().overrides.task),
+                        SOURCE_TAG: "src.train -m",
                     }
                 ),
             )

@@ -27,7 +27,7 @@ import pandas as pd
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
-from src.config.schema import TrackingConfig
+from src.config.schema import ModelConfig, TrackingConfig
 from src.errors import Interrupted, UserError, out_of_space
 from src.tracking.names import (
     ERROR_TAG,
@@ -560,9 +560,24 @@ def log_sklearn_model(model: Any) -> str:
 
 
 @main_process_only
+def log_file(path: Path, artifact_path: str) -> None:
+    """Log a file as a run artifact under `artifact_path`."""
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+@main_process_only
 def log_directory(directory: Path, artifact_path: str) -> None:
     """Log a directory's files as run artifacts under `artifact_path`."""
     mlflow.log_artifacts(str(directory), artifact_path)
+
+
+def run_checkpoint(model: ModelConfig, tracking: TrackingConfig) -> Path | None:
+    """model.from_run's checkpoint, fetched from the tracking store into model.cache_dir; None
+    without model.from_run."""
+    if not model.from_run:
+        return None
+    cache = Path(model.cache_dir) / "runs"
+    return download_run_checkpoint(model.from_run, tracking_uri(tracking), cache)
 
 
 def download_run_checkpoint(run_id: str, uri: str | None, cache_root: Path) -> Path:

@@ -76,7 +76,7 @@ def test_logits(
 
 def test_outcome(task: Task, frame: pd.DataFrame, logits: np.ndarray) -> TestOutcome:
     """Metrics, report, confusion matrix and predictions of the test split's logits."""
-    from src.analysis.plots import confusion_matrix_figure
+    from src.training.figures import confusion_matrix_figure
 
     gold = frame.label.tolist()
     confusion = None

@@ -14,12 +14,14 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial
 
-from src.tracking.names import OPTUNA_STUDY_TAG, OPTUNA_TRIAL_TAG
+from src.tracking.names import (
+    CHAMPION_ALIAS,
+    MODEL_VERSION_TRIAL_TAG,
+    OPTUNA_STUDY_TAG,
+    OPTUNA_TRIAL_TAG,
+)
 
 log = logging.getLogger(__name__)
-
-CHAMPION_ALIAS = "champion"
-TRIAL_TAG = "optuna.trial"  # version tag: the trial number whose model it is
 
 
 @dataclass
@@ -77,7 +79,8 @@ class Registry:
             # no model_id: readers find the logged model in the source.
             f"models:/{model_id}",
             run_id=run_id,
-            tags=tags | {TRIAL_TAG: str(trial.number), OPTUNA_STUDY_TAG: self.study_name},
+            tags=tags
+            | {MODEL_VERSION_TRIAL_TAG: str(trial.number), OPTUNA_STUDY_TAG: self.study_name},
             model_id=model_id,
         )
         self.client.set_registered_model_alias(self.study_name, CHAMPION_ALIAS, version.version)
