@@ -86,18 +86,17 @@ def write_jsonl(rows: list[dict], out: TextIO) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; user errors print one line and exit 2."""
     args = parse_args(argv)
-    import mlflow
-
     from src.checkpoint.classifier import classify
-    from src.checkpoint.locate import resolve_model_dir
+    from src.tracking.models import resolve_model_dir
 
     try:
-        mlflow.set_tracking_uri(command_tracking_uri(args.tracking_uri))
         if args.input is not None and not args.input.is_file():
             raise UserError(f"--input {args.input} does not exist")
         if args.output is not None:
             check_output(args.output)
-        model_dir = resolve_model_dir(args.run_id, args.model)
+        model_dir = resolve_model_dir(
+            args.run_id, args.model, command_tracking_uri(args.tracking_uri)
+        )
         if args.input is not None:
             with args.input.open("rb") as stream:
                 texts = read_texts(stream, str(args.input))

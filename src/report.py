@@ -44,9 +44,9 @@ def log_to_parent(runs: Runs, requested: str | None, out_dir: Path) -> str | Non
     if parent is None:
         log.warning("no parent run found: the report is not logged to MLflow")
         return None
-    import mlflow
+    from src.tracking.record import log_to_run
 
-    mlflow.MlflowClient(tracking_uri=runs.uri).log_artifacts(parent, str(out_dir), "report")
+    log_to_run(runs.uri, parent, out_dir, "report")
     return parent
 
 

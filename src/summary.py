@@ -25,15 +25,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracking-uri")
     args = parser.parse_args(argv)
     quiet_libraries()
-    import mlflow
+    from src.tracking.run_table import latest_children, runs_table
 
-    from src.analysis.summary import latest_children, runs_table
-
-    client = mlflow.MlflowClient(command_tracking_uri(args.tracking_uri))
+    uri = command_tracking_uri(args.tracking_uri)
     # Piped output (CI logs, `| tee`) would otherwise be cut to 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 140)
     try:
-        runs = latest_children(client, args.experiment)
+        runs = latest_children(uri, args.experiment)
     except UserError as exc:
         console.print(f"error: {exc}")
         return 2

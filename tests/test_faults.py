@@ -24,12 +24,12 @@ import pytest
 from mlflow.entities import LoggedModelStatus
 from optuna.trial import TrialState
 
-from src.checkpoint.locate import resolve_model_dir
 from src.config.schema import TrackingConfig
 from src.errors import UserError
 from src.predict import main as predict_main
 from src.sweep.storage import open_storage
 from src.tracking import names, record
+from src.tracking.models import resolve_model_dir
 from src.tracking.names import FAIL_REASON_ATTR
 from src.train import train
 from tests.conftest import QUICK, ROOT, Store, one_error_line, resize, run_module, tmpfs

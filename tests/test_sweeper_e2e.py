@@ -25,9 +25,9 @@ import yaml
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from optuna.trial import FrozenTrial, TrialState
 
-from src.checkpoint.locate import registered_model_id, resolve_model_dir
 from src.errors import UserError
 from src.sweep.storage import open_storage
+from src.tracking.models import registered_model_id, resolve_model_dir
 from src.tracking.names import FAIL_REASON_ATTR, WORKER_ATTR
 from src.tracking.registry import Registry
 

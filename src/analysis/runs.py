@@ -12,11 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.entities import Run
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from src.analysis import stats
 from src.errors import UserError
@@ -28,6 +25,7 @@ from src.tracking.names import (
     SWEEP_TAG,
     RunState,
 )
+from src.tracking.reading import download_artifact, experiment_runs, test_digests
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +111,7 @@ class Runs:
 
 def load_runs(uri: str, experiment: str, parent_run_id: str | None, metric: str) -> Runs:
     """Every run of the experiment (of one parent run if given), sorted into used / not used."""
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        names = [e.name for e in mlflow.search_experiments()]
-        raise UserError(
-            f"no MLflow experiment named {experiment!r} at {uri}; experiments there: "
-            f"{', '.join(names) or '(none)'} (check --experiment and --tracking-uri)"
-        )
-    frame = mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
-    assert isinstance(frame, pd.DataFrame)
-    frame = frame.reset_index(drop=True)
+    frame = experiment_runs(uri, experiment)
     is_parent = column(frame, f"tags.{SWEEP_TAG}").notna()
     parents, children = frame[is_parent], frame[~is_parent]
     if parent_run_id:
@@ -144,7 +133,7 @@ def load_runs(uri: str, experiment: str, parent_run_id: str | None, metric: str)
         table[col.removeprefix("params.")] = pd.Series(values, index=table.index, dtype=object)
     for suffix, _ in METRICS:
         table[suffix] = column(children, f"metrics.test_{suffix}")
-    digests = test_digests(experiment)
+    digests = test_digests(uri, experiment)
     table["test_digest"] = [digests.get(r) for r in table.run_id]
     params = [c.removeprefix("params.") for c in param_cols]
     used = table.state == RunState.completed
@@ -156,22 +145,6 @@ def load_runs(uri: str, experiment: str, parent_run_id: str | None, metric: str)
         parents=parents.sort_values("start_time").reset_index(drop=True),
         params=params,
     )
-
-
-def test_digests(experiment: str) -> dict[str, str]:
-    """Each run's digest of its test split, from the dataset inputs MLflow recorded."""
-    found = mlflow.search_runs(experiment_names=[experiment], output_format="list")
-    assert isinstance(found, list)
-    return {run.info.run_id: digest for run in found if (digest := test_digest(run))}
-
-
-def test_digest(run: Run) -> str | None:
-    """The digest of the dataset input logged with context 'test', None if none was."""
-    for entry in run.inputs.dataset_inputs if run.inputs else []:
-        tags = {tag.key: tag.value for tag in entry.tags}
-        if tags.get(MLFLOW_DATASET_CONTEXT) == "test":
-            return str(entry.dataset.digest)
-    return None
 
 
 def drop_repeats(runs: Runs, factors: Sequence[str]) -> Runs:
@@ -276,18 +249,7 @@ class Artifacts:
 
     def _download(self, run_id: str, artifact: str) -> str | None:
         """A run's artifact as a local path, None (with a warning) if the run has none."""
-        try:
-            return str(
-                mlflow.artifacts.download_artifacts(
-                    run_id=run_id,
-                    artifact_path=artifact,
-                    dst_path=str(self.dir / run_id),
-                    tracking_uri=self.uri,
-                )
-            )
-        except Exception as exc:
-            log.warning("run %s: no %s (%s)", run_id, artifact, exc)
-            return None
+        return download_artifact(self.uri, run_id, artifact, self.dir / run_id)
 
     def _read_predictions(self, run_id: str) -> pd.DataFrame | None:
         path = self._download(run_id, PREDICTIONS)

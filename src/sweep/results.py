@@ -10,7 +10,7 @@ import os
 import shlex
 import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,63 +21,18 @@ from optuna.trial import FrozenTrial, TrialState
 from src.sweep.objectives import best_trials
 from src.sweep.search_space import format_value, param_overrides
 from src.sweep.storage import tool_commands
-from src.tracking.names import BEST_TRIAL_TAG, MAX_PARAM_LEN, PARENT_ENV, PARETO_TRIALS_TAG
+from src.tracking.names import BEST_TRIAL_TAG, PARETO_TRIALS_TAG
+from src.tracking.parent import SweepRun
 from src.tracking.uris import redact
 
 if TYPE_CHECKING:
-    from src.tracking.registry import Registry
+    pass
 
 log = logging.getLogger(__name__)
 
 
-class ParentRun:
+class ParentRun(SweepRun):
     """The sweep's parent MLflow run (created by the caller); every call here is best effort."""
-
-    def __init__(self, run_id: str) -> None:
-        import mlflow
-
-        self.run_id = run_id
-        self.client = mlflow.MlflowClient()
-        self._broken = False
-
-    @classmethod
-    def from_env(cls) -> ParentRun | None:
-        """The run named by $CLFSWEEP_PARENT_RUN_ID (tracking URI from $MLFLOW_TRACKING_URI)."""
-        run_id = os.environ.get(PARENT_ENV)
-        if not run_id:
-            return None
-        try:
-            return cls(run_id)
-        except Exception as exc:
-            log.warning("MLflow parent run %s unusable: %s", run_id, exc)
-            return None
-
-    def _safe(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """Call an MLflow client method; warn once and go on if tracking fails."""
-        if self._broken:
-            return
-        try:
-            fn(*args, **kwargs)
-        except Exception as exc:
-            self._broken = True
-            log.warning("MLflow: could not %s on parent run %s: %s", what, self.run_id, exc)
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        """Log params one by one (a re-run with a different value must not stop the others)."""
-        for key, value in params.items():
-            try:
-                self.client.log_param(self.run_id, key, redact(str(value))[:MAX_PARAM_LEN])
-            except Exception as exc:
-                log.debug("MLflow param %s not logged: %s", key, exc)
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        """Set tags on the parent run."""
-        for key, value in tags.items():
-            self._safe("set a tag", self.client.set_tag, self.run_id, key, redact(str(value)))
-
-    def log_metric(self, key: str, value: float, step: int) -> None:
-        """One metric of the parent run."""
-        self._safe("log a metric", self.client.log_metric, self.run_id, key, value, step=step)
 
     def log_trial(
         self, trial: FrozenTrial, study: optuna.Study, names: Sequence[str] | None = None
@@ -105,26 +60,6 @@ class ParentRun:
         tags = {f"best.{k}": format_value(v) for k, v in top.params.items()}
         tags[BEST_TRIAL_TAG] = str(top.number)
         self.set_tags(tags)
-
-    def registry(self, study_name: str, maximize: bool, labels: Sequence[str]) -> Registry | None:
-        """The study's registered model, in the MLflow store of this run (None if unreachable)."""
-        from src.tracking.registry import Registry
-
-        try:
-            experiment_id = self.client.get_run(self.run_id).info.experiment_id
-        except Exception as exc:
-            log.warning(
-                "MLflow parent run %s unusable for the model registry: %s", self.run_id, exc
-            )
-            return None
-        return Registry(self.client, experiment_id, study_name, maximize, labels)
-
-    def log_artifacts(self, paths: Sequence[Path], artifact_path: str) -> None:
-        """Upload files to the parent run."""
-        for path in paths:
-            self._safe(
-                "log an artifact", self.client.log_artifact, self.run_id, str(path), artifact_path
-            )
 
 
 def count_states(trials: Sequence[FrozenTrial]) -> dict[str, int]:

@@ -136,7 +136,7 @@ def print_runs(runs: Sequence[mlflow.entities.Run], title: str) -> None:
     """The result table of runs (one or a multirun's children), to stdout."""
     from rich.console import Console
 
-    from src.analysis.summary import runs_table
+    from src.tracking.run_table import runs_table
 
     # Piped output (CI logs, `| tee`) would otherwise be cut to 80 columns.
     Console(width=None if sys.stdout.isatty() else 160).print(runs_table(runs, title))

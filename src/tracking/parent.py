@@ -6,29 +6,33 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from src.analysis.summary import children
 from src.config.schema import TrackingConfig
 from src.errors import UserError
 from src.tracking.console import print_runs, quiet_libraries
 from src.tracking.names import (
     DEVICE_WORKER_ENV,
+    MAX_PARAM_LEN,
     OVERRIDES_TAG,
     PARENT_ENV,
     SOURCE_TAG,
     SWEEP_DIR_TAG,
     SWEEP_TAG,
 )
-from src.tracking.uris import redact_values, tracking_uri
+from src.tracking.run_table import children
+from src.tracking.uris import redact, redact_values, tracking_uri
 
 if TYPE_CHECKING:  # Hydra instantiates callbacks for every command: MLflow loads when used
     from mlflow import MlflowClient
+
+    from src.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -144,3 +148,74 @@ def find_open_parent(client: MlflowClient, experiment_id: str, name: str) -> str
         order_by=["attributes.start_time ASC"],
     )
     return runs[0].info.run_id if runs else None
+
+
+class SweepRun:
+    """A multirun's parent MLflow run as a sweep writes to it while it goes: every call is best
+    effort (a tracking hiccup never stops the sweep)."""
+
+    def __init__(self, run_id: str) -> None:
+        import mlflow
+
+        self.run_id = run_id
+        self.client = mlflow.MlflowClient()
+        self._broken = False
+
+    @classmethod
+    def from_env(cls) -> Self | None:
+        """The run named by $CLFSWEEP_PARENT_RUN_ID (tracking URI from $MLFLOW_TRACKING_URI)."""
+        run_id = os.environ.get(PARENT_ENV)
+        if not run_id:
+            return None
+        try:
+            return cls(run_id)
+        except Exception as exc:
+            log.warning("MLflow parent run %s unusable: %s", run_id, exc)
+            return None
+
+    def _safe(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Call an MLflow client method; warn once and go on if tracking fails."""
+        if self._broken:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:
+            self._broken = True
+            log.warning("MLflow: could not %s on parent run %s: %s", what, self.run_id, exc)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params one by one (a re-run with a different value must not stop the others)."""
+        for key, value in params.items():
+            try:
+                self.client.log_param(self.run_id, key, redact(str(value))[:MAX_PARAM_LEN])
+            except Exception as exc:
+                log.debug("MLflow param %s not logged: %s", key, exc)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags on the parent run."""
+        for key, value in tags.items():
+            self._safe("set a tag", self.client.set_tag, self.run_id, key, redact(str(value)))
+
+    def log_metric(self, key: str, value: float, step: int) -> None:
+        """One metric of the parent run."""
+        self._safe("log a metric", self.client.log_metric, self.run_id, key, value, step=step)
+
+    def registry(self, study_name: str, maximize: bool, labels: Sequence[str]) -> Registry | None:
+        """The study's registered model, in the MLflow store of this run (None if unreachable)."""
+        from src.tracking.registry import Registry
+
+        try:
+            experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        except Exception as exc:
+            log.warning(
+                "MLflow parent run %s unusable for the model registry: %s", self.run_id, exc
+            )
+            return None
+        return Registry(self.client, experiment_id, study_name, maximize, labels)
+
+    def log_artifacts(self, paths: Sequence[Path], artifact_path: str) -> None:
+        """Upload files to the parent run."""
+        for path in paths:
+            self._safe(
+                "log an artifact", self.client.log_artifact, self.run_id, str(path), artifact_path
+            )

@@ -559,6 +559,11 @@ def log_sklearn_model(model: Any) -> str:
     return str(info.model_uri)
 
 
+def log_to_run(uri: str, run_id: str, directory: Path, artifact_path: str) -> None:
+    """Log a directory's files to a run that may have ended (a sweep's parent run)."""
+    mlflow.MlflowClient(tracking_uri=uri).log_artifacts(run_id, str(directory), artifact_path)
+
+
 @main_process_only
 def log_file(path: Path, artifact_path: str) -> None:
     """Log a file as a run artifact under `artifact_path`."""

@@ -47,9 +47,11 @@ def registered_model_id(name: str, alias: str) -> str | None:
     return logged.group(1) if logged else None
 
 
-def resolve_model_dir(run_id: str | None, model: str | None) -> Path:
+def resolve_model_dir(run_id: str | None, model: str | None, uri: str | None = None) -> Path:
     """A local checkpoint directory from a run id, an MLflow model URI or a directory; logged
-    models must be complete (READY)."""
+    models must be complete (READY). `uri`: the store to read (else MLflow's current one)."""
+    if uri is not None:
+        mlflow.set_tracking_uri(uri)
     if run_id:
         try:
             outputs = mlflow.get_run(run_id).outputs

@@ -1,4 +1,4 @@
-"""The terminal table of a multirun: one row per child run of its parent run."""
+"""The terminal table of runs (one run, a multirun's children): read back from MLflow."""
 
 from __future__ import annotations
 
@@ -22,8 +22,11 @@ COLUMNS = {
 }
 
 
-def latest_children(client: mlflow.MlflowClient, experiment: str) -> list[mlflow.entities.Run]:
+def latest_children(uri: str, experiment: str) -> list[mlflow.entities.Run]:
     """The child runs of the experiment's most recent parent run, oldest first."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise UserError(f"no MLflow experiment named {experiment!r} at {client.tracking_uri}")
