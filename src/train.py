@@ -91,7 +91,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
     from src.model.backbones import check_backbone, load_tokenizer, resolve_backbone
     from src.model.build import build_classifier
     from src.model.memory import preflight
-    from src.model.methods import export_model, restrict_head
+    from src.model.methods import restrict_head
     from src.model.precision import resolve_precision
     from src.sweep.trial import open_trial, pruning_hook
     from src.task.heads import make_task, selection_metric
@@ -162,13 +162,13 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
                 StepLogger(run_record.log_train_step),
                 StepsDone(console.StepProgress),
             ],
-            head_lr=cfg.method.head_lr,
+            learning_rate=built.method.learning_rate,
         )
         shutil.rmtree(Path(cfg.output_dir) / "trainer", ignore_errors=True)
         final = evaluate.best_epoch_metrics(fitted.best_metric, fitted.best_epoch, selection)
         final["train_samples_per_second"] = fitted.train_samples_per_second
         final["train_runtime"] = fitted.train_runtime
-        exported = restrict_head(export_model(fitted.model), task.outputs)
+        exported = restrict_head(built.method.export(fitted.model), task.outputs)
         task = evaluate.calibrate(task, exported, tokenizer, inputs.valid, splits.valid)
         logits, test_speed = evaluate.test_logits(exported, tokenizer, inputs.test)
         outcome = evaluate.test_outcome(task, splits.test, logits)

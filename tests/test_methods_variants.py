@@ -23,14 +23,8 @@ from src.config.schema import (
 )
 from src.errors import UserError
 from src.model.backbones import Backbone, load_classifier, load_tokenizer
-from src.model.methods import (
-    apply_method,
-    check_method,
-    export_model,
-    freeze_below_top,
-    lora_config,
-    restrict_head,
-)
+from src.model.methods import apply_method, check_method, export_model, method_of, restrict_head
+from src.model.methods.freeze_layers import freeze_below_top
 from src.model.tiny import materialize_tiny
 from src.training.arguments import training_arguments
 from src.training.inference import predict_logits
@@ -70,9 +64,9 @@ def logits_of(model: PreTrainedModel, tokenizer: object) -> np.ndarray:
 
 
 def test_dora_and_rslora_are_peft_switches() -> None:
-    dora = lora_config(MethodConfig(name="dora", rank=8), PRESETS["qwen2"])
+    dora = method_of(MethodConfig(name="dora", rank=8)).peft_config(PROJECTIONS)
     assert dora.use_dora and not dora.use_rslora and dora.lora_alpha == 16
-    rslora = lora_config(MethodConfig(name="lora", rank=8, use_rslora=True), PRESETS["qwen2"])
+    rslora = method_of(MethodConfig(name="lora", rank=8, use_rslora=True)).peft_config(PROJECTIONS)
     assert rslora.use_rslora and not rslora.use_dora and rslora.modules_to_save is None
 
 
@@ -130,8 +124,13 @@ def test_head_lr_puts_the_head_in_its_own_groups(tmp_path: Path) -> None:
     trainer_cfg = TrainerConfig(lr=1e-4, weight_decay=0.01)
     args = training_arguments(trainer_cfg, tmp_path / "t", 0, "eval_loss", Precision.fp32)
     data = TokenizedDataset([[1, 2, 3]], [0])
+    method = method_of(MethodConfig(name="lora", rank=4, head_lr=5e-3))
     trainer = ClassifierTrainer(
-        model=peft, args=args, train_dataset=data, eval_dataset=data, head_lr=5e-3
+        model=peft,
+        args=args,
+        train_dataset=data,
+        eval_dataset=data,
+        learning_rate=method.learning_rate,
     )
     optimizer = trainer.create_optimizer()
     by_lr: dict[float, set[str]] = {}

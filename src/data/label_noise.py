@@ -143,7 +143,6 @@ def model_scorer(cfg: DictConfig, label_names: Sequence[str], workdir: Path) -> 
     from src.data.splitting import stratified_split
     from src.model.backbones import load_tokenizer, resolve_backbone
     from src.model.build import build_classifier
-    from src.model.methods import export_model
     from src.model.precision import resolve_precision
     from src.task.metrics import classification_metrics
     from src.training.arguments import training_arguments
@@ -176,9 +175,10 @@ def model_scorer(cfg: DictConfig, label_names: Sequence[str], workdir: Path) -> 
             ),
             lambda logits: classification_metrics(valid_labels, logits.argmax(-1), n_labels),
             callbacks=[],
+            learning_rate=built.method.learning_rate,
         )
         logits, _ = predict_logits(
-            export_model(fitted.model),
+            built.method.export(fitted.model),
             tokenizer,
             encode(held).encodings,
             batch_size=cfg.trainer.eval_batch_size,
