@@ -3,16 +3,16 @@ merged into the backbone at export. DoRA, QLoRA and LoRA+ build on it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from src.config.schema import ModelConfig
 from src.errors import UserError
-from src.model.methods.method import Method, head_size, is_head_parameter
+from src.model.methods.method import Method, built, check_targets, head_size
 
 if TYPE_CHECKING:
     import optuna
     from omegaconf import DictConfig
-    from peft import LoraConfig, PeftConfig, PeftModel
+    from peft import LoraConfig, PeftModel
     from torch import nn
     from transformers import PreTrainedModel
 
@@ -95,43 +95,6 @@ class Lora(Method):
         adapters = shape.targeted(plan.target_modules)
         copy = (p + 1) * sum(a for a, _, _ in adapters.values()) if plan.lora_dropout > 0 else 0
         return copy + p * plan.rank * len(adapters)
-
-
-def built(make: Any) -> PeftConfig:
-    """The PEFT config `make()` builds; its refusal of a setting as one line."""
-    try:
-        config: PeftConfig = make()
-    except (ValueError, TypeError) as exc:
-        reason = " ".join(str(exc).split())
-        raise UserError(f"method: PEFT refuses these settings: {reason}") from None
-    return config
-
-
-def check_targets(config: Any, model: nn.Module, key: str) -> None:
-    """Each target module of a PEFT config (LoRA's, IA3's, ...) matches a module PEFT can
-    adapt, by PEFT's own matching rule: PEFT alone refuses only a list of which none matches,
-    and ignores a misspelt one among others."""
-    import dataclasses
-
-    from peft.tuners.tuners_utils import check_target_module_exists
-    from torch import nn
-
-    targets = sorted(config.target_modules or [])
-    if "all-linear" in targets:
-        return
-    adaptable = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-    # The head trains in full (SEQ_CLS puts it in modules_to_save), so no adapter wraps it.
-    names = {n: m for n, m in model.named_modules() if n and not is_head_parameter(n)}
-    leaves = sorted({n.rsplit(".", 1)[-1] for n, m in names.items() if isinstance(m, adaptable)})
-    for target in targets:
-        single = dataclasses.replace(config, target_modules=[target])
-        matched = [m for n, m in names.items() if check_target_module_exists(single, n) is True]
-        if not any(isinstance(m, adaptable) for m in matched):
-            found = "only modules that PEFT cannot adapt" if matched else "no module"
-            raise UserError(
-                f"{key}: {target!r} matches {found} in this {type(model).__name__}; its"
-                f" adaptable modules are named {', '.join(leaves)} (or use all-linear)"
-            )
 
 
 def embedding_module(model: PreTrainedModel) -> str:

@@ -8,7 +8,7 @@ method that trains the backbone as loaded (weights stored in the training precis
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from src.config.schema import MethodConfig, ModelConfig, Precision
 from src.errors import UserError
@@ -17,7 +17,7 @@ from src.model.precision import storage_precision
 if TYPE_CHECKING:  # torch, peft and transformers load when a model is built, not on import
     import optuna
     from omegaconf import DictConfig
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
     from torch import nn
     from transformers import BitsAndBytesConfig, PreTrainedModel
 
@@ -122,6 +122,44 @@ def is_head_parameter(name: str) -> bool:
 def head_size(shape: Shape, num_labels: int) -> int:
     """Parameters of the classification layer alone (no pooler, no final norm)."""
     return shape.hidden * num_labels + (num_labels if shape.encoder else 0)
+
+
+def built(make: Any) -> PeftConfig:
+    """The PEFT config `make()` builds; its refusal of a setting as one line."""
+    try:
+        config: PeftConfig = make()
+    except (ValueError, TypeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise UserError(f"method: PEFT refuses these settings: {reason}") from None
+    return config
+
+
+def check_targets(config: Any, model: nn.Module, key: str) -> None:
+    """Each target module of a PEFT config (LoRA's, IA3's, ...) matches a module PEFT can
+    adapt, by PEFT's own matching rule: PEFT alone refuses only a list of which none matches,
+    and ignores a misspelt one among others."""
+    import copy
+
+    from peft.tuners.tuners_utils import check_target_module_exists
+    from torch import nn
+
+    targets = sorted(config.target_modules or [])
+    if "all-linear" in targets:
+        return
+    adaptable = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    # The head trains in full (SEQ_CLS puts it in modules_to_save), so no adapter wraps it.
+    names = {n: m for n, m in model.named_modules() if n and not is_head_parameter(n)}
+    leaves = sorted({n.rsplit(".", 1)[-1] for n, m in names.items() if isinstance(m, adaptable)})
+    for target in targets:
+        single = copy.copy(config)  # not rebuilt: the other settings may depend on all targets
+        single.target_modules = {target}
+        matched = [m for n, m in names.items() if check_target_module_exists(single, n) is True]
+        if not any(isinstance(m, adaptable) for m in matched):
+            found = "only modules that PEFT cannot adapt" if matched else "no module"
+            raise UserError(
+                f"{key}: {target!r} matches {found} in this {type(model).__name__}; its"
+                f" adaptable modules are named {', '.join(leaves)} (or use all-linear)"
+            )
 
 
 def export_model(model: PreTrainedModel | PeftModel) -> PreTrainedModel:
