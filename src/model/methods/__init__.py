@@ -73,8 +73,10 @@ def method_of(cfg: Any) -> Method:
     from omegaconf.errors import OmegaConfBaseException
 
     cls = method_named(str(cfg.name))
+    values = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)  # untyped: the
+    # schema of another method (or the shared MethodConfig) does not merge into this one's
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(cls.schema), cfg)
+        typed = OmegaConf.merge(OmegaConf.structured(cls.schema), values)
     except OmegaConfBaseException as exc:
         raise UserError(
             f"method.name={cfg.name}: {str(exc).splitlines()[0]} (choose it as method={cfg.name})"
