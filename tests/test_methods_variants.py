@@ -1,5 +1,6 @@
-"""Specification of the method variants: DoRA, rsLoRA, trained embeddings, head learning rate,
-top-layer fine-tuning, QLoRA's GPU requirement, and dropping auxiliary head outputs."""
+"""Specification of the methods: one module and one yaml each; DoRA, rsLoRA, trained
+embeddings, head learning rate, top-layer fine-tuning, QLoRA's GPU requirement, IA3, and
+dropping auxiliary head outputs."""
 
 from __future__ import annotations
 
@@ -23,8 +24,19 @@ from src.config.schema import (
 )
 from src.errors import UserError
 from src.model.backbones import Backbone, load_classifier, load_tokenizer
-from src.model.methods import apply_method, check_method, export_model, method_of, restrict_head
+from src.model.memory import Plan, shape_from_config, trainable_parameters
+from src.model.methods import (
+    apply_method,
+    check_method,
+    check_method_fits,
+    export_model,
+    is_head_parameter,
+    method_of,
+    methods,
+    restrict_head,
+)
 from src.model.methods.freeze_layers import freeze_below_top
+from src.model.methods.ia3 import PAPER_TARGETS, IA3Settings
 from src.model.tiny import materialize_tiny
 from src.training.arguments import training_arguments
 from src.training.inference import predict_logits
@@ -221,3 +233,46 @@ def test_freeze_layers_run(store: Store) -> None:
     metrics = run.data.metrics
     assert 0 < metrics["trainable_params"] < metrics["total_params"] / 2
     assert "test_macro_f1" in metrics
+
+
+def test_every_method_is_one_module_and_one_yaml_and_help_lists_it() -> None:
+    from tests.conftest import CONF, run_module
+
+    assert set(methods()) == {p.stem for p in (CONF / "method").glob("*.yaml")}
+    done = run_module("src.train", "--help")
+    listed = next(line for line in done.stdout.splitlines() if line.startswith("method: "))
+    assert listed.removeprefix("method: ").split(", ") == sorted(methods())
+
+
+@pytest.mark.parametrize("family", ["qwen2", "bert"])
+def test_ia3_trains_its_vectors_and_the_head_as_the_estimate_counts(
+    family: str, tmp_path: Path
+) -> None:
+    """With the paper's targets (keys, values, the feed-forward output layer's input), the
+    trained parameters are the rescaling vectors and the head, as many as the estimate counts."""
+    model, _ = classifier(family, tmp_path)
+    targets = list(PAPER_TARGETS["encoder" if family == "bert" else "decoder"])
+    peft = apply_method(model, IA3Settings(name="ia3", target_modules=targets), PRESETS[family])
+    trainable = {n: p for n, p in peft.named_parameters() if p.requires_grad}
+    assert all(".ia3_l." in n or is_head_parameter(n) for n in trainable)
+    down = "output.dense" if family == "bert" else "down_proj"
+    width = model.config.intermediate_size
+    assert {p.numel() for n, p in trainable.items() if f"{down}.ia3_l" in n} >= {width}
+    plan = Plan(method="ia3", target_modules=tuple(targets), num_labels=2)
+    shape = shape_from_config(model.config.to_dict())
+    assert sum(p.numel() for p in trainable.values()) == trainable_parameters(shape, plan)
+
+
+def test_ia3_settings_are_typed_and_checked_by_building_peft_config(
+    compose_cfg, tmp_path: Path
+) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    cfg = compose_cfg("method=ia3", "method.feedforward_modules=[down_proj]")
+    assert cfg.method.name == "ia3" and cfg.method.feedforward_modules == ["down_proj"]
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("method=lora", "method.feedforward_modules=[down_proj]")
+    model, _ = classifier("qwen2", tmp_path)
+    method = IA3Settings(name="ia3", target_modules=["v_proj"], feedforward_modules=["down_proj"])
+    with pytest.raises(UserError, match=r"method.feedforward_modules=\['down_proj'\] must be"):
+        check_method_fits(method, PRESETS["qwen2"], model)
