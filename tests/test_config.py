@@ -202,6 +202,7 @@ BAD_VALUES: dict[str, list[list[str]]] = {
     "method.target_modules": [["method.target_modules=[mlp]"], ["method.target_modules=[q_prj]"]],
     "method.head_lr": [["method.head_lr=0"]],
     "method.feedforward_modules": [["method=ia3", "method.feedforward_modules=[gate_proj]"]],
+    "method.loraplus_lr_ratio": [["method=loraplus", "method.loraplus_lr_ratio=0.5"]],
     "method.trainable_layers": [
         ["method=freeze_layers", "method.trainable_layers=-1"],
         ["method=freeze_layers", "method.trainable_layers=3"],  # tiny_qwen2 has 2 blocks

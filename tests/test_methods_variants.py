@@ -1,5 +1,5 @@
 """Specification of the methods: one module and one yaml each; DoRA, rsLoRA, trained
-embeddings, head learning rate, top-layer fine-tuning, QLoRA's GPU requirement, IA3, and
+embeddings, head learning rate, top-layer fine-tuning, QLoRA's GPU requirement, IA3, LoRA+, and
 dropping auxiliary head outputs."""
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from src.model.methods import (
 )
 from src.model.methods.freeze_layers import freeze_below_top
 from src.model.methods.ia3 import PAPER_TARGETS, IA3Settings
+from src.model.methods.loraplus import LoraPlusSettings
 from src.model.tiny import materialize_tiny
 from src.training.arguments import training_arguments
 from src.training.inference import predict_logits
@@ -276,3 +277,50 @@ def test_ia3_settings_are_typed_and_checked_by_building_peft_config(
     method = IA3Settings(name="ia3", target_modules=["v_proj"], feedforward_modules=["down_proj"])
     with pytest.raises(UserError, match=r"method.feedforward_modules=\['down_proj'\] must be"):
         check_method_fits(method, PRESETS["qwen2"], model)
+
+
+def optimizer_rates(model: PreTrainedModel, method_cfg: MethodConfig, tmp_path: Path) -> dict:
+    """{learning rate: names of the parameters the Trainer's optimizer updates at it}."""
+    trainer_cfg = TrainerConfig(lr=1e-4, weight_decay=0.01)
+    args = training_arguments(trainer_cfg, tmp_path / "t", 0, "eval_loss", Precision.fp32)
+    data = TokenizedDataset([[1, 2, 3]], [0])
+    trainer = ClassifierTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        eval_dataset=data,
+        learning_rate=method_of(method_cfg).learning_rate,
+    )
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_lr: dict[float, set[str]] = {}
+    for group in trainer.create_optimizer().param_groups:
+        by_lr.setdefault(group["lr"], set()).update(names[id(p)] for p in group["params"])
+    return by_lr
+
+
+def test_loraplus_trains_loras_parameters_with_the_b_matrices_at_ratio_times_lr(
+    tmp_path: Path,
+) -> None:
+    model, _ = classifier("qwen2", tmp_path)
+    lora = apply_method(model, MethodConfig(name="lora", rank=4), PRESETS["qwen2"])
+    lora_trainable = {n for n, p in lora.named_parameters() if p.requires_grad}
+    model, _ = classifier("qwen2", tmp_path)
+    settings = LoraPlusSettings(name="loraplus", rank=4, loraplus_lr_ratio=8.0, head_lr=5e-3)
+    peft = apply_method(model, settings, PRESETS["qwen2"])
+    trainable = {n for n, p in peft.named_parameters() if p.requires_grad}
+    assert trainable == lora_trainable  # the same adapters and head as LoRA
+    by_lr = optimizer_rates(peft, settings, tmp_path)
+    assert set(by_lr) == {1e-4, 8e-4, 5e-3}
+    assert by_lr[8e-4] == {n for n in trainable if ".lora_B." in n} != set()
+    assert by_lr[5e-3] == {n for n in trainable if is_head_parameter(n)} != set()
+    assert by_lr[1e-4] == trainable - by_lr[8e-4] - by_lr[5e-3]
+    assert all(".lora_A." in n for n in by_lr[1e-4])
+
+
+def test_loraplus_default_ratio_is_16_and_below_1_is_refused(compose_cfg) -> None:
+    cfg = compose_cfg("method=loraplus")
+    assert cfg.method.loraplus_lr_ratio == 16 and method_of(cfg.method).learning_rate(
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight", 1e-4
+    ) == pytest.approx(16e-4)
+    with pytest.raises(UserError, match=re.escape("method.loraplus_lr_ratio must be >= 1")):
+        check_method(LoraPlusSettings(name="loraplus", loraplus_lr_ratio=0.5))
