@@ -324,3 +324,23 @@ def test_loraplus_default_ratio_is_16_and_below_1_is_refused(compose_cfg) -> Non
     ) == pytest.approx(16e-4)
     with pytest.raises(UserError, match=re.escape("method.loraplus_lr_ratio must be >= 1")):
         check_method(LoraPlusSettings(name="loraplus", loraplus_lr_ratio=0.5))
+
+
+# Trainable parameters of tiny_qwen2 (hidden 64, kv 32, MLP 128, 2 blocks, 2 labels): IA3's
+# vectors on q (64), v (32) and down_proj's input (128); LoRA+'s rank-16 A and B on all seven
+# projections (in + out: 128 + 96 + 96 + 128 + 192 + 192 + 192); and the 64 x 2 head.
+TINY_TRAINABLE = {"ia3": 2 * (64 + 32 + 128) + 128, "loraplus": 2 * 16 * 1024 + 128}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(TINY_TRAINABLE))
+def test_a_tiny_run_of_each_new_method(store: Store, method: str) -> None:
+    """`python -m src.train model=tiny_qwen2 method=ia3|loraplus`: one epoch, the usual
+    metrics, the method's tag and its trainable parameters."""
+    run = train_run(
+        store, "model=tiny_qwen2", "data=fund_reviews", f"method={method}", "trainer.max_len=32"
+    )
+    metrics = run.data.metrics
+    assert run.data.tags["method"] == method
+    assert {"test_macro_f1", "best_eval_macro_f1"} <= set(metrics)
+    assert metrics["trainable_params"] == TINY_TRAINABLE[method]
