@@ -19,6 +19,8 @@ What is counted, per training step at the longest batch (trainer.batch_size x tr
   block keeps only its input and one block is recomputed at a time;
 - temporaries of the backward pass (the gradient flowing back through the top block), bf16
   copies of fp32 weights under autocast, and on a GPU the CUDA context.
+Each method's own terms (trainable parameters, weights, adapter activations, the blocks that
+keep activations) come from its class in src/model/methods; an unknown method is refused.
 Checked against the tensor-level peak of a training step measured on tiny models on a CPU
 (tests/test_estimate.py); on a GPU, expect the allocator's fragmentation on top (~10 %).
 """

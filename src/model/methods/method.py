@@ -8,6 +8,7 @@ method that trains the backbone as loaded (weights stored in the training precis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from src.config.schema import MethodConfig, ModelConfig, Precision
@@ -124,7 +125,7 @@ def head_size(shape: Shape, num_labels: int) -> int:
     return shape.hidden * num_labels + (num_labels if shape.encoder else 0)
 
 
-def built(make: Any) -> PeftConfig:
+def built(make: Callable[[], PeftConfig]) -> PeftConfig:
     """The PEFT config `make()` builds; its refusal of a setting as one line."""
     try:
         config: PeftConfig = make()
