@@ -132,8 +132,8 @@ def model_scorer(cfg: DictConfig, label_names: Sequence[str]) -> FoldScorer:
         training = mix_training(splits, cfg.data.mix, cfg.seed)
         prepared = prepare(cfg, splits, training)
         task = SingleLabel(splits.label_names)  # what rank_suspects reads: one class a row
-        model = build_model(cfg, prepared, training, task).model
-        exported = train_model(cfg, prepared, model, splits, training, task).exported
+        built = build_model(cfg, prepared, training, task)
+        exported = train_model(cfg, prepared, built, splits, training, task).exported
         logits, _ = test_logits(exported, prepared.tokenizer, prepared.inputs.test)
         return task.probabilities(logits)
 

@@ -128,7 +128,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
             StepLogger(run_record.log_train_step),
             StepsDone(console.StepProgress),
         ]
-        trained = train_model(cfg, prepared, built.model, splits, training, task, callbacks)
+        trained = train_model(cfg, prepared, built, splits, training, task, callbacks)
         final = evaluate.best_epoch_metrics(
             trained.fitted.best_metric, trained.fitted.best_epoch, selection
         )
@@ -220,15 +220,16 @@ def build_model(cfg: DictConfig, prepared: Prepared, training: TrainingSet, task
 def train_model(
     cfg: DictConfig,
     prepared: Prepared,
-    model: PreTrainedModel,
+    built: Built,
     splits: Splits,
     training: TrainingSet,
     task: Task,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Trained:
-    """Train with validation every epoch, keep the best epoch by the selection metric, export.
-    The Trainer's own files (under the job's folder) go when it is done."""
-    from src.model.methods import export_model, restrict_head
+    """Train with validation every epoch (at the method's learning rates), keep the best epoch by
+    the selection metric, export. The Trainer's own files (under the job's folder) go when it is
+    done."""
+    from src.model.methods import restrict_head
     from src.task.heads import selection_metric
     from src.training import evaluate
     from src.training.arguments import training_arguments
@@ -237,7 +238,7 @@ def train_model(
     workdir = Path(cfg.output_dir) / "trainer"
     selection = selection_metric(cfg.optimized_metric, cfg.task.metric)
     fitted = fit(
-        model,
+        built.model,
         prepared.tokenizer,
         *training_datasets(task, prepared.inputs, training.frame, splits.valid),
         training_arguments(
@@ -245,10 +246,10 @@ def train_model(
         ),
         evaluate.validation_score(task, prepared.inputs.valid, splits.valid),
         callbacks=callbacks,
-        head_lr=cfg.method.head_lr,
+        learning_rate=built.method.learning_rate,
     )
     shutil.rmtree(workdir, ignore_errors=True)
-    return Trained(fitted, restrict_head(export_model(fitted.model), task.outputs))
+    return Trained(fitted, restrict_head(built.method.export(fitted.model), task.outputs))
 
 
 def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float | list[float]:

@@ -20,9 +20,10 @@ import yaml
 from torch.profiler import ProfilerActivity, profile
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
+from src.errors import UserError
 from src.model import memory as est
 from src.model.backbones import Backbone, load_classifier, load_tokenizer
-from src.model.methods import apply_method
+from src.model.methods import apply_method, methods
 
 CONF_MODELS = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -134,6 +135,8 @@ def measured_peak(model: Any, batch: dict[str, torch.Tensor], tmp_path: Path) ->
         ("tiny_bert", "lora", []),
         ("tiny_bert", "sft", []),
         ("tiny_qwen2", "head_only", []),
+        ("tiny_qwen2", "ia3", []),
+        ("tiny_bert", "ia3", []),
     ],
 )
 def test_estimate_within_25_percent_of_measured_peak(
@@ -170,6 +173,17 @@ def test_report_without_gpu() -> None:
     text = est.report(est.PRESETS["qwen2_7b_base"], est.Plan(method="sft"), "qwen2_7b_base")
     assert "no CUDA GPU is visible" in text
     assert "QLoRA" in text and "DeepSpeed ZeRO-3" in text and "gradient checkpointing" in text
+
+
+@pytest.mark.parametrize("method", sorted(methods()))
+def test_every_method_has_its_row_in_the_estimate(method: str) -> None:
+    text = est.report(est.PRESETS["qwen2_7b_base"], est.Plan(method=method), "qwen2_7b_base")
+    assert f"trainable ({method});" in text.splitlines()[0]
+
+
+def test_an_unknown_method_is_refused_not_estimated_as_another() -> None:
+    with pytest.raises(UserError, match=r"method\.name=adapter is not one of"):
+        est.estimate(est.PRESETS["qwen2_7b_base"], est.Plan(method="adapter"))
 
 
 def test_preflight_measures_the_estimate(

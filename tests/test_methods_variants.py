@@ -1,5 +1,6 @@
-"""Specification of the method variants: DoRA, rsLoRA, trained embeddings, head learning rate,
-top-layer fine-tuning, QLoRA's GPU requirement, and dropping auxiliary head outputs."""
+"""Specification of the methods: one module and one yaml each; DoRA, rsLoRA, trained
+embeddings, head learning rate, top-layer fine-tuning, QLoRA's GPU requirement, IA3, LoRA+, and
+dropping auxiliary head outputs."""
 
 from __future__ import annotations
 
@@ -23,14 +24,20 @@ from src.config.schema import (
 )
 from src.errors import UserError
 from src.model.backbones import Backbone, load_classifier, load_tokenizer
+from src.model.memory import Plan, shape_from_config, trainable_parameters
 from src.model.methods import (
     apply_method,
     check_method,
+    check_method_fits,
     export_model,
-    freeze_below_top,
-    lora_config,
+    is_head_parameter,
+    method_of,
+    methods,
     restrict_head,
 )
+from src.model.methods.freeze_layers import freeze_below_top
+from src.model.methods.ia3 import PAPER_TARGETS, IA3Settings
+from src.model.methods.loraplus import LoraPlusSettings
 from src.model.tiny import materialize_tiny
 from src.training.arguments import training_arguments
 from src.training.inference import predict_logits
@@ -70,9 +77,9 @@ def logits_of(model: PreTrainedModel, tokenizer: object) -> np.ndarray:
 
 
 def test_dora_and_rslora_are_peft_switches() -> None:
-    dora = lora_config(MethodConfig(name="dora", rank=8), PRESETS["qwen2"])
+    dora = method_of(MethodConfig(name="dora", rank=8)).peft_config(PROJECTIONS)
     assert dora.use_dora and not dora.use_rslora and dora.lora_alpha == 16
-    rslora = lora_config(MethodConfig(name="lora", rank=8, use_rslora=True), PRESETS["qwen2"])
+    rslora = method_of(MethodConfig(name="lora", rank=8, use_rslora=True)).peft_config(PROJECTIONS)
     assert rslora.use_rslora and not rslora.use_dora and rslora.modules_to_save is None
 
 
@@ -130,8 +137,13 @@ def test_head_lr_puts_the_head_in_its_own_groups(tmp_path: Path) -> None:
     trainer_cfg = TrainerConfig(lr=1e-4, weight_decay=0.01)
     args = training_arguments(trainer_cfg, tmp_path / "t", 0, "eval_loss", Precision.fp32)
     data = TokenizedDataset([[1, 2, 3]], [0])
+    method = method_of(MethodConfig(name="lora", rank=4, head_lr=5e-3))
     trainer = ClassifierTrainer(
-        model=peft, args=args, train_dataset=data, eval_dataset=data, head_lr=5e-3
+        model=peft,
+        args=args,
+        train_dataset=data,
+        eval_dataset=data,
+        learning_rate=method.learning_rate,
     )
     optimizer = trainer.create_optimizer()
     by_lr: dict[float, set[str]] = {}
@@ -222,3 +234,113 @@ def test_freeze_layers_run(store: Store) -> None:
     metrics = run.data.metrics
     assert 0 < metrics["trainable_params"] < metrics["total_params"] / 2
     assert "test_macro_f1" in metrics
+
+
+def test_every_method_is_one_module_and_one_yaml_and_help_lists_it() -> None:
+    from tests.conftest import CONF, run_module
+
+    assert set(methods()) == {p.stem for p in (CONF / "method").glob("*.yaml")}
+    done = run_module("src.train", "--help")
+    listed = next(line for line in done.stdout.splitlines() if line.startswith("method: "))
+    assert listed.removeprefix("method: ").split(", ") == sorted(methods())
+
+
+@pytest.mark.parametrize("family", ["qwen2", "bert"])
+def test_ia3_trains_its_vectors_and_the_head_as_the_estimate_counts(
+    family: str, tmp_path: Path
+) -> None:
+    """With the paper's targets (keys, values, the feed-forward output layer's input), the
+    trained parameters are the rescaling vectors and the head, as many as the estimate counts."""
+    model, _ = classifier(family, tmp_path)
+    targets = list(PAPER_TARGETS["encoder" if family == "bert" else "decoder"])
+    peft = apply_method(model, IA3Settings(name="ia3", target_modules=targets), PRESETS[family])
+    trainable = {n: p for n, p in peft.named_parameters() if p.requires_grad}
+    assert all(".ia3_l." in n or is_head_parameter(n) for n in trainable)
+    down = "output.dense" if family == "bert" else "down_proj"
+    width = model.config.intermediate_size
+    assert {p.numel() for n, p in trainable.items() if f"{down}.ia3_l" in n} >= {width}
+    plan = Plan(method="ia3", target_modules=tuple(targets), num_labels=2)
+    shape = shape_from_config(model.config.to_dict())
+    assert sum(p.numel() for p in trainable.values()) == trainable_parameters(shape, plan)
+
+
+def test_ia3_settings_are_typed_and_checked_by_building_peft_config(
+    compose_cfg, tmp_path: Path
+) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    cfg = compose_cfg("method=ia3", "method.feedforward_modules=[down_proj]")
+    assert cfg.method.name == "ia3" and cfg.method.feedforward_modules == ["down_proj"]
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("method=lora", "method.feedforward_modules=[down_proj]")
+    model, _ = classifier("qwen2", tmp_path)
+    method = IA3Settings(name="ia3", target_modules=["v_proj"], feedforward_modules=["down_proj"])
+    with pytest.raises(UserError, match=r"method.feedforward_modules=\['down_proj'\] must be"):
+        check_method_fits(method, PRESETS["qwen2"], model)
+
+
+def optimizer_rates(model: PreTrainedModel, method_cfg: MethodConfig, tmp_path: Path) -> dict:
+    """{learning rate: names of the parameters the Trainer's optimizer updates at it}."""
+    trainer_cfg = TrainerConfig(lr=1e-4, weight_decay=0.01)
+    args = training_arguments(trainer_cfg, tmp_path / "t", 0, "eval_loss", Precision.fp32)
+    data = TokenizedDataset([[1, 2, 3]], [0])
+    trainer = ClassifierTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        eval_dataset=data,
+        learning_rate=method_of(method_cfg).learning_rate,
+    )
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_lr: dict[float, set[str]] = {}
+    for group in trainer.create_optimizer().param_groups:
+        by_lr.setdefault(group["lr"], set()).update(names[id(p)] for p in group["params"])
+    return by_lr
+
+
+def test_loraplus_trains_loras_parameters_with_the_b_matrices_at_ratio_times_lr(
+    tmp_path: Path,
+) -> None:
+    model, _ = classifier("qwen2", tmp_path)
+    lora = apply_method(model, MethodConfig(name="lora", rank=4), PRESETS["qwen2"])
+    lora_trainable = {n for n, p in lora.named_parameters() if p.requires_grad}
+    model, _ = classifier("qwen2", tmp_path)
+    settings = LoraPlusSettings(name="loraplus", rank=4, loraplus_lr_ratio=8.0, head_lr=5e-3)
+    peft = apply_method(model, settings, PRESETS["qwen2"])
+    trainable = {n for n, p in peft.named_parameters() if p.requires_grad}
+    assert trainable == lora_trainable  # the same adapters and head as LoRA
+    by_lr = optimizer_rates(peft, settings, tmp_path)
+    assert set(by_lr) == {1e-4, 8e-4, 5e-3}
+    assert by_lr[8e-4] == {n for n in trainable if ".lora_B." in n} != set()
+    assert by_lr[5e-3] == {n for n in trainable if is_head_parameter(n)} != set()
+    assert by_lr[1e-4] == trainable - by_lr[8e-4] - by_lr[5e-3]
+    assert all(".lora_A." in n for n in by_lr[1e-4])
+
+
+def test_loraplus_default_ratio_is_16_and_below_1_is_refused(compose_cfg) -> None:
+    cfg = compose_cfg("method=loraplus")
+    assert cfg.method.loraplus_lr_ratio == 16 and method_of(cfg.method).learning_rate(
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight", 1e-4
+    ) == pytest.approx(16e-4)
+    with pytest.raises(UserError, match=re.escape("method.loraplus_lr_ratio must be >= 1")):
+        check_method(LoraPlusSettings(name="loraplus", loraplus_lr_ratio=0.5))
+
+
+# Trainable parameters of tiny_qwen2 (hidden 64, kv 32, MLP 128, 2 blocks, 2 labels): IA3's
+# vectors on q (64), v (32) and down_proj's input (128); LoRA+'s rank-16 A and B on all seven
+# projections (in + out: 128 + 96 + 96 + 128 + 192 + 192 + 192); and the 64 x 2 head.
+TINY_TRAINABLE = {"ia3": 2 * (64 + 32 + 128) + 128, "loraplus": 2 * 16 * 1024 + 128}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(TINY_TRAINABLE))
+def test_a_tiny_run_of_each_new_method(store: Store, method: str) -> None:
+    """`python -m src.train model=tiny_qwen2 method=ia3|loraplus`: one epoch, the usual
+    metrics, the method's tag and its trainable parameters."""
+    run = train_run(
+        store, "model=tiny_qwen2", "data=fund_reviews", f"method={method}", "trainer.max_len=32"
+    )
+    metrics = run.data.metrics
+    assert run.data.tags["method"] == method
+    assert {"test_macro_f1", "best_eval_macro_f1"} <= set(metrics)
+    assert metrics["trainable_params"] == TINY_TRAINABLE[method]

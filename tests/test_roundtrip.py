@@ -21,7 +21,7 @@ TEXTS = ["这基金表现也太差了吧,买了半年了还亏着呢。", "管�
 
 
 @pytest.mark.parametrize("family", ["qwen2", "bert"])
-@pytest.mark.parametrize("method", ["lora", "sft", "head_only"])
+@pytest.mark.parametrize("method", ["lora", "sft", "head_only", "ia3", "loraplus"])
 def test_reloaded_checkpoint_gives_the_same_logits(family, method, tmp_path: Path) -> None:
     from src.config.schema import DataConfig
 

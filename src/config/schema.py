@@ -80,7 +80,7 @@ class TfidfConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = MISSING  # lora | dora | qlora | sft | head_only | freeze_layers
+    name: str = MISSING  # a method of src/model/methods, e.g. lora | sft (conf/method/<name>.yaml)
     rank: int = 16
     alpha: float | None = None  # None: 2 x rank, the article's rule
     dropout: float = 0.05

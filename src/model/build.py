@@ -2,8 +2,7 @@
 precision the method needs, its trainable parameters chosen by the method.
 
 Training, the label-noise scorer's folds and the benchmarks build through `build_classifier`;
-the memory estimate asks the same rules (src/model/precision.py, src/model/methods.py). A new
-method is added in methods.py, and nowhere else.
+the memory estimate asks the same method objects (src/model/methods/) and precision rules.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 
 from src.config.schema import MethodConfig, ModelConfig, Precision
 from src.model.backbones import Backbone, load_classifier
-from src.model.methods import apply_method, count_parameters, quantization
+from src.model.methods import Method, count_parameters, method_of
 from src.model.precision import storage_precision
 
 if TYPE_CHECKING:
@@ -23,11 +22,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, eq=False)  # eq: a model has no meaningful equality
 class Built:
-    """The model, ready for the Trainer, and its parameter counts."""
+    """The model, ready for the Trainer, its parameter counts and the method that made it (its
+    learning rates, its export)."""
 
-    model: PreTrainedModel  # a PeftModel for the LoRA family: it acts as the model it wraps
+    model: PreTrainedModel  # a PeftModel for PEFT's methods: it acts as the model it wraps
     trainable: int
     total: int
+    method: Method
 
 
 def build_classifier(
@@ -46,7 +47,8 @@ def build_classifier(
     """
     import torch
 
-    stored = storage_precision(method.name, precision)
+    chosen = method_of(method)
+    stored = storage_precision(chosen.fp32_master_weights, precision)
     classifier = load_classifier(
         backbone,
         tokenizer,
@@ -54,8 +56,8 @@ def build_classifier(
         torch.bfloat16 if stored == Precision.bf16 else torch.float32,
         model.attn_implementation,
         problem_type=problem_type,
-        quantization=quantization(method),
+        quantization=chosen.quantization(),
     )
-    adapted = cast("PreTrainedModel", apply_method(classifier, method, model))
+    adapted = cast("PreTrainedModel", chosen.apply(classifier, model))
     trainable, total = count_parameters(adapted)
-    return Built(adapted, trainable, total)
+    return Built(adapted, trainable, total, chosen)

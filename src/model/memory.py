@@ -19,6 +19,8 @@ What is counted, per training step at the longest batch (trainer.batch_size x tr
   block keeps only its input and one block is recomputed at a time;
 - temporaries of the backward pass (the gradient flowing back through the top block), bf16
   copies of fp32 weights under autocast, and on a GPU the CUDA context.
+Each method's own terms (trainable parameters, weights, adapter activations, the blocks that
+keep activations) come from its class in src/model/methods; an unknown method is refused.
 Checked against the tensor-level peak of a training step measured on tiny models on a CPU
 (tests/test_estimate.py); on a GPU, expect the allocator's fragmentation on top (~10 %).
 """
@@ -33,13 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from src.config.schema import Precision
-from src.model.methods import LORA_FAMILY, TRAINS_BACKBONE_WEIGHTS
-from src.model.precision import Device, resolve_precision, storage_precision
+from src.model.methods import method_named, method_of
+from src.model.precision import Device, resolve_precision
 
 GIB = 2**30
 CUDA_CONTEXT = 0.5 * GIB  # CUDA context + cuBLAS workspaces, about
 HEADROOM = 0.9  # plan for 90 % of the card: the caching allocator fragments
-NF4_BYTES = 4.127 / 8  # 4-bit weights + double-quantised absmax per 64 weights
 log = logging.getLogger(__name__)
 
 
@@ -111,6 +112,21 @@ class Shape:
     def parameters(self, num_labels: int = 2) -> int:
         body = self.layers * self.block_params()
         return self.embedding_params() + body + self.head_params(num_labels)
+
+    def targeted(self, targets: tuple[str, ...]) -> dict[str, tuple[int, int, bool]]:
+        """The block's linear layers a target list matches (suffix match, as PEFT's)."""
+        linears = self.linears()
+        if not targets or "all-linear" in targets:
+            return linears
+        return {
+            name: dims
+            for name, dims in linears.items()
+            if any(name == t or name.endswith(f".{t}") or name.split(".")[-1] == t for t in targets)
+        }
+
+    def pooler_targeted(self, targets: tuple[str, ...]) -> bool:
+        """Whether LoRA also wraps BERT's pooler (`pooler.dense` matches the target "dense")."""
+        return self.encoder and (not targets or any(t in ("dense", "all-linear") for t in targets))
 
 
 # Sizes of the Hub presets in conf/model (from each model's config.json on the Hub).
@@ -219,8 +235,8 @@ class Estimate:
 
     @property
     def used_activations(self) -> float:
-        # QLoRA's prepare_model_for_kbit_training turns gradient checkpointing on.
-        gc = self.plan.gradient_checkpointing or self.plan.method == "qlora"
+        forced = method_named(self.plan.method).forces_gradient_checkpointing
+        gc = self.plan.gradient_checkpointing or forced
         return self.activations_checkpointed if gc else self.activations
 
     @property
@@ -245,54 +261,14 @@ class Estimate:
         }
 
 
-def targeted(shape: Shape, targets: tuple[str, ...]) -> dict[str, tuple[int, int, bool]]:
-    """The block's linear layers a LoRA target list matches (suffix match, as PEFT's)."""
-    linears = shape.linears()
-    if not targets or "all-linear" in targets:
-        return linears
-    return {
-        name: dims
-        for name, dims in linears.items()
-        if any(name == t or name.endswith(f".{t}") or name.split(".")[-1] == t for t in targets)
-    }
-
-
-def pooler_targeted(shape: Shape, targets: tuple[str, ...]) -> bool:
-    """Whether LoRA also wraps BERT's pooler (`pooler.dense` matches the target "dense")."""
-    return shape.encoder and (not targets or any(t in ("dense", "all-linear") for t in targets))
-
-
 def trainable_parameters(shape: Shape, plan: Plan) -> int:
     """Parameters the optimizer updates."""
-    h = shape.hidden
-    classifier = h * plan.num_labels + (plan.num_labels if shape.encoder else 0)
-    if plan.method in LORA_FAMILY:
-        adapters = targeted(shape, plan.target_modules)
-        per_block = sum(plan.rank * (a + b) for a, b, _ in adapters.values())
-        if plan.method == "dora":
-            per_block += sum(b for _, b, _ in adapters.values())  # magnitude vectors
-        pooler = plan.rank * 2 * h if pooler_targeted(shape, plan.target_modules) else 0
-        embeddings = shape.vocab * h if plan.train_embeddings else 0
-        return shape.layers * per_block + pooler + classifier + embeddings
-    if plan.method == "sft":
-        return shape.parameters(plan.num_labels)
-    if plan.method == "freeze_layers":
-        top = min(plan.trainable_layers, shape.layers) * shape.block_params()
-        return top + shape.head_params(plan.num_labels)
-    return classifier  # head_only
+    return method_named(plan.method).trainable_parameters(shape, plan)
 
 
 def weight_bytes(shape: Shape, plan: Plan) -> float:
     """Bytes of all weights as the run stores them (adapters and head included)."""
-    total = shape.parameters(plan.num_labels)
-    linear = shape.layers * shape.block_linear_params()
-    adapters = 0.0
-    if plan.method in LORA_FAMILY:  # fp32 adapters (PEFT upcasts them) + the head's copy
-        adapters = 4.0 * trainable_parameters(shape, plan)
-    if plan.method == "qlora":
-        return linear * NF4_BYTES + (total - linear) * 4.0 + adapters
-    stored = storage_precision(plan.method, Precision(plan.precision))
-    return total * (2.0 if stored == Precision.bf16 else 4.0) + adapters
+    return method_named(plan.method).weight_bytes(shape, plan)
 
 
 def activation_bytes(shape: Shape, plan: Plan) -> tuple[float, float, float]:
@@ -316,16 +292,10 @@ def activation_bytes(shape: Shape, plan: Plan) -> tuple[float, float, float]:
         per_seq = 0.0
         outside = tokens * p * 2 * h  # final norm input / output
         head_input = tokens * p * h  # the score layer runs on every position
-    if plan.method in LORA_FAMILY:
-        adapters = targeted(shape, plan.target_modules)
-        # Each adapter keeps its dropout output and mask (or nothing extra without dropout),
-        # and its rank-sized intermediate.
-        copy = (p + 1) * sum(a for a, _, _ in adapters.values()) if plan.lora_dropout > 0 else 0
-        per_token += copy + p * plan.rank * len(adapters)
+    method = method_named(plan.method)
+    per_token += method.activations_per_token(shape, plan, p)
     block = tokens * per_token + b * per_seq
-    # Blocks below the first trainable weight keep nothing for the backward pass.
-    saving = {"head_only": 0, "freeze_layers": min(plan.trainable_layers, shape.layers)}
-    blocks = saving.get(plan.method, shape.layers)
+    blocks = method.blocks_keeping_activations(shape, plan)
     if blocks == 0:  # only the head's input, next to what a forward pass holds at a time
         full = checkpointed = 0.75 * block + head_input  # about 3/4 of a block's tensors
     else:
@@ -333,7 +303,7 @@ def activation_bytes(shape: Shape, plan: Plan) -> tuple[float, float, float]:
         checkpointed = blocks * tokens * p * h + block + outside
     # Backward: the gradient of the top block's activations, alive next to the saved ones.
     temporaries = tokens * p * 2 * max(h, i) if blocks else 0.0
-    if plan.method in TRAINS_BACKBONE_WEIGHTS and p == 2.0:
+    if method.fp32_master_weights and p == 2.0:
         temporaries += 2.0 * shape.layers * shape.block_linear_params()  # autocast bf16 copies
     return full, checkpointed, temporaries
 
@@ -347,7 +317,7 @@ def estimate(shape: Shape, plan: Plan) -> Estimate:
         # DeepSpeed / FSDP keep half-precision weights and gradients; the optimizer holds the
         # fp32 master weights next to its moments (ZeRO's 2 + 2 + 12 bytes a parameter).
         half = plan.precision in ("bf16", "fp16")
-        if half and plan.method in TRAINS_BACKBONE_WEIGHTS:
+        if half and method_named(plan.method).fp32_master_weights:
             weights, grad_bytes, state_bytes = 2.0 * shape.parameters(plan.num_labels), 2.0, 12.0
             autocast = 2.0 * shape.layers * shape.block_linear_params()
             temporaries -= autocast  # no autocast copies: the weights are bf16 already
@@ -372,12 +342,13 @@ def estimate(shape: Shape, plan: Plan) -> Estimate:
 
 def options(shape: Shape, plan: Plan) -> list[tuple[str, Estimate]]:
     """The run as configured and the usual ways to make it smaller."""
+    method = method_named(plan.method)
     gc = replace(plan, gradient_checkpointing=True)
-    lora = replace(plan, method="lora", rank=plan.rank if plan.method in LORA_FAMILY else 16)
+    lora = replace(plan, method="lora", rank=plan.rank if method.trains_adapters else 16)
     out = [("as configured", plan)]
     if not plan.gradient_checkpointing:
         out.append(("+ gradient checkpointing", gc))
-    if plan.method not in LORA_FAMILY:
+    if not method.trains_adapters:
         out += [
             (f"LoRA r={lora.rank}", lora),
             (
@@ -385,7 +356,7 @@ def options(shape: Shape, plan: Plan) -> list[tuple[str, Estimate]]:
                 replace(lora, gradient_checkpointing=True),
             ),
         ]
-    if plan.method != "qlora" and not shape.encoder:
+    if not method.quantizes_backbone and not shape.encoder:
         out.append(
             (
                 f"QLoRA r={lora.rank} + gradient checkpointing",
@@ -490,7 +461,7 @@ def plan_from_config(cfg: Any, num_labels: int = 2, device: str = "cuda") -> Pla
     else:  # the GPU this process sees, else a current one (bf16)
         runs_on = Device.visible() if torch.cuda.is_available() else Device(cuda=True, bf16=True)
     precision = resolve_precision(Precision(cfg.trainer.precision), runs_on).value
-    targets = cfg.method.target_modules or cfg.model.lora_target_modules or ["all-linear"]
+    targets = method_of(cfg.method).target_modules(cfg.model)
     world = int(os.environ.get("WORLD_SIZE", 0)) or max(torch.cuda.device_count(), 1)
     return Plan(
         method=str(cfg.method.name),

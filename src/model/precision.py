@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from src.config.schema import Precision
 from src.errors import UserError
-from src.model.methods import TRAINS_BACKBONE_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -41,9 +40,9 @@ def resolve_precision(precision: Precision, device: Device | None = None) -> Pre
     return Precision.bf16 if device.bf16 else Precision.fp32
 
 
-def storage_precision(method: str, precision: Precision) -> Precision:
+def storage_precision(fp32_master_weights: bool, precision: Precision) -> Precision:
     """Frozen backbone weights are stored in bf16 under bf16 training; a method that trains
     backbone weights keeps fp32 master weights (autocast computes in bf16)."""
-    if precision == Precision.bf16 and method not in TRAINS_BACKBONE_WEIGHTS:
+    if precision == Precision.bf16 and not fp32_master_weights:
         return Precision.bf16
     return Precision.fp32

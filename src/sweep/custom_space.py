@@ -12,7 +12,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig
 
 from src.errors import UserError
-from src.model.methods import LORA_FAMILY
+from src.model.methods import method_named
 
 SpaceExtender = Callable[[DictConfig, optuna.Trial], None]
 
@@ -50,12 +50,8 @@ def extend_trial(
 
 
 def method_levers(cfg: DictConfig, trial: optuna.Trial) -> None:
-    """Each method's own lever, sampled only for trials of that method: the LoRA rank (log
-    4..128) for the LoRA family, the number of top blocks that train for freeze_layers (up
-    to the tiny preset's depth, else 4). Needs ``method`` among the searched parameters."""
-    method = trial.params.get("method", cfg.method.name)
-    if method in LORA_FAMILY:
-        trial.suggest_int("method.rank", 4, 128, log=True)
-    elif method == "freeze_layers":
-        tiny = cfg.model.get("tiny")
-        trial.suggest_int("method.trainable_layers", 1, tiny.num_layers if tiny else 4)
+    """Each method's own levers (`Method.levers`), sampled only for trials of that method: e.g.
+    the LoRA rank (log 4..128) for the LoRA family, the number of top blocks that train for
+    freeze_layers (up to the tiny preset's depth, else 4). Needs ``method`` among the searched
+    parameters."""
+    method_named(str(trial.params.get("method", cfg.method.name))).levers(cfg, trial)

@@ -25,13 +25,14 @@ from transformers import (
 
 from src.errors import TrainingDiverged, disk_space_guard
 from src.inputs.long_text import Inputs
-from src.model.methods import is_head_parameter
 from src.task.heads import Task
 from src.training.batching import LengthBucketSampler, longest_first
 
 log = logging.getLogger(__name__)
 
 EpochHook = Callable[[int, dict[str, float]], None]
+# A trainable parameter's learning rate from its name and trainer.lr (the method's rule).
+LearningRate = Callable[[str, float], float]
 
 
 class TokenizedDataset(torch.utils.data.Dataset[dict[str, Any]]):
@@ -100,10 +101,13 @@ def in_dataset_order(
 
 
 class ClassifierTrainer(Trainer):
-    """The HF Trainer, with an optional learning rate of its own for the classification head,
-    and batches of about equal length (src.training.batching) for training and evaluation."""
+    """The HF Trainer, with the method's learning rate for each parameter (e.g. the head's own,
+    LoRA+'s B matrices'), and batches of about equal length (src.training.batching) for
+    training and evaluation."""
 
-    def __init__(self, *args: Any, head_lr: float | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, learning_rate: LearningRate | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         # Sequence-classification models take **kwargs, so the Trainer believes their loss is
         # normalised by `num_items_in_batch` across the accumulated micro-batches; but their
@@ -112,7 +116,7 @@ class ClassifierTrainer(Trainer):
         # the number of processes): gradients and the logged loss `grad_accum` times too large.
         # Declared plainly, it divides each micro-batch's mean by their number: a mean again.
         self.model_accepts_loss_kwargs = False
-        self.head_lr = head_lr
+        self.learning_rate = learning_rate
         self.eval_order: list[int] | None = None
         if self.compute_metrics is not None:
             self.compute_metrics = in_dataset_order(self.compute_metrics, lambda: self.eval_order)
@@ -142,19 +146,24 @@ class ClassifierTrainer(Trainer):
         return loss
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
-        """The Trainer's optimizer, the head's parameters moved into groups at `head_lr`."""
+        """The Trainer's optimizer, each parameter moved into a group at the method's learning
+        rate for it where that differs from trainer.lr."""
         created = self.optimizer is None  # split the groups once, when the optimizer is made
         optimizer = super().create_optimizer(model)
-        if self.head_lr is None or not created:
+        if self.learning_rate is None or not created:
             return optimizer
         source = self.model if model is None else model
         assert source is not None
-        head = {id(p) for n, p in source.named_parameters() if is_head_parameter(n)}
+        lr = self.args.learning_rate
+        rates = {id(p): self.learning_rate(n, lr) for n, p in source.named_parameters()}
         for group in list(optimizer.param_groups):
-            moved = [p for p in group["params"] if id(p) in head]
-            group["params"] = [p for p in group["params"] if id(p) not in head]
-            if moved:  # keeps the group's weight decay; the scheduler scales every group alike
-                optimizer.add_param_group({**group, "params": moved, "lr": self.head_lr})
+            by_rate: dict[float, list[torch.nn.Parameter]] = {}
+            for param in group["params"]:
+                by_rate.setdefault(rates.get(id(param), lr), []).append(param)
+            group["params"] = by_rate.pop(lr, [])
+            for rate, moved in by_rate.items():  # keeps the group's weight decay; the
+                # scheduler scales every group alike
+                optimizer.add_param_group({**group, "params": moved, "lr": rate})
         return optimizer
 
 
@@ -285,7 +294,7 @@ def fit(
     args: TrainingArguments,
     score: Callable[[np.ndarray], dict[str, float]],
     callbacks: Sequence[TrainerCallback],
-    head_lr: float | None = None,
+    learning_rate: LearningRate | None = None,
 ) -> Fitted:
     """Train with per-epoch validation; the best epoch's weights are loaded at the end.
 
@@ -300,7 +309,7 @@ def fit(
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics_fn(score),
         callbacks=list(callbacks),
-        head_lr=head_lr,
+        learning_rate=learning_rate,
     )
     # Our callbacks print one line per epoch; the Trainer's own printer dumps every log dict.
     trainer.remove_callback(PrinterCallback)
