@@ -300,7 +300,7 @@ def test_custom_caps_and_csv_keeps_na_text(tmp_path: Path) -> None:
     splits = load_splits(custom(train_path=train, max_train=10, max_eval=4, max_test=1), seed=0)
     assert [len(f) for f in splits.frames().values()] == [10, 4, 1]
     assert splits.train["label"].value_counts().to_dict() == {0: 5, 1: 5}
-    assert "NA" in read_table(train, str_columns=["text"])["text"].tolist()
+    assert "NA" in read_table(train)["text"].tolist()
 
 
 def test_stratified_helpers_keep_proportions_and_order() -> None:
