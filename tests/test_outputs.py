@@ -100,4 +100,5 @@ def test_an_output_folder_where_a_file_is_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "report").write_text("a file\n")
     with pytest.raises(UserError, match="cannot create the folder"):
         output_folder(tmp_path / "report" / "plots")
-    assert (tmp_path / "report").read_text() == "a file\n"
+    assert (tmp_path / "report").read_text() == "a file\n"  # untouched
+    assert not (tmp_path / "report" / "plots").exists()

@@ -20,6 +20,8 @@ from src.data.sources import excluded_ids, load_splits
 from src.data.tables import decode, lines, read_lines, read_table
 from src.errors import UserError
 from src.predict import input_texts
+from tests.conftest import Store
+from tests.levers import PREDICTIONS, train_run
 
 
 def refused(path: Path | str, *facts: str) -> str:
@@ -309,3 +311,40 @@ def test_a_tsv_field_quoted_by_python_or_pandas_reads_as_the_text_they_were_give
     every = tmp_path / "all.tsv"
     every.write_text('"text"\t"label"\n"a ""b"""\t"x"\n"plain"\t"y"\n')
     assert read_table(every).to_dict("list") == {"text": ['a "b"', "plain"], "label": ["x", "y"]}
+
+
+# --------------------------------------------------------------------------- a run, end to end
+
+
+def test_a_run_on_hostile_files_trains_on_every_row_and_class_as_written(
+    store: Store, tmp_path: Path
+) -> None:
+    """`python -m src.train` on a BOM + CRLF CSV of label codes 01 / 1 / 02 / 2, a TSV test file
+    with lone quotes, and a BOM + CRLF exclude file: 4 classes, every row, the first id excluded."""
+    codes = ["01", "1", "02", "2"]
+    train = tmp_path / "train.csv"
+    body = "".join(f'r{i},"评论 {i} 说 ""{codes[i % 4]}""",{codes[i % 4]}\r\n' for i in range(80))
+    train.write_bytes(codecs.BOM_UTF8 + f"id,text,label\r\n{body}".encode())
+    test = tmp_path / "test.tsv"
+    lone = [f'测 "{i} {codes[i % 4]}' for i in range(40)]  # a quote in every text, never closed
+    test.write_text(
+        "id\ttext\tlabel\n" + "".join(f"t{i}\t{t}\t{codes[i % 4]}\n" for i, t in enumerate(lone))
+    )
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_bytes(codecs.BOM_UTF8 + b"r0\r\n")
+    files = [f"data.train_path={train}", f"data.test_path={test}", f"data.exclude_file={exclude}"]
+    run = train_run(store, "model=tfidf_logreg", "data=custom", "data.id_column=id", *files)
+    table = pd.read_csv(
+        store.client().download_artifacts(run.info.run_id, PREDICTIONS, str(tmp_path)), dtype=str
+    )
+    assert len(table) == 40 and Counter(table.gold) == {c: 10 for c in codes}
+    assert sorted(c.removeprefix("p_") for c in table.columns if c.startswith("p_")) == sorted(
+        codes
+    )
+    rows = {
+        tag.value: json.loads(inp.dataset.profile)["num_rows"]
+        for inp in run.inputs.dataset_inputs
+        for tag in inp.tags
+        if tag.key == "mlflow.data.context"
+    }
+    assert rows["training"] + rows["validation"] == 79 and rows["test"] == 40

