@@ -348,3 +348,12 @@ def test_a_run_on_hostile_files_trains_on_every_row_and_class_as_written(
         if tag.key == "mlflow.data.context"
     }
     assert rows["training"] + rows["validation"] == 79 and rows["test"] == 40
+
+
+def test_column_settings_are_compared_as_the_header_reads(tmp_path: Path) -> None:
+    """The header's names lose surrounding whitespace and compare in NFC: so do the settings."""
+    nfd = unicodedata.normalize("NFD", "é")
+    path = tmp_path / "named.csv"
+    path.write_text(f"{nfd}, label \n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(20)))
+    frame = custom_splits(path, text_column=nfd, label_column=" label")
+    assert len(frame) == 20

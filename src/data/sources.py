@@ -330,14 +330,16 @@ def _read_file(cfg: SourceConfig, split: str, path: str, labels: Labels) -> _Fil
     frame = read_table(path)
     if frame.empty:
         raise UserError(f"{path}: no rows, so the {split} split would be empty; check the file")
-    wanted = {"text_column": cfg.text_column, "label_column": cfg.label_column}
+    given = {"text_column": cfg.text_column, "label_column": cfg.label_column}
     if cfg.id_column:
-        wanted["id_column"] = cfg.id_column
+        given["id_column"] = cfg.id_column
+    wanted = {key: as_name(name) for key, name in given.items()}  # as the header's names read
     require_columns(frame, wanted, path)
-    texts_ = texts(frame, cfg.text_column, path)
-    column = Column(path, cfg.label_column, frame[cfg.label_column].tolist(), frame.index)
+    texts_ = texts(frame, wanted["text_column"], path)
+    label = wanted["label_column"]
+    column = Column(path, label, frame[label].tolist(), frame.index)
     parsed = labels.parse(column)
-    return _File(ids(frame, cfg.id_column, split, path), texts_, parsed, column)
+    return _File(ids(frame, wanted.get("id_column"), split, path), texts_, parsed, column)
 
 
 def _check_distinct_files(paths: dict[str, str], allow: bool) -> None:

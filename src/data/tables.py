@@ -57,7 +57,7 @@ _BOMS = (  # byte-order marks and the encoding each declares (UTF-32 LE's starts
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
-_QUOTED = re.compile(r'"((?:[^"]|"")*)"')  # a field in quotes, every quote inside doubled
+_QUOTED = re.compile(r'"((?:[^"]++|"")*+)"')  # a field in quotes, every quote inside doubled
 _SHOWN = 5  # offending rows or values an error message lists
 _SHAPE = {  # what a JSON file must hold, by what its rows are numbered by
     "line": "each line must be one JSON object",
@@ -260,7 +260,7 @@ def _delimited(text: str, where: str, sep: str) -> pd.DataFrame:
     """A CSV / TSV text as rows of text cells indexed by the line each row starts on."""
     kind = "CSV" if sep == "," else "TSV"
     records = _csv_records(text, where) if sep == "," else _tsv_records(text)
-    records = [(line, fields) for line, fields in records if any(f.strip() for f in fields)]
+    records = [(line, fields) for line, fields in records if "".join(fields).strip()]
     if not records:
         return pd.DataFrame(index=pd.Index([], name="line"))
     (_, header), *body = records
@@ -281,7 +281,9 @@ def _tsv_records(text: str) -> list[tuple[int, list[str]]]:
     where a field is quoted as Python's csv module and pandas quote one (see _tsv_field)."""
     records = [(n, line.split("\t")) for n, line in enumerate(lines(text), start=1)]
     quoted_all = bool(records) and all(_QUOTED.fullmatch(f) for f in records[0][1])
-    return [(n, [_tsv_field(f, quoted_all) for f in fields]) for n, fields in records]
+    return [
+        (n, [_tsv_field(f, quoted_all) if '"' in f else f for f in fields]) for n, fields in records
+    ]
 
 
 def _tsv_field(field: str, quoted_all: bool) -> str:
@@ -299,7 +301,8 @@ def _csv_records(text: str, where: str) -> list[tuple[int, list[str]]]:
     records, start = [], 1
     try:
         for fields in reader:
-            _check_swallowed(fields, start, reader.line_num, where)
+            if reader.line_num > start:  # only a quoted field spans lines
+                _check_swallowed(fields, start, reader.line_num, where)
             records.append((start, fields))
             start = reader.line_num + 1
     except csv.Error as e:
