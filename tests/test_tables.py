@@ -357,3 +357,15 @@ def test_column_settings_are_compared_as_the_header_reads(tmp_path: Path) -> Non
     path.write_text(f"{nfd}, label \n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(20)))
     frame = custom_splits(path, text_column=nfd, label_column=" label")
     assert len(frame) == 20
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_a_text_longer_than_the_csv_modules_default_field_limit_is_read(
+    tmp_path: Path, fmt: str
+) -> None:
+    text = "长" * 200_000
+    path = tmp_path / f"long.{fmt}"
+    path.write_text(
+        f"text{',' if fmt == 'csv' else chr(9)}label\n{text}{',' if fmt == 'csv' else chr(9)}a\n"
+    )
+    assert read_table(path).text.tolist() == [text]

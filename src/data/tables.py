@@ -58,6 +58,7 @@ _BOMS = (  # byte-order marks and the encoding each declares (UTF-32 LE's starts
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _QUOTED = re.compile(r'"((?:[^"]++|"")*+)"')  # a field in quotes, every quote inside doubled
+csv.field_size_limit(2**31 - 1)  # a text may be longer than the csv module's default 128 KiB
 _SHOWN = 5  # offending rows or values an error message lists
 _SHAPE = {  # what a JSON file must hold, by what its rows are numbered by
     "line": "each line must be one JSON object",
@@ -260,7 +261,7 @@ def _delimited(text: str, where: str, sep: str) -> pd.DataFrame:
     """A CSV / TSV text as rows of text cells indexed by the line each row starts on."""
     kind = "CSV" if sep == "," else "TSV"
     records = _csv_records(text, where) if sep == "," else _tsv_records(text)
-    records = [(line, fields) for line, fields in records if "".join(fields).strip()]
+    records = [(n, fields) for n, fields in records if fields and "".join(fields).strip()]
     if not records:
         return pd.DataFrame(index=pd.Index([], name="line"))
     (_, header), *body = records
@@ -279,7 +280,8 @@ def _delimited(text: str, where: str, sep: str) -> pd.DataFrame:
 def _tsv_records(text: str) -> list[tuple[int, list[str]]]:
     """(line number, fields) of every line of a TSV: fields split at tabs, quotes are text but
     where a field is quoted as Python's csv module and pandas quote one (see _tsv_field)."""
-    records = [(n, line.split("\t")) for n, line in enumerate(lines(text), start=1)]
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    records = list(enumerate(reader, start=1))  # no quoting: one line, one row
     quoted_all = bool(records) and all(_QUOTED.fullmatch(f) for f in records[0][1])
     return [
         (n, [_tsv_field(f, quoted_all) if '"' in f else f for f in fields]) for n, fields in records
