@@ -697,7 +697,7 @@ def test_a_text_labelled_two_ways_in_a_file_is_a_warning(
     ("content", "message"),
     [
         ("label,text,label\n" + "pos,a,neg\nneg,b,pos\n" * 5, "more than once"),
-        ("text,label\n" + "hello, world,pos\n" * 10, "Expected 2 fields in line 2"),
+        ("text,label\n" + "hello, world,pos\n" * 10, "line 2 has 3 fields, the header 2"),
         ("text,label\n" + "x,\"['a', 'b']\"\n" * 10, "look like lists"),
     ],
     ids=["repeated-column", "shifted-fields", "list-labels"],
