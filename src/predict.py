@@ -1,6 +1,8 @@
-"""Classify texts with a trained checkpoint: one text per line in, JSON Lines out.
+"""Classify texts with a trained checkpoint: one text per line (or a data file's text column) in,
+JSON Lines out.
 
 python -m src.predict --run-id RUN_ID --input texts.txt > predictions.jsonl
+python -m src.predict --run-id RUN_ID --input test.csv --output predictions.jsonl  # its `text`
 echo "退钱,什么辣鸡基金" | python -m src.predict --model models:/m-...
 python -m src.predict --model models:/<study name>@champion --input texts.txt   # a sweep's best
 """
@@ -10,13 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import IO
 
-from src.errors import UserError, writable_place
+from src.config.outputs import STDOUT, check_output, open_output
+from src.errors import UserError
 from src.tracking.uris import command_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--model",
         help="MLflow model URI (models:/m-..., models:/<name>@<alias>, runs:/...) or a local dir",
     )
-    parser.add_argument("--input", type=Path, help="text file, one text per line (default: stdin)")
-    parser.add_argument("--output", type=Path, help="JSONL output (default: stdout)")
+    parser.add_argument(
+        "--input",
+        help="a text file, one text per line, or a .csv / .tsv / .json / .jsonl data file (its"
+        " --text-column); - or none: stdin, one text per line",
+    )
+    parser.add_argument(
+        "--text-column", default="text", help="the texts' column of a data file (default: text)"
+    )
+    parser.add_argument("--output", help="JSONL output (default, or -: stdout)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--max-len", type=int, help="default: the max_len the model was trained with"
@@ -45,39 +54,42 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def read_texts(stream: Iterable[bytes], name: str) -> list[str]:
-    """Decode UTF-8 lines; an undecodable or empty line is an error naming the line."""
-    texts = []
-    for number, raw in enumerate(stream, start=1):
-        try:
-            line = raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as exc:
-            raise UserError(
-                f"{name} line {number} is not UTF-8 ({exc.reason}): re-encode the file as UTF-8"
-            ) from exc
+def read_texts(data: bytes, name: str) -> list[str]:
+    """One text per line, as written (a line ends at \\n, \\r\\n or \\r); an empty line is an
+    error naming it."""
+    from src.data.tables import numbered_lines
+
+    found = []
+    for number, line in numbered_lines(data, name):
         if not line.strip():
             raise UserError(f"{name} line {number} is empty: give one non-empty text per line")
-        texts.append(line)
-    if not texts:
+        found.append(line)
+    if not found:
         raise UserError(f"{name} holds no texts: give one text per line")
-    return texts
+    return found
 
 
-def check_output(path: Path) -> None:
-    """--output must be a file that can be written, found before any text is classified."""
-    if path.is_dir():
+def input_texts(given: str | None, column: str) -> list[str]:
+    """The texts of --input: a data file's text column, a text file's lines, or stdin's lines."""
+    from src.data.tables import TABLE_FORMATS, read_bytes, read_table, texts
+
+    if given is None or given == "-":
+        return read_texts(sys.stdin.buffer.read(), "stdin")
+    if Path(given).suffix.lower() not in TABLE_FORMATS:
+        return read_texts(read_bytes(given, "--input"), given)
+    frame = read_table(given, "--input")
+    if column not in frame.columns:
+        there = ", ".join(map(str, frame.columns)) or "(none)"
         raise UserError(
-            f"--output {path} is a directory: give a file name, e.g. {path / 'out.jsonl'}"
+            f"{given}: no column {column!r}; its columns are: {there}; choose one with"
+            f" --text-column"
         )
-    if not path.parent.is_dir():
-        raise UserError(
-            f"--output {path}: the folder {path.parent} does not exist; create it first"
-        )
-    if not writable_place(path.parent) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UserError(f"--output {path} cannot be written: choose a writable place")
+    if frame.empty:
+        raise UserError(f"{given} holds no texts: give one row per text")
+    return texts(frame, column, given)
 
 
-def write_jsonl(rows: list[dict], out: TextIO) -> None:
+def write_jsonl(rows: list[dict], out: IO[str]) -> None:
     """One JSON object per line, Chinese kept readable."""
     for row in rows:
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -89,31 +101,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from src.checkpoint.classifier import classify
     from src.tracking.models import resolve_model_dir
 
+    output = args.output or STDOUT
     try:
-        if args.input is not None and not args.input.is_file():
-            raise UserError(f"--input {args.input} does not exist")
-        if args.output is not None:
-            check_output(args.output)
-        model_dir = resolve_model_dir(
-            args.run_id, args.model, command_tracking_uri(args.tracking_uri)
-        )
-        if args.input is not None:
-            with args.input.open("rb") as stream:
-                texts = read_texts(stream, str(args.input))
-        else:
-            texts = read_texts(sys.stdin.buffer, "stdin")
-        rows = classify(model_dir, texts, args.batch_size, args.max_len)
+        store = command_tracking_uri(args.tracking_uri)
+        check_output(output, "--output")
+        stdin = args.input in (None, "-")  # read once the model is found: a typo shows at once
+        given = [] if stdin else input_texts(args.input, args.text_column)
+        model_dir = resolve_model_dir(args.run_id, args.model, store)
+        given = input_texts(None, args.text_column) if stdin else given
+        rows = classify(model_dir, given, args.batch_size, args.max_len)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.output is not None:
-        # Written beside the target, then renamed: an interrupted write never leaves half a file.
-        staging = args.output.with_name(f".{args.output.name}.partial")
-        with staging.open("w", encoding="utf-8") as out:
-            write_jsonl(rows, out)
-        staging.replace(args.output)
-    else:
-        write_jsonl(rows, sys.stdout)
+    with open_output(output) as out:
+        write_jsonl(rows, out)
     return 0
 
 

@@ -147,17 +147,15 @@ def pretrain(cfg: DictConfig) -> str:
 def domain_texts(cfg: DictConfig) -> tuple[list[str], list[str]]:
     """Training texts (texts_path, else data='s training split) and data='s validation texts."""
     from src.data.sources import load_splits
+    from src.data.tables import read_lines
 
     splits = load_splits(cfg.data, cfg.seed)
     valid = splits.valid.text.tolist()
     if not cfg.texts_path:
         return splits.train.text.tolist(), valid
     path = Path(cfg.texts_path).expanduser()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"texts_path={path}: cannot read it as UTF-8 text ({exc})") from exc
-    texts = [line.strip() for line in lines if line.strip()]
+    lines = read_lines(path, f"texts_path={cfg.texts_path}")
+    texts = [line.strip() for _, line in lines if line.strip()]
     if not texts:
         raise UserError(f"texts_path={path} holds no texts: give one text per line")
     return texts, valid

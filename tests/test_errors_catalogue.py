@@ -192,7 +192,7 @@ def predict(args: list[str], capsys) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"good\n\xb7\xe7\xcf\xd5\n", r"line 2 is not UTF-8 \(invalid start byte\): re-encode"),
+        (b"good\n\xb7\xe7\xcf\xd5\n", r"line 2 is not UTF-8 text \(invalid start byte at byte 5\)"),
         (b"good\n\n", r"line 2 is empty: give one non-empty text per line"),
         (b"good\n   \nbad\n", r"line 2 is empty"),
         (b"", r"holds no texts"),

@@ -22,6 +22,7 @@ import pandas as pd
 from src.analysis import stats
 from src.analysis.compare import Analysis, Cell, Comparison, level_name
 from src.analysis.runs import METRICS, SIZE_FACTOR, STATES, Artifacts, label_names
+from src.config.outputs import open_output, output_folder, write_text
 from src.data import streams
 from src.tracking.names import RunState
 from src.tracking.uris import redact
@@ -441,12 +442,13 @@ def comparisons_frame(analysis: Analysis) -> pd.DataFrame:
 
 def write_plots(analysis: Analysis, artifacts: Artifacts, plot_dir: Path) -> list[Path]:
     """Learning curves, metric vs each factor, the best run's confusion matrix, importances."""
-    plot_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(plot_dir)
     written: list[Path] = []
 
     def save(fig: Any, name: str) -> None:
         path = plot_dir / name
-        fig.savefig(path, dpi=110)
+        with open_output(path, binary=True) as out:
+            fig.savefig(out, dpi=110, format="png")
         plt.close(fig)
         written.append(path)
 
@@ -627,15 +629,13 @@ def terminal_summary(
 
 def write_report(analysis: Analysis, artifacts: Artifacts, out_dir: Path) -> list[Path]:
     """report.md, report.html, summary.csv, comparisons.csv and plots/ under out_dir."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir)
     plots = write_plots(analysis, artifacts, out_dir / "plots")
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    md_path = out_dir / "report.md"
-    md_path.write_text(markdown(analysis, plots, out_dir, generated), encoding="utf-8")
-    html_path = out_dir / "report.html"
-    html_path.write_text(html(analysis, plots, out_dir, generated), encoding="utf-8")
-    summary = out_dir / "summary.csv"
-    summary_frame(analysis).to_csv(summary, index=False)
-    comparisons = out_dir / "comparisons.csv"
-    comparisons_frame(analysis).to_csv(comparisons, index=False)
+    md_path = write_text(out_dir / "report.md", markdown(analysis, plots, out_dir, generated))
+    html_path = write_text(out_dir / "report.html", html(analysis, plots, out_dir, generated))
+    summary = write_text(out_dir / "summary.csv", summary_frame(analysis).to_csv(index=False))
+    comparisons = write_text(
+        out_dir / "comparisons.csv", comparisons_frame(analysis).to_csv(index=False)
+    )
     return [md_path, html_path, summary, comparisons, *plots]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src.config.outputs import output_folder, write_text
 from src.config.schema import NoiseConfig
 from src.errors import UserError
 from src.model.presets import check_tfidf
@@ -121,14 +122,14 @@ def write_outputs(
     ranked: pd.DataFrame, frame_probs: np.ndarray, names: list[str], out_dir: Path
 ) -> dict[str, Path]:
     """suspects.csv (flagged rows, ranked), exclude_ids.txt, out_of_fold.csv (every row)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    folder = output_folder(out_dir)
     suspects = ranked[ranked.flagged].drop(columns="flagged")
-    paths = {
-        "suspects": out_dir / "suspects.csv",
-        "exclude_ids": out_dir / "exclude_ids.txt",
-        "out_of_fold": out_dir / "out_of_fold.csv",
+    return {
+        "suspects": write_text(folder / "suspects.csv", suspects.to_csv(index=False)),
+        "exclude_ids": write_text(
+            folder / "exclude_ids.txt", "".join(f"{i}\n" for i in suspects.id)
+        ),
+        "out_of_fold": write_text(
+            folder / "out_of_fold.csv", ranked.drop(columns="text").to_csv(index=False)
+        ),
     }
-    suspects.to_csv(paths["suspects"], index=False)
-    paths["exclude_ids"].write_text("".join(f"{i}\n" for i in suspects.id), encoding="utf-8")
-    ranked.drop(columns="text").to_csv(paths["out_of_fold"], index=False)
-    return paths

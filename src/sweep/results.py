@@ -18,6 +18,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from src.config.outputs import open_output, output_folder, write_text
 from src.sweep.objectives import best_trials
 from src.sweep.search_space import format_value, param_overrides
 from src.sweep.storage import tool_commands
@@ -148,11 +149,9 @@ def write_best(
                 {"trial": t.number, "values": list(t.values), **_replay(t, fixed)} for t in best
             ],
         }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".yaml.tmp")
+    output_folder(path.parent)
     # The file is logged to MLflow: a password in a URI on the command line must not be in it.
-    tmp.write_text(redact(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)))
-    tmp.replace(path)
+    write_text(path, redact(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)))
 
 
 def _replay(trial: FrozenTrial, fixed: Sequence[str]) -> dict[str, Any]:
@@ -204,7 +203,7 @@ def write_plots(
             plots["parallel_coordinate"] = lambda: ovm.plot_parallel_coordinate(
                 study, params=sorted(varying)
             )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir)
     written: list[Path] = []
     for name, make in plots.items():
         try:
@@ -216,7 +215,8 @@ def write_plots(
             fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 5))
             fig.tight_layout()
             path = out_dir / f"{name}.png"
-            fig.savefig(path, dpi=100)
+            with open_output(path, binary=True) as out:
+                fig.savefig(out, dpi=100, format="png")
             plt.close(fig)
             written.append(path)
         except Exception as exc:

