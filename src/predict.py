@@ -18,6 +18,7 @@ from typing import TextIO
 
 from src.config.schema import TrackingConfig
 from src.errors import UserError, writable_place
+from src.tracking.console import quiet_libraries
 from src.tracking.uris import tracking_uri
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def write_jsonl(rows: list[dict], out: TextIO) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; user errors print one line and exit 2."""
     args = parse_args(argv)
+    quiet_libraries()
     import mlflow
 
     from src.checkpoint.classifier import classify

@@ -6,15 +6,18 @@ python -m src.summary --experiment demo
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from src.config.schema import TrackingConfig
 from src.errors import UserError
 from src.tracking.console import quiet_libraries
-from src.tracking.uris import tracking_uri
+from src.tracking.uris import redact, tracking_uri
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from src.analysis.summary import latest_children, runs_table
 
-    client = mlflow.MlflowClient(tracking_uri(TrackingConfig(uri=args.tracking_uri, dir="mlruns")))
+    uri = tracking_uri(TrackingConfig(uri=args.tracking_uri, dir="mlruns"))
+    client = mlflow.MlflowClient(uri)
     # Piped output (CI logs, `| tee`) would otherwise be cut to 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 140)
     try:
@@ -39,10 +43,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"error: {exc}")
         return 2
     console.print(runs_table(runs, f"{args.experiment}: {len(runs)} runs"))
+    # soft_wrap: the command stays one line, to paste
     console.print(
-        "Compare every run, curve and artifact in the MLflow UI: [bold]make ui[/] → http://127.0.0.1:5000"
+        f"Compare every run, curve and artifact in the MLflow UI: {ui_hint(uri)}", soft_wrap=True
     )
     return 0
+
+
+def ui_hint(uri: str) -> str:
+    """Where to see the runs of the store `uri` in the MLflow UI: a server's own address, or
+    the command that serves this store on 127.0.0.1 (MLflow's own script, by its path)."""
+    if uri.startswith(("http://", "https://")):
+        return redact(uri)
+    installed = Path(sys.executable).parent / "mlflow"
+    mlflow_ui = [str(installed) if installed.exists() else "mlflow", "ui", "--host", "127.0.0.1"]
+    command = shlex.join([*mlflow_ui, "--port", "5000", "--backend-store-uri", redact(uri)])
+    return f"{escape(command)} → http://127.0.0.1:5000"
 
 
 if __name__ == "__main__":

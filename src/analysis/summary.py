@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from src.errors import UserError
-from src.tracking.names import PARENT_ID_TAG, STATE_TAG, SWEEP_TAG
+from src.tracking.names import (
+    JOB_TAG,
+    OPTUNA_STUDY_TAG,
+    OVERRIDES_TAG,
+    PARENT_ID_TAG,
+    STATE_TAG,
+    SWEEP_TAG,
+)
 
 if TYPE_CHECKING:
     import mlflow
@@ -58,19 +66,48 @@ def format_metric(name: str, value: float | None) -> str:
     return f"{value:.0f}" if name.endswith("per_second") else f"{value:.4f}"
 
 
+def swept_overrides(runs: Sequence[mlflow.entities.Run]) -> dict[str, list[str]]:
+    """Per override key whose value differs between the runs (what the multirun varied, the
+    model and method aside: they have columns of their own), each run's value (`-`: not set)."""
+    per_run = [overrides_of(run) for run in runs]
+    keys = list(dict.fromkeys(key for overrides in per_run for key in overrides))
+    varied = {
+        key: [overrides.get(key, "-") for overrides in per_run]
+        for key in keys
+        if key not in ("model", "method") and not key.startswith(("trial.", "hydra."))
+    }
+    return {key: values for key, values in varied.items() if len(set(values)) > 1}
+
+
+def overrides_of(run: mlflow.entities.Run) -> dict[str, str]:
+    """A run's overrides as `{key: value}`, the `+` / `++` / `~` prefixes dropped."""
+    text = run.data.tags.get(OVERRIDES_TAG, "")
+    try:
+        words = shlex.split(text)
+    except ValueError:  # an unbalanced quote in a value
+        words = text.split()
+    pairs = (word.split("=", 1) for word in words if "=" in word)
+    return {key.lstrip("+~"): value for key, value in pairs}
+
+
 def runs_table(runs: Sequence[mlflow.entities.Run], title: str) -> Table:
-    """One row per run: backbone, method, state and the headline metrics."""
+    """One row per run: its job number (an Optuna sweep's trial number), backbone, method, the
+    overrides the multirun varied, state and the headline metrics."""
     table = Table(title=title)
-    for header in ("model", "method", "state", *COLUMNS.values()):
-        table.add_column(
-            header, justify="left" if header in ("model", "method", "state") else "right"
-        )
-    for run in runs:
+    number = "trial" if any(OPTUNA_STUDY_TAG in run.data.tags for run in runs) else "job"
+    swept = swept_overrides(runs)
+    for header in (number, "model", "method", *swept, "state"):
+        table.add_column(header, justify="right" if header == number else "left")
+    for header in COLUMNS.values():
+        table.add_column(header, justify="right")
+    for i, run in enumerate(runs):
         metrics = run.data.metrics
         cells = [format_metric(key, metrics.get(key)) for key in COLUMNS]
         table.add_row(
+            run.data.tags.get(JOB_TAG, "-"),
             run.data.tags.get("model", "?"),
             run.data.tags.get("method", "?"),
+            *(values[i] for values in swept.values()),
             run.data.tags.get(STATE_TAG, run.info.status.lower()),
             *cells,
         )

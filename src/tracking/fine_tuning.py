@@ -5,6 +5,7 @@ from the pure parts of the pipeline (data, inputs, evaluation)."""
 from __future__ import annotations
 
 import logging
+import shlex
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from src.errors import disk_space_guard
 from src.inputs.long_text import Inputs, length_stats
 from src.model.backbones import Backbone
 from src.tracking import record
-from src.tracking.names import OPTUNA_STUDY_TAG, OPTUNA_TRIAL_TAG
+from src.tracking.names import JOB_TAG, OPTUNA_STUDY_TAG, OPTUNA_TRIAL_TAG, OVERRIDES_TAG
 from src.training.evaluate import TestOutcome
 
 if TYPE_CHECKING:
@@ -39,9 +40,11 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         "model": cfg.model.name,
         "method": cfg.method.name,
         "data": cfg.data.name,
-        "hydra.overrides": " ".join(HydraConfig.get().overrides.task),
+        OVERRIDES_TAG: shlex.join(HydraConfig.get().overrides.task),
         "mlflow.source.name": "src.train",
     }
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        tags[JOB_TAG] = str(HydraConfig.get().job.num)
     commit = record.git_commit(Path(HydraConfig.get().runtime.cwd))
     if commit:
         tags["mlflow.source.git.commit"] = commit
