@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from src.config.schema import TrackingConfig
 from src.errors import UserError
-from src.tracking.console import quiet_libraries
+from src.tracking.console import PIPED_WIDTH, quiet_libraries
 from src.tracking.uris import redact, tracking_uri
 
 
@@ -31,18 +31,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries()
     import mlflow
 
-    from src.analysis.summary import latest_children, runs_table
+    from src.analysis.summary import children, latest_multirun, runs_table
 
     uri = tracking_uri(TrackingConfig(uri=args.tracking_uri, dir="mlruns"))
     client = mlflow.MlflowClient(uri)
-    # Piped output (CI logs, `| tee`) would otherwise be cut to 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else 140)
+    console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
     try:
-        runs = latest_children(client, args.experiment)
+        multirun = latest_multirun(client, args.experiment)
     except UserError as exc:
         console.print(f"error: {exc}")
         return 2
-    console.print(runs_table(runs, f"{args.experiment}: {len(runs)} runs"))
+    runs = children(client, multirun)
+    console.print(runs_table(runs, f"{args.experiment}: {len(runs)} runs", multirun))
     # soft_wrap: the command stays one line, to paste
     console.print(
         f"Compare every run, curve and artifact in the MLflow UI: {ui_hint(uri)}", soft_wrap=True

@@ -56,7 +56,8 @@ def test_the_summary_tells_trials_apart_by_number_and_swept_values(sweep: Sweep)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     header = next(line for line in done.stdout.splitlines() if "trial" in line)
     assert "method.rank" in header and "trainer.lr" in header
-    runs = {run.data.tags["clfsweep.job"]: run for run in sweep.store.runs()}
+    jobs = [run for run in sweep.store.runs() if "clfsweep.job" in run.data.tags]
+    runs = {run.data.tags["clfsweep.job"]: run for run in jobs}
     assert sorted(runs) == ["0", "1"]
     for number, run in runs.items():
         row = next(line for line in done.stdout.splitlines() if re.match(rf"^\W*{number}\W", line))
@@ -108,7 +109,7 @@ def test_report_help_shows_a_plain_percent_sign() -> None:
 
 
 def test_predict_prints_nothing_on_stderr(sweep: Sweep) -> None:
-    run = sweep.store.runs()[0]
+    run = next(run for run in sweep.store.runs() if "clfsweep.job" in run.data.tags)
     done = run_module(
         "src.predict",
         "--run-id",

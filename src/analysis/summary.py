@@ -30,8 +30,8 @@ COLUMNS = {
 }
 
 
-def latest_children(client: mlflow.MlflowClient, experiment: str) -> list[mlflow.entities.Run]:
-    """The child runs of the experiment's most recent parent run, oldest first."""
+def latest_multirun(client: mlflow.MlflowClient, experiment: str) -> mlflow.entities.Run:
+    """The experiment's most recent parent run (of a grid or a sweep)."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise UserError(f"no MLflow experiment named {experiment!r} at {client.tracking_uri}")
@@ -45,7 +45,7 @@ def latest_children(client: mlflow.MlflowClient, experiment: str) -> list[mlflow
         raise UserError(
             f"experiment {experiment!r} has no multirun yet: run `python -m src.train -m ...`"
         )
-    return children(client, parents[0])
+    return parents[0]
 
 
 def children(client: mlflow.MlflowClient, parent: mlflow.entities.Run) -> list[mlflow.entities.Run]:
@@ -66,45 +66,59 @@ def format_metric(name: str, value: float | None) -> str:
     return f"{value:.0f}" if name.endswith("per_second") else f"{value:.4f}"
 
 
-def swept_overrides(runs: Sequence[mlflow.entities.Run]) -> dict[str, list[str]]:
-    """Per override key whose value differs between the runs (what the multirun varied, the
-    model and method aside: they have columns of their own), each run's value (`-`: not set)."""
-    per_run = [overrides_of(run) for run in runs]
-    keys = list(dict.fromkeys(key for overrides in per_run for key in overrides))
-    varied = {
-        key: [overrides.get(key, "-") for overrides in per_run]
+def swept_overrides(
+    runs: Sequence[mlflow.entities.Run], multirun: mlflow.entities.Run | None
+) -> dict[str, list[str]]:
+    """Per override a job got that the multirun's command line did not give as such (a grid's
+    values, a sweep's sampled params), each run's value (`-`: not set); the model and method
+    aside (they have columns of their own), and the trial's bookkeeping."""
+    if multirun is None:
+        return {}
+    typed = set(override_words(multirun))
+    per_run = [
+        dict(word.split("=", 1) for word in override_words(run) if word not in typed)
+        for run in runs
+    ]
+    keys = dict.fromkeys(key for overrides in per_run for key in overrides)
+    return {
+        key.lstrip("+~"): [overrides.get(key, "-") for overrides in per_run]
         for key in keys
-        if key not in ("model", "method") and not key.startswith(("trial.", "hydra."))
+        if key not in ("model", "method") and not key.lstrip("+~").startswith(("trial.", "hydra."))
     }
-    return {key: values for key, values in varied.items() if len(set(values)) > 1}
 
 
-def overrides_of(run: mlflow.entities.Run) -> dict[str, str]:
-    """A run's overrides as `{key: value}`, the `+` / `++` / `~` prefixes dropped."""
+def override_words(run: mlflow.entities.Run) -> list[str]:
+    """A run's `key=value` overrides, as typed."""
     text = run.data.tags.get(OVERRIDES_TAG, "")
     try:
         words = shlex.split(text)
     except ValueError:  # an unbalanced quote in a value
         words = text.split()
-    pairs = (word.split("=", 1) for word in words if "=" in word)
-    return {key.lstrip("+~"): value for key, value in pairs}
+    return [word for word in words if "=" in word]
 
 
-def runs_table(runs: Sequence[mlflow.entities.Run], title: str) -> Table:
+def runs_table(
+    runs: Sequence[mlflow.entities.Run],
+    title: str,
+    multirun: mlflow.entities.Run | None = None,
+) -> Table:
     """One row per run: its job number (an Optuna sweep's trial number), backbone, method, the
-    overrides the multirun varied, state and the headline metrics."""
+    overrides the multirun (the runs' parent run) varied, state and the headline metrics."""
     table = Table(title=title)
-    number = "trial" if any(OPTUNA_STUDY_TAG in run.data.tags for run in runs) else "job"
-    swept = swept_overrides(runs)
-    for header in (number, "model", "method", *swept, "state"):
-        table.add_column(header, justify="right" if header == number else "left")
+    numbered = any(JOB_TAG in run.data.tags for run in runs)  # a single run has no number
+    if numbered:
+        number = "trial" if any(OPTUNA_STUDY_TAG in run.data.tags for run in runs) else "job"
+        table.add_column(number, justify="right")
+    swept = swept_overrides(runs, multirun)
+    for header in ("model", "method", *swept, "state"):
+        table.add_column(header, justify="left")
     for header in COLUMNS.values():
         table.add_column(header, justify="right")
     for i, run in enumerate(runs):
         metrics = run.data.metrics
         cells = [format_metric(key, metrics.get(key)) for key in COLUMNS]
         table.add_row(
-            run.data.tags.get(JOB_TAG, "-"),
+            *([run.data.tags.get(JOB_TAG, "-")] if numbered else []),
             run.data.tags.get("model", "?"),
             run.data.tags.get("method", "?"),
             *(values[i] for values in swept.values()),

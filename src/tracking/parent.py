@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from src.analysis.summary import children
 from src.config.schema import TrackingConfig
 from src.errors import UserError
 from src.tracking.console import print_runs, quiet_libraries
-from src.tracking.names import DEVICE_WORKER_ENV, PARENT_ENV, SWEEP_TAG
+from src.tracking.names import DEVICE_WORKER_ENV, OVERRIDES_TAG, PARENT_ENV, SWEEP_TAG
 from src.tracking.uris import redact_values, tracking_uri
 
 if TYPE_CHECKING:  # Hydra instantiates callbacks for every command: MLflow loads when used
@@ -78,7 +79,7 @@ class MlflowParentRun(Callback):
                     {
                         SWEEP_TAG: name,
                         "sweep.dir": str(HydraConfig.get().sweep.dir),
-                        "hydra.overrides": " ".join(HydraConfig.get().overrides.task),
+                        OVERRIDES_TAG: shlex.join(HydraConfig.get().overrides.task),
                         "mlflow.source.name": "src.train -m",
                     }
                 ),
@@ -100,7 +101,7 @@ class MlflowParentRun(Callback):
         os.environ.pop(PARENT_ENV, None)
         parent = client.get_run(self.run_id)
         jobs = children(client, parent)
-        print_runs(jobs, f"{parent.info.run_name}: {len(jobs)} runs ({self.run_id})")
+        print_runs(jobs, f"{parent.info.run_name}: {len(jobs)} runs ({self.run_id})", parent)
 
 
 def _one_line(exc: Exception) -> str:
