@@ -458,6 +458,7 @@ def test_the_design_card_grid_trains_each_preset_on_its_own_weights(
     assert params["qwen2_7b_instruct"] > 1.5 * params["qwen2_7b_base"]  # 64 vs 32 wide
 
 
+@pytest.mark.slow  # two MLflow commands that each load the model: about 50 s on a busy CPU
 def test_the_readmes_serving_commands_answer_as_src_predict(
     logged: Logged, mlflow_store: Path, reviews: Splits, tmp_path: Path
 ) -> None:
@@ -485,6 +486,7 @@ def test_the_readmes_serving_commands_answer_as_src_predict(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert [row["label"] for row in json.loads(out.read_text())["predictions"]] == expected
+    assert "Loading weights" not in done.stderr  # no transformers bar per load of the model
 
     port = free_port()
     log = tmp_path / "serve.log"

@@ -67,6 +67,7 @@ def test_the_summary_tells_trials_apart_by_number_and_swept_values(sweep: Sweep)
     assert f"--backend-store-uri {sweep.store.uri}" in done.stdout
 
 
+@pytest.mark.slow  # a third training run: about a minute on a busy CPU
 def test_best_yaml_command_runs_pasted_into_a_shell_without_the_venv(
     sweep: Sweep, tmp_path: Path
 ) -> None:
@@ -133,6 +134,7 @@ def test_estimate_of_a_tiny_model_prints_nothing_on_stderr() -> None:
     assert done.stderr == ""
 
 
+@pytest.mark.slow  # a pretraining run: about a minute on a busy CPU
 def test_pretrain_prints_nothing_on_stderr(tmp_path: Path) -> None:
     store = Store(tmp_path)
     done = run_module(
