@@ -19,6 +19,7 @@ from typing import IO
 
 from src.config.outputs import STDOUT, check_output, open_output
 from src.errors import UserError
+from src.tracking.console import quiet_libraries
 from src.tracking.uris import command_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ def write_jsonl(rows: list[dict], out: IO[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; user errors print one line and exit 2."""
     args = parse_args(argv)
+    quiet_libraries()
+
     from src.checkpoint.classifier import classify
     from src.tracking.models import resolve_model_dir
 

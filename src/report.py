@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(
         prog="python -m src.report",
-        description="Tables (mean ± 95%% CI over seeds), verdicts over seeds (t-test, Holm) "
+        description="Tables (mean ± 95% CI over seeds), verdicts over seeds (t-test, Holm) "
         "and plots of a sweep's MLflow runs, written to sweeps/<experiment>/report/.",
     )
     p.add_argument("--experiment", required=True, help="MLflow experiment (the preset's name)")

@@ -6,14 +6,17 @@ python -m src.summary --experiment demo
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from src.errors import UserError
-from src.tracking.console import quiet_libraries
-from src.tracking.uris import command_tracking_uri
+from src.tracking.console import PIPED_WIDTH, quiet_libraries
+from src.tracking.uris import command_tracking_uri, redact
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,21 +28,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracking-uri")
     args = parser.parse_args(argv)
     quiet_libraries()
-    from src.tracking.run_table import latest_children, runs_table
+    from src.tracking.run_table import latest_multirun, runs_table
 
     uri = command_tracking_uri(args.tracking_uri)
-    # Piped output (CI logs, `| tee`) would otherwise be cut to 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else 140)
+    console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
     try:
-        runs = latest_children(uri, args.experiment)
+        multirun, runs = latest_multirun(uri, args.experiment)
     except UserError as exc:
         console.print(f"error: {exc}")
         return 2
-    console.print(runs_table(runs, f"{args.experiment}: {len(runs)} runs"))
+    console.print(runs_table(runs, f"{args.experiment}: {len(runs)} runs", multirun))
+    # soft_wrap: the command stays one line, to paste
     console.print(
-        "Compare every run, curve and artifact in the MLflow UI: [bold]make ui[/] → http://127.0.0.1:5000"
+        f"Compare every run, curve and artifact in the MLflow UI: {ui_hint(uri)}", soft_wrap=True
     )
     return 0
+
+
+def ui_hint(uri: str) -> str:
+    """Where to see the runs of the store `uri` in the MLflow UI: a server's own address, or
+    the command that serves this store on 127.0.0.1 (MLflow's own script, by its path)."""
+    if uri.startswith(("http://", "https://")):
+        return redact(uri)
+    installed = Path(sys.executable).parent / "mlflow"
+    mlflow_ui = [str(installed) if installed.exists() else "mlflow", "ui", "--host", "127.0.0.1"]
+    command = shlex.join([*mlflow_ui, "--port", "5000", "--backend-store-uri", redact(uri)])
+    return f"{escape(command)} → http://127.0.0.1:5000"
 
 
 if __name__ == "__main__":

@@ -259,10 +259,11 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
     from src.task.metrics import prefixed
     from src.tracking import fine_tuning as run_record
     from src.tracking import record
+    from src.tracking.names import METHOD_TAG
     from src.training import evaluate
 
     experiment_id = record.setup(cfg.tracking)
-    tags = run_record.run_tags(cfg) | {"method": "none"}  # method= does not apply to it
+    tags = run_record.run_tags(cfg) | {METHOD_TAG: "none"}  # method= does not apply to it
     with run_record.training_run(cfg, experiment_id, tags, splits, training) as active:
         task = make_task(cfg.task, splits.label_names)
         train_texts = training.frame.text.tolist()

@@ -3,6 +3,8 @@ Hydra's shell completion through a real bash."""
 
 from __future__ import annotations
 
+import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from src.config.cli import RedactingStream
 from tests.conftest import ROOT, run_module
 
 BIN = Path(sys.executable).parent
@@ -93,3 +96,23 @@ def test_bash_completion_offers_groups_and_their_options() -> None:
     ]
     methods = complete("clfsweep method=")
     assert "method=lora" in methods and not [m for m in methods if "schema" in m]
+
+
+def test_the_redacted_console_answers_as_the_real_stream_and_hides_passwords() -> None:
+    """isatty, fileno, encoding, ... are the real terminal's (tqdm draws its bar on a
+    terminal only); what is written still loses its password."""
+    master, terminal = pty.openpty()
+    with open(terminal, "w", encoding="utf-8") as real:
+        console = RedactingStream(real)
+        assert console.isatty() and console.fileno() == real.fileno()
+        assert (console.encoding, console.errors, console.buffer, console.line_buffering) == (
+            real.encoding,
+            real.errors,
+            real.buffer,
+            real.line_buffering,
+        )
+        console.write("tracking.uri=postgresql://clf:hunter2@db/runs\n")
+        console.flush()
+        shown = os.read(master, 1024)
+    os.close(master)
+    assert b"postgresql://clf:***@db/runs" in shown and b"hunter2" not in shown

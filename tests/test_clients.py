@@ -6,8 +6,10 @@ import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import urllib.request
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -51,6 +53,7 @@ from src.model.tiny import build_tiny_backbone, materialize_tiny, train_byte_bpe
 from src.task.heads import make_task
 from src.tracking import record
 from tests.conftest import QUICK, ROOT, Store, run_module
+from tests.test_mlflow_ui import free_port, wait_healthy
 
 MAX_LEN = 32
 LABELS = ["negative", "positive"]
@@ -453,3 +456,59 @@ def test_the_design_card_grid_trains_each_preset_on_its_own_weights(
     params = {r.data.tags["model"]: r.data.metrics["total_params"] for r in children}
     assert set(params) == {"qwen2_7b_base", "qwen2_7b_instruct"}
     assert params["qwen2_7b_instruct"] > 1.5 * params["qwen2_7b_base"]  # 64 vs 32 wide
+
+
+@pytest.mark.slow  # two MLflow commands that each load the model: about 50 s on a busy CPU
+def test_the_readmes_serving_commands_answer_as_src_predict(
+    logged: Logged, mlflow_store: Path, reviews: Splits, tmp_path: Path
+) -> None:
+    """Offline, in the project's venv: `mlflow models predict` and `mlflow models serve` (on
+    127.0.0.1, one /invocations request) with `--env-manager local`, as README.md gives them."""
+    texts = reviews.test.text.tolist()[:6]
+    expected = expected_labels(logged, texts)
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{mlflow_store / 'mlflow.db'}",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # uvicorn, as activated
+    }
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"inputs": texts}, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "predictions.json"
+    mlflow_models = [str(bin_dir / "mlflow"), "models"]
+    model = ["-m", logged.uri, "--env-manager", "local"]
+    done = subprocess.run(
+        [*mlflow_models, "predict", *model, "-i", str(request), "-t", "json", "-o", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [row["label"] for row in json.loads(out.read_text())["predictions"]] == expected
+    assert "Loading weights" not in done.stderr  # no transformers bar per load of the model
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [*mlflow_models, "serve", *model, "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server, log)
+        scoring = urllib.request.Request(
+            f"{url}/invocations",
+            data=request.read_bytes(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(scoring, timeout=60) as response:
+            answer = json.loads(response.read())
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert [row["label"] for row in answer["predictions"]] == expected

@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 import pty
+import re
 import struct
 import subprocess
 import sys
@@ -121,6 +122,28 @@ def test_the_console_names_the_level_of_warnings_only() -> None:
     assert line(logging.WARNING).endswith(" WARNING: hello")
 
 
+def in_terminal(argv: list[str], columns: int = 120, rows: int = 40) -> tuple[int, str]:
+    """Run `argv` from the repository root in a pseudo-terminal of that size (a new one has 0
+    columns, where tqdm draws nothing but `\\r`): its exit status and what it showed."""
+    master, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    proc = subprocess.Popen(
+        argv,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "TERM": "xterm"},
+    )
+    os.close(terminal)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO: the child closed the terminal
+        while chunk := os.read(master, 4096):
+            shown += chunk
+    os.close(master)
+    return proc.wait(), shown.decode(errors="replace")
+
+
 def test_a_terminal_gets_one_progress_bar_instead_of_lines() -> None:
     """On a pseudo-terminal of 100 columns, the steps show as one tqdm bar, cleared at the end."""
     code = (
@@ -132,21 +155,28 @@ def test_a_terminal_gets_one_progress_bar_instead_of_lines() -> None:
         "    p.update(s)\n"
         "p.close()\n"
     )
-    master, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    os.close(terminal)
-    shown = b""
-    with contextlib.suppress(OSError):  # EIO: the child closed the terminal
-        while chunk := os.read(master, 4096):
-            shown += chunk
-    assert proc.wait() == 0
-    text = shown.decode(errors="replace")
+    status, text = in_terminal([sys.executable, "-c", code], columns=100)
+    assert status == 0
     assert "training: 100%" in text and "5/5 [" in text
     assert "step 1/5" not in text
+
+
+def test_a_training_run_in_a_terminal_shows_the_bar_and_no_password(tmp_path: Path) -> None:
+    """`python -m src.train` as a person sees it: the bar over the steps (not the log file's
+    step lines), while what it prints still hides a password."""
+    store = Store(tmp_path)
+    secret = "postgresql://clf:hunter2@db.example/runs"
+    status, text = in_terminal(
+        [
+            sys.executable,
+            "-m",
+            "src.train",
+            *QUICK,
+            f"tracking.run_name={secret}",
+            *store.overrides(),
+        ]
+    )
+    assert status == 0, text[-3000:]
+    assert re.search(r"training: +\d+%\|", text), text[-3000:]
+    assert "step 1/" not in text  # the log file's progress lines stay in the log file
+    assert "clf:***@db.example" in text and "hunter2" not in text

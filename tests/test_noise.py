@@ -190,6 +190,7 @@ def test_noise_command_writes_suspects_and_logs_them(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""  # nothing a user cannot act on
     suspects = pd.read_csv(out / "suspects.csv", dtype={"id": str})
     assert list(suspects.columns)[:5] == ["rank", "id", "split", "text", "given"]
     assert (out / "exclude_ids.txt").read_text().split() == suspects.id.tolist()

@@ -362,10 +362,14 @@ def test_enqueued_first_best_yaml_reruns_the_best_trial_and_reruns_top_up(tmp_pa
     best = yaml.safe_load((tmp_path / "sweeps" / "app_study" / "best.yaml").read_text())
     assert best["best_trial"] == 0
     assert set(best["overrides"]) >= {"x=1.0", "y=2.0", "cat=b"}
-    replay = shlex.split(best["command"])
-    assert replay[0] == "python"
+    # Pasted into a shell elsewhere: it enters the sweep's folder and runs this interpreter.
+    enter = f"cd {shlex.quote(str(tmp_path))} && {shlex.quote(sys.executable)} "
+    assert best["command"].startswith(enter)
+    replay = shlex.split(best["command"].removeprefix(enter.split(" && ")[0] + " && "))
     assert replay[-len(best["overrides"]) :] == best["overrides"]
-    single = run(tmp_path, [sys.executable, *replay[1:]])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    single = run(elsewhere, ["bash", "-c", best["command"]])
     assert single.returncode == 0, single.stderr
     values = [float(v) for v in results.read_text().split()]
     assert values[-1] == best["best_value"] == trials[0].value  # alt.yaml's steps=1 included
@@ -445,7 +449,8 @@ def test_sweep_of_src_train_with_the_lora_preset(
         assert t.value is not None and 0.0 <= t.value <= 1.0
     best = yaml.safe_load((tmp_path / "sweeps" / name / "best.yaml").read_text())
     assert "hparams_search=lora_rank_lr_epochs" in best["overrides"]
-    assert best["command"].startswith("python -m src.train ")
+    enter = f"cd {shlex.quote(str(tmp_path))} && {shlex.quote(sys.executable)}"
+    assert best["command"].startswith(f"{enter} -m src.train ")
     trial_dirs = [p for p in (tmp_path / "sweeps" / name / "trials").iterdir() if p.is_dir()]
     assert sorted(p.name.split("_")[0] for p in trial_dirs) == ["0", "1", "2"]
     for t in trials:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -322,7 +323,12 @@ def optuna_importances(jobs: pd.DataFrame, factors: list[str], metric: str) -> d
             )
         )
     try:
-        return dict(optuna.importance.get_param_importances(study))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            importances = dict(optuna.importance.get_param_importances(study))
+        # Too few runs to tell the params apart: equal importances would read as a finding.
+        same = any("select the same set of trials" in str(w.message) for w in caught)
+        return {} if same else importances
     except Exception as exc:  # too few or constant trials
         log.warning("Optuna importances not computed: %s", exc)
         return {}

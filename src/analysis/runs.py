@@ -121,20 +121,30 @@ def load_runs(uri: str, experiment: str, parent_run_id: str | None, metric: str)
             raise UserError(f"parent run {parent_run_id} has no child runs in {experiment!r}")
     states = [run_state(row, metric) for _, row in children.iterrows()]
     param_cols = sorted(c for c in children.columns if c.startswith("params."))
-    table = children[["run_id", "start_time", "artifact_uri"]].copy()
-    table["run_name"] = column(children, "tags.mlflow.runName")
-    table["parent"] = column(children, f"tags.{PARENT_ID_TAG}")
-    table["optuna_study"] = column(children, f"tags.{OPTUNA_STUDY_TAG}")
-    table["state"] = [s for s, _ in states]
-    table["reason"] = [r for _, r in states]
+    index = children.index
+    # One frame from all its columns at once: inserting them one by one fragments it (pandas
+    # warns once per column past 100, 40 lines on the report's stderr for a sweep).
+    columns = {
+        "run_id": children["run_id"],
+        "start_time": children["start_time"],
+        "artifact_uri": children["artifact_uri"],
+        "run_name": column(children, "tags.mlflow.runName"),
+        "parent": column(children, f"tags.{PARENT_ID_TAG}"),
+        "optuna_study": column(children, f"tags.{OPTUNA_STUDY_TAG}"),
+        "state": pd.Series([s for s, _ in states], index=index, dtype=object),
+        "reason": pd.Series([r for _, r in states], index=index, dtype=object),
+    }
     for col in param_cols:
         # object dtype: pandas would turn a null param (None) into NaN, the mark of an absent one
         values = [stats.parse_value(v) for v in children[col]]
-        table[col.removeprefix("params.")] = pd.Series(values, index=table.index, dtype=object)
+        columns[col.removeprefix("params.")] = pd.Series(values, index=index, dtype=object)
     for suffix, _ in METRICS:
-        table[suffix] = column(children, f"metrics.test_{suffix}")
+        columns[suffix] = column(children, f"metrics.test_{suffix}")
     digests = test_digests(uri, experiment)
-    table["test_digest"] = [digests.get(r) for r in table.run_id]
+    columns["test_digest"] = pd.Series(
+        [digests.get(r) for r in children["run_id"]], index=index, dtype=object
+    )
+    table = pd.concat(columns, axis=1)
     params = [c.removeprefix("params.") for c in param_cols]
     used = table.state == RunState.completed
     return Runs(

@@ -34,9 +34,18 @@ class SequenceClassifier(PythonModel):
     """Texts in; per text the label(s) or value and the probabilities out."""
 
     def load_context(self, context: PythonModelContext) -> None:
+        from transformers.utils import logging as transformers_logging
+
         from src.checkpoint.classifier import Classifier
 
-        self.classifier = Classifier.load(Path(context.artifacts["checkpoint"]))
+        # In the caller's process (or the server's log): no "Loading weights" bar per load.
+        shown = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()
+        try:
+            self.classifier = Classifier.load(Path(context.artifacts["checkpoint"]))
+        finally:
+            if shown:
+                transformers_logging.enable_progress_bar()
 
     # MLflow infers no input schema from a DataFrame hint (from `list[str]` it would, and then
     # hand a DataFrame's first column to the model); lists and Series arrive as they are too.

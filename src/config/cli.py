@@ -7,26 +7,38 @@ becomes one `error:` line.
 from __future__ import annotations
 
 import functools
-import io
 import os
 import re
 import shlex
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.config.private_api import caching_repository, hydra_args_parser, hydra_config_loader
 from src.errors import Interrupted, UserError, stop_on_signals
+from src.tracking.console import quiet_libraries
 from src.tracking.names import PARENT_ENV
 from src.tracking.uris import redact
 
 R = TypeVar("R")
 HYDRA_GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+
+
+def command_help(name: str) -> str:
+    """The `--help` header of `python -m src.<name>`: that command's module docstring."""
+    import importlib
+
+    return str(importlib.import_module(f"src.{name}").__doc__ or "").strip()
+
+
+# conf/hydra/default.yaml's help header names it; Hydra resolves it only when printing --help.
+if not OmegaConf.has_resolver("command_help"):
+    OmegaConf.register_new_resolver("command_help", command_help)
 
 
 def hydra_command(main: Callable[[], R]) -> Callable[[], R]:
@@ -35,6 +47,7 @@ def hydra_command(main: Callable[[], R]) -> Callable[[], R]:
 
     @functools.wraps(main)
     def command() -> R:
+        quiet_libraries()  # before any library loads: `src.estimate` builds tiny models too
         with redacted_console():
             try:
                 check_override_syntax(sys.argv[1:])
@@ -178,21 +191,26 @@ def quoted(text: str) -> str:
 # -- the console -----------------------------------------------------------------------------
 
 
-class RedactingStream(io.TextIOBase):
+class RedactingStream:
     """A console stream that hides passwords in URIs of everything written through it (Hydra
-    echoes its overrides, tracebacks quote URIs)."""
+    echoes its overrides, tracebacks quote URIs). Everything else (isatty, fileno, encoding,
+    errors, buffer, line_buffering, ...) is the real stream's own answer: not a subclass of
+    `io.TextIOBase`, whose own `isatty()` would say False and hide the progress bar."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
     def write(self, text: str) -> int:
+        """Write `text` redacted; the length of `text`, as a stream's write returns."""
         self.stream.write(redact(text))
         return len(text)
 
-    def flush(self) -> None:
-        self.stream.flush()
+    def writelines(self, lines: Iterable[str]) -> None:
+        """Write each line redacted."""
+        for line in lines:
+            self.write(line)
 
-    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, buffer, ...
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
 
 

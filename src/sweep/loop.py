@@ -242,6 +242,8 @@ class OptunaSweep:
             log.warning("pruning is off: Optuna prunes single-objective studies only")
             pruner_spec = {"name": PrunerName.none.value}
         self.pruner_spec = pruner_spec
+        # Our own lines say what Optuna's INFO lines would (study created, trial finished).
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         with _quiet():
             study = optuna.create_study(
                 study_name=s.study_name,

@@ -85,15 +85,24 @@ def objective_labels(study: optuna.Study, names: Sequence[str] | None) -> list[s
 
 def program_command() -> list[str]:
     """How this program was started: ``python -m pkg.mod`` or ``python path/to/script.py``,
-    with the Hydra options that chose its primary config."""
+    with the Hydra options that chose its primary config; ``python`` is the interpreter that
+    runs it (its absolute path: a bare `python` outside the activated venv has no `src`)."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name and spec.name != "__main__":
-        return ["python", "-m", spec.name.removesuffix(".__main__"), *config_flags(sys.argv[1:])]
+        module = spec.name.removesuffix(".__main__")
+        return [sys.executable, "-m", module, *config_flags(sys.argv[1:])]
     script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("main.py")
     with contextlib.suppress(ValueError):
         script = script.resolve().relative_to(Path.cwd())
-    return ["python", str(script), *config_flags(sys.argv[1:])]
+    return [sys.executable, str(script), *config_flags(sys.argv[1:])]
+
+
+def pasteable(command: Sequence[str]) -> str:
+    """`command` as one line that runs as pasted from any shell and folder: it first enters
+    this folder, where `-m src.train` finds the project and relative paths in overrides (data
+    files, --config-dir) mean what they meant to the sweep."""
+    return f"cd {shlex.quote(str(Path.cwd()))} && {shlex.join(command)}"
 
 
 def config_flags(argv: Sequence[str]) -> list[str]:
@@ -160,7 +169,7 @@ def _replay(trial: FrozenTrial, fixed: Sequence[str]) -> dict[str, Any]:
     return {
         "params": dict(trial.params),
         "overrides": overrides,
-        "command": shlex.join([*program_command(), *overrides]),
+        "command": pasteable([*program_command(), *overrides]),
     }
 
 

@@ -22,8 +22,17 @@ log = logging.getLogger("clfsweep")
 
 # Library messages nobody can act on, by the logger that emits them, with why each is noise.
 UNACTIONABLE_LOGS = {
-    # the classification head is new by design: its weights are reported "MISSING"
-    "transformers.modeling_utils": ("LOAD REPORT",),
+    "transformers.modeling_utils": (
+        "LOAD REPORT",  # the classification head is new by design: reported "MISSING"
+        # src.pretrain from a checkpoint without BERT's masked-LM head: new by design too
+        "tie cls.predictions.bias to cls.predictions.decoder.bias, but both are absent",
+    ),
+    # src.pretrain's best epoch reloaded: the masked-LM decoder is tied to the embeddings and to
+    # cls.predictions.bias, so it is never saved, and the tie restores it.
+    "transformers.trainer": (
+        "missing keys in the checkpoint model loaded: ['cls.predictions.decoder.weight', "
+        "'cls.predictions.decoder.bias']",
+    ),
     "transformers.trainer_utils": (
         "new PAD/BOS/EOS tokens",  # decoders get their pad token from us, on purpose
         "mtime may not be reliable",  # the Trainer's checkpoint rotation on some filesystems
@@ -33,6 +42,9 @@ UNACTIONABLE_WARNINGS = (
     ".*is_gradient_checkpointing.*",  # raised inside transformers' own code, not ours
 )
 PERIODIC_LINES = 10  # without a terminal: a progress line every tenth of the steps
+# Tables printed to a pipe (CI logs, `| tee`): rich would cut them to 80 columns, and a
+# multirun's swept columns to `…`; a table is only as wide as its cells need.
+PIPED_WIDTH = 240
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -132,11 +144,15 @@ def print_run(run_id: str) -> None:
     print_runs([run], f"{run.info.run_name} ({run.info.run_id})")
 
 
-def print_runs(runs: Sequence[mlflow.entities.Run], title: str) -> None:
-    """The result table of runs (one or a multirun's children), to stdout."""
+def print_runs(
+    runs: Sequence[mlflow.entities.Run],
+    title: str,
+    multirun: mlflow.entities.Run | None = None,
+) -> None:
+    """The result table of runs (one, or the children of a multirun's parent run), to stdout."""
     from rich.console import Console
 
     from src.tracking.run_table import runs_table
 
-    # Piped output (CI logs, `| tee`) would otherwise be cut to 80 columns.
-    Console(width=None if sys.stdout.isatty() else 160).print(runs_table(runs, title))
+    width = None if sys.stdout.isatty() else PIPED_WIDTH
+    Console(width=width).print(runs_table(runs, title, multirun))

@@ -5,6 +5,7 @@ from the pure parts of the pipeline (data, inputs, evaluation)."""
 from __future__ import annotations
 
 import logging
+import shlex
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from src.tracking import record
 from src.tracking.names import (
     DATA_TAG,
     GIT_COMMIT_TAG,
+    JOB_TAG,
     METHOD_TAG,
     MODEL_TAG,
     OPTUNA_STUDY_TAG,
@@ -48,9 +50,11 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         MODEL_TAG: cfg.model.name,
         METHOD_TAG: cfg.method.name,
         DATA_TAG: cfg.data.name,
-        OVERRIDES_TAG: " ".join(HydraConfig.get().overrides.task),
+        OVERRIDES_TAG: shlex.join(HydraConfig.get().overrides.task),
         SOURCE_TAG: "src.train",
     }
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        tags[JOB_TAG] = str(HydraConfig.get().job.num)
     commit = record.git_commit(Path(HydraConfig.get().runtime.cwd))
     if commit:
         tags[GIT_COMMIT_TAG] = commit

@@ -7,6 +7,8 @@ from enum import StrEnum
 
 SWEEP_TAG = "clfsweep.sweep"  # on a multirun's parent run: the study's or the grid's name
 STATE_TAG = "clfsweep.state"  # how a run ended: a RunState
+JOB_TAG = "clfsweep.job"  # a multirun's job number: in an Optuna sweep, the trial number
+OVERRIDES_TAG = "hydra.overrides"  # the job's overrides, shell-quoted as typed
 ERROR_TAG = "error"  # why a run failed, was pruned or killed
 PARENT_ID_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag
 SOURCE_TAG = "mlflow.source.name"  # MLflow's own: the command that made the run

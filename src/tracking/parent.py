@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -89,7 +90,7 @@ class MlflowParentRun(Callback):
                     {
                         SWEEP_TAG: name,
                         SWEEP_DIR_TAG: str(HydraConfig.get().sweep.dir),
-                        OVERRIDES_TAG: " ".join(HydraConfig.get().overrides.task),
+                        OVERRIDES_TAG: shlex.join(HydraConfig.get().overrides.task),
                         SOURCE_TAG: "src.train -m",
                     }
                 ),
@@ -111,7 +112,7 @@ class MlflowParentRun(Callback):
         os.environ.pop(PARENT_ENV, None)
         parent = client.get_run(self.run_id)
         jobs = children(client, parent)
-        print_runs(jobs, f"{parent.info.run_name}: {len(jobs)} runs ({self.run_id})")
+        print_runs(jobs, f"{parent.info.run_name}: {len(jobs)} runs ({self.run_id})", parent)
 
 
 def _one_line(exc: Exception) -> str:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from src.errors import UserError
-from src.tracking.names import PARENT_ID_TAG, STATE_TAG, SWEEP_TAG
+from src.tracking.names import (
+    JOB_TAG,
+    METHOD_TAG,
+    MODEL_TAG,
+    OPTUNA_STUDY_TAG,
+    OVERRIDES_TAG,
+    PARENT_ID_TAG,
+    STATE_TAG,
+    SWEEP_TAG,
+)
 
 if TYPE_CHECKING:
     import mlflow
@@ -22,8 +32,10 @@ COLUMNS = {
 }
 
 
-def latest_children(uri: str, experiment: str) -> list[mlflow.entities.Run]:
-    """The child runs of the experiment's most recent parent run, oldest first."""
+def latest_multirun(
+    uri: str, experiment: str
+) -> tuple[mlflow.entities.Run, list[mlflow.entities.Run]]:
+    """The experiment's most recent parent run (of a grid or a sweep) and its child runs."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
@@ -40,7 +52,7 @@ def latest_children(uri: str, experiment: str) -> list[mlflow.entities.Run]:
         raise UserError(
             f"experiment {experiment!r} has no multirun yet: run `python -m src.train -m ...`"
         )
-    return children(client, parents[0])
+    return parents[0], children(client, parents[0])
 
 
 def children(client: mlflow.MlflowClient, parent: mlflow.entities.Run) -> list[mlflow.entities.Run]:
@@ -61,19 +73,62 @@ def format_metric(name: str, value: float | None) -> str:
     return f"{value:.0f}" if name.endswith("per_second") else f"{value:.4f}"
 
 
-def runs_table(runs: Sequence[mlflow.entities.Run], title: str) -> Table:
-    """One row per run: backbone, method, state and the headline metrics."""
+def swept_overrides(
+    runs: Sequence[mlflow.entities.Run], multirun: mlflow.entities.Run | None
+) -> dict[str, list[str]]:
+    """Per override a job got that the multirun's command line did not give as such (a grid's
+    values, a sweep's sampled params), each run's value (`-`: not set); the model and method
+    aside (they have columns of their own), and the trial's bookkeeping."""
+    if multirun is None:
+        return {}
+    typed = set(override_words(multirun))
+    per_run = [
+        dict(word.split("=", 1) for word in override_words(run) if word not in typed)
+        for run in runs
+    ]
+    keys = dict.fromkeys(key for overrides in per_run for key in overrides)
+    return {
+        key.lstrip("+~"): [overrides.get(key, "-") for overrides in per_run]
+        for key in keys
+        if key not in ("model", "method") and not key.lstrip("+~").startswith(("trial.", "hydra."))
+    }
+
+
+def override_words(run: mlflow.entities.Run) -> list[str]:
+    """A run's `key=value` overrides, as typed."""
+    text = run.data.tags.get(OVERRIDES_TAG, "")
+    try:
+        words = shlex.split(text)
+    except ValueError:  # an unbalanced quote in a value
+        words = text.split()
+    return [word for word in words if "=" in word]
+
+
+def runs_table(
+    runs: Sequence[mlflow.entities.Run],
+    title: str,
+    multirun: mlflow.entities.Run | None = None,
+) -> Table:
+    """One row per run: its job number (an Optuna sweep's trial number), backbone, method, the
+    overrides the multirun (the runs' parent run) varied, state and the headline metrics."""
     table = Table(title=title)
-    for header in ("model", "method", "state", *COLUMNS.values()):
-        table.add_column(
-            header, justify="left" if header in ("model", "method", "state") else "right"
-        )
-    for run in runs:
+    numbered = any(JOB_TAG in run.data.tags for run in runs)  # a single run has no number
+    if numbered:
+        number = "trial" if any(OPTUNA_STUDY_TAG in run.data.tags for run in runs) else "job"
+        table.add_column(number, justify="right")
+    swept = swept_overrides(runs, multirun)
+    for header in ("model", "method", *swept, "state"):
+        table.add_column(header, justify="left")
+    for header in COLUMNS.values():
+        table.add_column(header, justify="right")
+    for i, run in enumerate(runs):
         metrics = run.data.metrics
         cells = [format_metric(key, metrics.get(key)) for key in COLUMNS]
         table.add_row(
-            run.data.tags.get("model", "?"),
-            run.data.tags.get("method", "?"),
+            *([run.data.tags.get(JOB_TAG, "-")] if numbered else []),
+            run.data.tags.get(MODEL_TAG, "?"),
+            run.data.tags.get(METHOD_TAG, "?"),
+            *(values[i] for values in swept.values()),
             run.data.tags.get(STATE_TAG, run.info.status.lower()),
             *cells,
         )
