@@ -32,7 +32,7 @@ class Interrupted(KeyboardInterrupt):
 
     A KeyboardInterrupt, so everything that already treats Ctrl-C as a stop (Optuna trials
     failed and re-queued by the sweep loop) treats SIGTERM alike. `runs`: the MLflow runs it
-    ended, for the one line that reports it.
+    ended, for the one line that reports it; `unmarked`: those the store did not let it end.
     """
 
     def __init__(self, signum: int) -> None:
@@ -40,6 +40,7 @@ class Interrupted(KeyboardInterrupt):
         self.signal = signal.Signals(signum).name
         super().__init__(f"killed by {self.signal}: the process was asked to stop")
         self.runs: list[str] = []
+        self.unmarked: list[str] = []
 
 
 @contextmanager
@@ -50,7 +51,10 @@ def stop_on_signals() -> Iterator[None]:
         yield
         return
 
+    stopping: list[int] = []
+
     def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         raise Interrupted(signum)
@@ -59,8 +63,11 @@ def stop_on_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        # Not after a stop: an enclosing block's handler (a sweep's job runs inside the
+        # command's) would turn a second signal during the clean-up into another stop.
+        if not stopping:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @contextmanager
