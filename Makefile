@@ -9,7 +9,7 @@ SWEEP ?= smoke_tiny
 EXPERIMENT ?=
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup lock demo test test-slow test-all train sweep sweep-worker dashboard report bench bench-grid ui lint format clean
+.PHONY: setup lock demo test test-all train sweep sweep-worker dashboard report bench bench-grid ui lint format clean
 
 LOCK := constraints.txt
 
@@ -39,9 +39,6 @@ demo: $(STAMP)  ## CPU demo: tiny Qwen2 vs tiny BERT x LoRA vs full fine-tuning,
 
 test: $(STAMP)  ## the default test suite (skips tests marked slow)
 	$(PY) -m pytest -m "not slow" -q
-
-test-slow: $(STAMP)  ## only the tests marked slow (what make test leaves out; CI runs both)
-	$(PY) -m pytest -m slow -q
 
 test-all: $(STAMP)  ## every test, slow ones included (the MLflow UI tests need Debian's chromium)
 	$(PY) -m pytest -q

@@ -24,9 +24,11 @@ import pytest
 from mlflow.entities import LoggedModelStatus
 from optuna.trial import TrialState
 
+from hydra_plugins.clfsweep_optuna_sweeper.optuna_sweeper import _one_line_errors
 from src.checkpoint.locate import resolve_model_dir
+from src.config.cli import stopped
 from src.config.schema import TrackingConfig
-from src.errors import UserError
+from src.errors import STOP_SIGNALS, Interrupted, UserError, stop_on_signals
 from src.predict import main as predict_main
 from src.sweep.storage import open_storage
 from src.sweep.trial import FAIL_REASON_ATTR
@@ -117,17 +119,21 @@ def test_kill_9_mid_training_next_start_marks_the_run_killed(store: Store) -> No
 
 
 def wait_for_epoch_metric(
-    store: Store, proc: subprocess.Popen[bytes], log: Path, timeout: float = 240
+    store: Store,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float = 240,
+    metric: str = "eval_macro_f1",
 ) -> str:
-    """The run id, once the training process has logged its first epoch's metrics. Polled with
-    a client of its own while the process creates the store: the store must never be seen
-    half-built (it is made in a file beside it, then renamed)."""
+    """The run id, once the training process has logged its first epoch's metrics (`metric`).
+    Polled with a client of its own while the process creates the store: the store must never
+    be seen half-built (it is made in a file beside it, then renamed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"training ended before the kill: {log.read_text()[-2000:]}")
         if (store.root / "mlruns" / "mlflow.db").exists():  # created whole (renamed into place)
-            trained = [r for r in store.runs() if "eval_macro_f1" in r.data.metrics]
+            trained = [r for r in store.runs() if metric in r.data.metrics]
             if trained:
                 return trained[0].info.run_id
         time.sleep(0.3)
@@ -367,6 +373,146 @@ def test_sigterm_during_a_sweep_fails_the_trial_and_the_same_command_resumes_the
     assert again.returncode == 0, again.stderr[-3000:]
     trials = optuna.load_study(study_name="stopped", storage=storage).trials
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 2  # n_trials, resumed
+
+
+@pytest.mark.slow  # a minute: the other Hydra commands share the stop of src.train
+@pytest.mark.parametrize(
+    ("sig", "command", "metric"),
+    [
+        (signal.SIGTERM, ["src.pretrain", "model=tiny_bert", "trainer.max_len=16"], "train_loss"),
+        (signal.SIGINT, ["src.train", "-m", "trainer.lr=1e-3,2e-3"], "eval_macro_f1"),
+    ],
+    ids=["pretrain-SIGTERM", "grid-SIGINT"],
+)
+def test_a_signal_stops_pretraining_and_a_grid_with_their_runs_killed(
+    store: Store, sig: signal.Signals, command: list[str], metric: str
+) -> None:
+    log = store.root / "command.log"
+    module, *args = command
+    overrides = [*quick("trainer.epochs=200", "trainer.logging_steps=1"), *args]
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *overrides, *store.overrides()],
+            cwd=ROOT,
+            env=child_env(),
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        run_id = wait_for_epoch_metric(store, proc, log, metric=metric)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == 128 + sig
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    line = one_error_line(log.read_text())
+    killed = store.client().get_run(run_id)
+    assert killed.info.status == "KILLED" and killed.data.tags["error"].startswith(
+        f"killed by {sig.name}"
+    )
+    if "-m" not in command:
+        assert line == f"error: stopped by {sig.name}: MLflow run {run_id} is marked KILLED"
+        return
+    (parent,) = [r for r in store.runs() if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED" and sig.name in parent.data.tags["error"]
+    assert line == (
+        f"error: stopped by {sig.name}: MLflow run {run_id} and the multirun's parent run is "
+        "marked KILLED"
+    )
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "name"),
+    [
+        (Interrupted(signal.SIGTERM), 143, "SIGTERM"),
+        (Interrupted(signal.SIGINT), 130, "SIGINT"),
+        (KeyboardInterrupt(), 130, "SIGINT"),  # Ctrl-C in an app without our handler
+    ],
+    ids=["SIGTERM", "SIGINT", "KeyboardInterrupt"],
+)
+def test_a_sweep_stopped_by_a_signal_exits_128_plus_it_with_its_parent_run_killed(
+    stops_store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    stop: KeyboardInterrupt,
+    code: int,
+    name: str,
+) -> None:
+    """The sweeper's boundary, once its loop has failed and re-queued the running trials (the
+    slow test above runs the whole of it)."""
+    parent = parent_run(stops_store, monkeypatch)
+
+    def stopped_sweep() -> None:
+        raise stop
+
+    with pytest.raises(SystemExit) as exit:
+        _one_line_errors(stopped_sweep)
+    assert exit.value.code == code
+    assert one_error_line(capsys.readouterr().err) == (
+        f"error: stopped by {name}: the multirun's parent run is marked KILLED; run the same "
+        "command again to continue an Optuna study"
+    )
+    ended = stops_store.client().get_run(parent)
+    assert ended.info.status == "KILLED" and ended.data.tags["error"].startswith(
+        f"killed by {name}"
+    )
+
+
+def test_a_device_workers_stop_leaves_the_parent_run_to_its_supervisor(
+    stops_store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parent = parent_run(stops_store, monkeypatch)
+    monkeypatch.setenv(names.DEVICE_WORKER_ENV, "0")
+    stop = Interrupted(signal.SIGINT)  # what its supervisor sends it
+    stop.runs.append("job-run")
+
+    def stopped_sweep() -> None:
+        raise stop
+
+    with pytest.raises(SystemExit) as exit:
+        _one_line_errors(stopped_sweep)
+    assert exit.value.code == 130
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: stopped by SIGINT: MLflow run job-run is marked KILLED;")
+    assert stops_store.client().get_run(parent).info.status == "RUNNING"
+
+
+def test_a_run_the_store_did_not_let_end_is_not_called_killed() -> None:
+    stop = Interrupted(signal.SIGTERM)
+    stop.unmarked.append("locked-run")
+    assert stopped(stop) == "stopped by SIGTERM: MLflow run locked-run could not be marked KILLED"
+
+
+def test_after_a_stop_a_second_signal_ends_the_process_even_in_nested_blocks() -> None:
+    """A sweep's job stops inside the command's own block: the command's handler must not
+    come back for the clean-up, or a second SIGTERM would be one more stop."""
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    with stop_on_signals():
+        with pytest.raises(Interrupted), stop_on_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises at once
+        assert all(signal.getsignal(sig) is signal.SIG_DFL for sig in STOP_SIGNALS)
+    assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before  # out of every block
+
+
+@pytest.fixture(scope="module")
+def stops_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """One store for the parent runs of the stop tests (a new SQLite store costs seconds)."""
+    store = Store(tmp_path_factory.mktemp("stops"))
+    (store.root / "mlruns").mkdir()
+    store.client().create_experiment("clfsweep")
+    return store
+
+
+def parent_run(store: Store, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new RUNNING multirun parent run in `store`, exported as the sweep does."""
+    experiment = store.client().get_experiment_by_name("clfsweep")
+    assert experiment is not None
+    run_id = store.client().create_run(experiment.experiment_id, run_name="study").info.run_id
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    monkeypatch.setenv(names.PARENT_ENV, run_id)
+    return run_id
 
 
 # -- out of disk ---------------------------------------------------------------------------------
