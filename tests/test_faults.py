@@ -389,10 +389,12 @@ def test_a_signal_stops_pretraining_and_a_grid_with_their_runs_killed(
 ) -> None:
     log = store.root / "command.log"
     module, *args = command
-    overrides = [*quick("trainer.epochs=200", "trainer.logging_steps=1"), *args]
+    flags = [a for a in args if a.startswith("-")]
+    changes = [a for a in args if not a.startswith("-")]
+    overrides = quick("trainer.epochs=200", "trainer.logging_steps=1", *changes)
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, *overrides, *store.overrides()],
+            [sys.executable, "-m", module, *flags, *overrides, *store.overrides()],
             cwd=ROOT,
             env=child_env(),
             stdout=out,
@@ -494,6 +496,33 @@ def test_after_a_stop_a_second_signal_ends_the_process_even_in_nested_blocks() -
             time.sleep(5)  # the handler raises at once
         assert all(signal.getsignal(sig) is signal.SIG_DFL for sig in STOP_SIGNALS)
     assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before  # out of every block
+
+
+def test_a_stop_waits_until_a_store_write_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal in the middle of a store's transaction stops the process right after it: cut
+    half-way, it kept SQLite's lock, and the run could not be marked KILLED."""
+    store_code = compile(
+        "def write(done):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(0.3)  # the signal arrives here, inside the transaction\n"
+        "    done.append('committed')\n",
+        "<a store's module>",
+        "exec",
+    )
+    store: dict[str, object] = {"__name__": "sqlalchemy.engine.fake", "os": os, "signal": signal}
+    store["time"] = time
+    exec(store_code, store)
+    done: list[str] = []
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        with pytest.raises(Interrupted), stop_on_signals():
+            store["write"](done)  # type: ignore[operator]
+            done.append("after the write")
+            time.sleep(5)  # stopped here, within RETRY_STOP_S
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert done == ["committed", "after the write"]
 
 
 @pytest.fixture(scope="module")
