@@ -44,9 +44,9 @@ class Interrupted(KeyboardInterrupt):
         self.unmarked: list[str] = []
 
 
-# Code a stop must not cut short (a store's transaction; an artifact upload may be): a write to
-# MLflow's SQLite store interrupted half-way kept its lock in this process, and marking the run
-# KILLED then waited for it (20 s) and failed, about one stop in ten that landed in a write.
+# Code a stop waits for: a store's transaction (not an artifact upload, which may take minutes).
+# A write to MLflow's SQLite store cut half-way kept its lock in this process, and marking the
+# run KILLED then waited for it (20 s) and failed: about one stop in ten that landed in a write.
 STORE_MODULES = ("sqlalchemy.", "optuna.storages.")
 RETRY_STOP_S = 0.05
 
