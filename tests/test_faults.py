@@ -435,7 +435,7 @@ def test_a_signal_stops_pretraining_and_a_grid_with_their_runs_killed(
 )
 def test_a_sweep_stopped_by_a_signal_exits_128_plus_it_with_its_parent_run_killed(
     stops_store: Store,
-    monkeypatch: pytest.MonkeyPatch,
+    parent_run: str,
     capsys: pytest.CaptureFixture[str],
     stop: KeyboardInterrupt,
     code: int,
@@ -443,7 +443,6 @@ def test_a_sweep_stopped_by_a_signal_exits_128_plus_it_with_its_parent_run_kille
 ) -> None:
     """The sweeper's boundary, once its loop has failed and re-queued the running trials (the
     slow test above runs the whole of it)."""
-    parent = parent_run(stops_store, monkeypatch)
 
     def stopped_sweep() -> None:
         raise stop
@@ -455,16 +454,18 @@ def test_a_sweep_stopped_by_a_signal_exits_128_plus_it_with_its_parent_run_kille
         f"error: stopped by {name}: the multirun's parent run is marked KILLED; run the same "
         "command again to continue an Optuna study"
     )
-    ended = stops_store.client().get_run(parent)
+    ended = stops_store.client().get_run(parent_run)
     assert ended.info.status == "KILLED" and ended.data.tags["error"].startswith(
         f"killed by {name}"
     )
 
 
 def test_a_device_workers_stop_leaves_the_parent_run_to_its_supervisor(
-    stops_store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    stops_store: Store,
+    parent_run: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    parent = parent_run(stops_store, monkeypatch)
     monkeypatch.setenv(names.DEVICE_WORKER_ENV, "0")
     stop = Interrupted(signal.SIGINT)  # what its supervisor sends it
     stop.runs.append("job-run")
@@ -477,7 +478,7 @@ def test_a_device_workers_stop_leaves_the_parent_run_to_its_supervisor(
     assert exit.value.code == 130
     line = one_error_line(capsys.readouterr().err)
     assert line.startswith("error: stopped by SIGINT: MLflow run job-run is marked KILLED;")
-    assert stops_store.client().get_run(parent).info.status == "RUNNING"
+    assert stops_store.client().get_run(parent_run).info.status == "RUNNING"
 
 
 def test_a_run_the_store_did_not_let_end_is_not_called_killed() -> None:
@@ -534,14 +535,19 @@ def stops_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return store
 
 
-def parent_run(store: Store, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A new RUNNING multirun parent run in `store`, exported as the sweep does."""
-    experiment = store.client().get_experiment_by_name("clfsweep")
+@pytest.fixture
+def parent_run(stops_store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new RUNNING multirun parent run in `stops_store`, exported as the sweep does (and the
+    store this process's MLflow client uses, whatever an earlier test set)."""
+    experiment = stops_store.client().get_experiment_by_name("clfsweep")
     assert experiment is not None
-    run_id = store.client().create_run(experiment.experiment_id, run_name="study").info.run_id
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    client = stops_store.client()
+    run_id = client.create_run(experiment.experiment_id, run_name="study").info.run_id
     monkeypatch.setenv(names.PARENT_ENV, run_id)
-    return run_id
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(stops_store.uri)
+    yield run_id
+    mlflow.set_tracking_uri(previous)
 
 
 # -- out of disk ---------------------------------------------------------------------------------
