@@ -4,6 +4,7 @@ where possible; a full disk while saving is turned into one too."""
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import tempfile
 import threading
@@ -32,7 +33,7 @@ class Interrupted(KeyboardInterrupt):
 
     A KeyboardInterrupt, so everything that already treats Ctrl-C as a stop (Optuna trials
     failed and re-queued by the sweep loop) treats SIGTERM alike. `runs`: the MLflow runs it
-    ended, for the one line that reports it.
+    ended, for the one line that reports it; `unmarked`: those the store did not let it end.
     """
 
     def __init__(self, signum: int) -> None:
@@ -40,17 +41,34 @@ class Interrupted(KeyboardInterrupt):
         self.signal = signal.Signals(signum).name
         super().__init__(f"killed by {self.signal}: the process was asked to stop")
         self.runs: list[str] = []
+        self.unmarked: list[str] = []
+
+
+# Code a stop waits for: a store's transaction (not an artifact upload, which may take minutes).
+# A write to MLflow's SQLite store cut half-way kept its lock in this process, and marking the
+# run KILLED then waited for it (20 s) and failed: about one stop in ten that landed in a write.
+STORE_MODULES = ("sqlalchemy.", "optuna.storages.")
+RETRY_STOP_S = 0.05
 
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGINT raise `Interrupted` in the main thread; a second signal while the
-    first is being handled ends the process at once (the default action)."""
+    """SIGTERM and SIGINT raise `Interrupted` in the main thread, once it is out of a store's
+    write; a second signal while the first is being handled ends the process at once (the
+    default action)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    stopping: list[int] = []
+
     def stop(signum: int, frame: FrameType | None) -> None:
+        if in_store_write(frame):  # the same signal again in a moment
+            again = threading.Timer(RETRY_STOP_S, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            again.start()
+            return
+        stopping.append(signum)
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         raise Interrupted(signum)
@@ -59,8 +77,20 @@ def stop_on_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        # Not after a stop: an enclosing block's handler (a sweep's job runs inside the
+        # command's) would turn a second signal during the clean-up into another stop.
+        if not stopping:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def in_store_write(frame: FrameType | None) -> bool:
+    """Whether `frame` or a caller of it runs a store's code (STORE_MODULES)."""
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).startswith(STORE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextmanager

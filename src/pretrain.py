@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from src.config import CONF_DIR
 from src.config.cli import hydra_command
 from src.config.schema import Arch, LongText, register_configs
-from src.errors import UserError
+from src.errors import UserError, stop_on_signals
 
 if TYPE_CHECKING:  # the recipe imports its parts when it runs: `--help` stays fast
     from transformers import PreTrainedModel
@@ -47,7 +47,8 @@ def main(cfg: DictConfig) -> None:
 
     quiet_libraries()
     try:
-        pretrain(cfg)
+        with stop_on_signals():  # as src.train's: a SLURM job's runner ignores SIGTERM
+            pretrain(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -18,6 +18,8 @@ from omegaconf import DictConfig, open_dict
 
 from src.config.schema import register_configs
 
+pytest_plugins = ["pytester", "tests.ci_policy"]  # ci_policy: a skip fails on CI (CI=true)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 

@@ -34,6 +34,7 @@ from src.sweep.settings import SweeperSettings
 from src.sweep.trial import report
 from src.tracking.names import DEVICE_WORKER_ENV, FAIL_REASON_ATTR
 from src.tracking.processes import process_alive
+from tests.conftest import one_error_line
 from tests.sweeper_app.ranked import ranked_task
 from tests.test_sweeper_e2e import app_command, by_state, clean_env, load_trials, run
 
@@ -302,8 +303,9 @@ def test_every_device_busy_none_shared_count_exact_and_a_killed_workers_device_r
     assert len({s.worker for s in ran}) == 4  # three workers and the one that replaced the victim
 
 
-def test_ctrl_c_stops_every_worker_and_the_same_command_finishes_the_study(
-    tmp_path: Path,
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_every_worker_and_the_same_command_finishes_the_study(
+    tmp_path: Path, sig: signal.Signals
 ) -> None:
     record = tmp_path / "devices.jsonl"
     command = app_command(
@@ -316,9 +318,12 @@ def test_ctrl_c_stops_every_worker_and_the_same_command_finishes_the_study(
     gate = tmp_path / "go"
     proc = start(tmp_path, [*command, f"hold_file={gate}"])  # the trials wait for Ctrl-C
     running = wait_for(lambda: len(spans(record)) >= 2 and spans(record), proc)
-    proc.send_signal(signal.SIGINT)  # the terminal's Ctrl-C reaches the supervisor alone
-    assert proc.wait(timeout=60) == 128 + signal.SIGINT
-    assert "re-run the same command to finish it" in (tmp_path / "sweep.log").read_text()
+    proc.send_signal(sig)  # the terminal's Ctrl-C (or a scheduler's SIGTERM) reaches it alone
+    assert proc.wait(timeout=60) == 128 + sig
+    output = (tmp_path / "sweep.log").read_text()
+    assert "re-run the same command to finish it" in output
+    line = one_error_line(output)  # the workers' own lines carry their devices' prefix
+    assert line.startswith(f"error: stopped by {sig.name}: ") and "continue" in line
     assert not any(process_alive(s.worker) for s in running)  # every worker stopped
     trials = load_trials(tmp_path)
     assert not by_state(trials, TrialState.RUNNING)

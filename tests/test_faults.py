@@ -24,8 +24,10 @@ import pytest
 from mlflow.entities import LoggedModelStatus
 from optuna.trial import TrialState
 
+from hydra_plugins.clfsweep_optuna_sweeper.optuna_sweeper import _one_line_errors
+from src.config.cli import stopped
 from src.config.schema import TrackingConfig
-from src.errors import UserError
+from src.errors import STOP_SIGNALS, Interrupted, UserError, stop_on_signals
 from src.predict import main as predict_main
 from src.sweep.storage import open_storage
 from src.tracking import names, record
@@ -117,17 +119,21 @@ def test_kill_9_mid_training_next_start_marks_the_run_killed(store: Store) -> No
 
 
 def wait_for_epoch_metric(
-    store: Store, proc: subprocess.Popen[bytes], log: Path, timeout: float = 240
+    store: Store,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float = 240,
+    metric: str = "eval_macro_f1",
 ) -> str:
-    """The run id, once the training process has logged its first epoch's metrics. Polled with
-    a client of its own while the process creates the store: the store must never be seen
-    half-built (it is made in a file beside it, then renamed)."""
+    """The run id, once the training process has logged its first epoch's metrics (`metric`).
+    Polled with a client of its own while the process creates the store: the store must never
+    be seen half-built (it is made in a file beside it, then renamed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"training ended before the kill: {log.read_text()[-2000:]}")
         if (store.root / "mlruns" / "mlflow.db").exists():  # created whole (renamed into place)
-            trained = [r for r in store.runs() if "eval_macro_f1" in r.data.metrics]
+            trained = [r for r in store.runs() if metric in r.data.metrics]
             if trained:
                 return trained[0].info.run_id
         time.sleep(0.3)
@@ -367,6 +373,181 @@ def test_sigterm_during_a_sweep_fails_the_trial_and_the_same_command_resumes_the
     assert again.returncode == 0, again.stderr[-3000:]
     trials = optuna.load_study(study_name="stopped", storage=storage).trials
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 2  # n_trials, resumed
+
+
+@pytest.mark.slow  # a minute: the other Hydra commands share the stop of src.train
+@pytest.mark.parametrize(
+    ("sig", "command", "metric"),
+    [
+        (signal.SIGTERM, ["src.pretrain", "model=tiny_bert", "trainer.max_len=16"], "train_loss"),
+        (signal.SIGINT, ["src.train", "-m", "trainer.lr=1e-3,2e-3"], "eval_macro_f1"),
+    ],
+    ids=["pretrain-SIGTERM", "grid-SIGINT"],
+)
+def test_a_signal_stops_pretraining_and_a_grid_with_their_runs_killed(
+    store: Store, sig: signal.Signals, command: list[str], metric: str
+) -> None:
+    log = store.root / "command.log"
+    module, *args = command
+    flags = [a for a in args if a.startswith("-")]
+    changes = [a for a in args if not a.startswith("-")]
+    overrides = quick("trainer.epochs=200", "trainer.logging_steps=1", *changes)
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *flags, *overrides, *store.overrides()],
+            cwd=ROOT,
+            env=child_env(),
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        run_id = wait_for_epoch_metric(store, proc, log, metric=metric)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == 128 + sig
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    line = one_error_line(log.read_text())
+    killed = store.client().get_run(run_id)
+    assert killed.info.status == "KILLED" and killed.data.tags["error"].startswith(
+        f"killed by {sig.name}"
+    )
+    if "-m" not in command:
+        assert line == f"error: stopped by {sig.name}: MLflow run {run_id} is marked KILLED"
+        return
+    (parent,) = [r for r in store.runs() if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED" and sig.name in parent.data.tags["error"]
+    assert line == (
+        f"error: stopped by {sig.name}: MLflow run {run_id} and the multirun's parent run is "
+        "marked KILLED"
+    )
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "name"),
+    [
+        (Interrupted(signal.SIGTERM), 143, "SIGTERM"),
+        (Interrupted(signal.SIGINT), 130, "SIGINT"),
+        (KeyboardInterrupt(), 130, "SIGINT"),  # Ctrl-C in an app without our handler
+    ],
+    ids=["SIGTERM", "SIGINT", "KeyboardInterrupt"],
+)
+def test_a_sweep_stopped_by_a_signal_exits_128_plus_it_with_its_parent_run_killed(
+    stops_store: Store,
+    parent_run: str,
+    capsys: pytest.CaptureFixture[str],
+    stop: KeyboardInterrupt,
+    code: int,
+    name: str,
+) -> None:
+    """The sweeper's boundary, once its loop has failed and re-queued the running trials (the
+    slow test above runs the whole of it)."""
+
+    def stopped_sweep() -> None:
+        raise stop
+
+    with pytest.raises(SystemExit) as exit:
+        _one_line_errors(stopped_sweep)
+    assert exit.value.code == code
+    assert one_error_line(capsys.readouterr().err) == (
+        f"error: stopped by {name}: the multirun's parent run is marked KILLED; run the same "
+        "command again to continue an Optuna study"
+    )
+    ended = stops_store.client().get_run(parent_run)
+    assert ended.info.status == "KILLED" and ended.data.tags["error"].startswith(
+        f"killed by {name}"
+    )
+
+
+def test_a_device_workers_stop_leaves_the_parent_run_to_its_supervisor(
+    stops_store: Store,
+    parent_run: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(names.DEVICE_WORKER_ENV, "0")
+    stop = Interrupted(signal.SIGINT)  # what its supervisor sends it
+    stop.runs.append("job-run")
+
+    def stopped_sweep() -> None:
+        raise stop
+
+    with pytest.raises(SystemExit) as exit:
+        _one_line_errors(stopped_sweep)
+    assert exit.value.code == 130
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: stopped by SIGINT: MLflow run job-run is marked KILLED;")
+    assert stops_store.client().get_run(parent_run).info.status == "RUNNING"
+
+
+def test_a_run_the_store_did_not_let_end_is_not_called_killed() -> None:
+    stop = Interrupted(signal.SIGTERM)
+    stop.unmarked.append("locked-run")
+    assert stopped(stop) == "stopped by SIGTERM: MLflow run locked-run could not be marked KILLED"
+
+
+def test_after_a_stop_a_second_signal_ends_the_process_even_in_nested_blocks() -> None:
+    """A sweep's job stops inside the command's own block: the command's handler must not
+    come back for the clean-up, or a second SIGTERM would be one more stop."""
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    with stop_on_signals():
+        with pytest.raises(Interrupted), stop_on_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises at once
+        assert all(signal.getsignal(sig) is signal.SIG_DFL for sig in STOP_SIGNALS)
+    assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before  # out of every block
+
+
+def test_a_stop_waits_until_a_store_write_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal in the middle of a store's transaction stops the process right after it: cut
+    half-way, it kept SQLite's lock, and the run could not be marked KILLED."""
+    store_code = compile(
+        "def write(done):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(0.3)  # the signal arrives here, inside the transaction\n"
+        "    done.append('committed')\n",
+        "<a store's module>",
+        "exec",
+    )
+    store: dict[str, object] = {"__name__": "sqlalchemy.engine.fake", "os": os, "signal": signal}
+    store["time"] = time
+    exec(store_code, store)
+    done: list[str] = []
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        with pytest.raises(Interrupted), stop_on_signals():
+            store["write"](done)  # type: ignore[operator]
+            done.append("after the write")
+            time.sleep(5)  # stopped here, within RETRY_STOP_S
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert done == ["committed", "after the write"]
+
+
+@pytest.fixture(scope="module")
+def stops_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """One store for the parent runs of the stop tests (a new SQLite store costs seconds)."""
+    store = Store(tmp_path_factory.mktemp("stops"))
+    (store.root / "mlruns").mkdir()
+    store.client().create_experiment("clfsweep")
+    return store
+
+
+@pytest.fixture
+def parent_run(stops_store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new RUNNING multirun parent run in `stops_store`, exported as the sweep does (and the
+    store this process's MLflow client uses, whatever an earlier test set)."""
+    experiment = stops_store.client().get_experiment_by_name("clfsweep")
+    assert experiment is not None
+    client = stops_store.client()
+    run_id = client.create_run(experiment.experiment_id, run_name="study").info.run_id
+    monkeypatch.setenv(names.PARENT_ENV, run_id)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(stops_store.uri)
+    yield run_id
+    mlflow.set_tracking_uri(previous)
 
 
 # -- out of disk ---------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ T = TypeVar("T")
 
 def _one_line_errors(fn: Callable[[], T]) -> T:
     """Run `fn`; a user error (bad settings, too many failed trials) exits with one line, and
-    the multirun's parent MLflow run (if any) ends FAILED with it instead of staying RUNNING;
-    Ctrl-C exits with one line too, the parent run left open for the re-run."""
+    the multirun's parent MLflow run (if any) ends FAILED with it instead of staying RUNNING.
+    A stop by SIGTERM or Ctrl-C, once the sweep loop has re-queued the running trials, exits
+    with one line and 128 + the signal, the parent run KILLED; the same command continues."""
     from src.errors import UserError
 
     try:
@@ -34,13 +35,10 @@ def _one_line_errors(fn: Callable[[], T]) -> T:
 
             end_parent_run(f"the sweep stopped: {exc}")
         raise SystemExit(2) from None
-    except KeyboardInterrupt:  # the sweep loop has re-queued the running trials
-        print(
-            "interrupted: the running trials went back to the study's queue; re-run the same "
-            "command to continue it",
-            file=sys.stderr,
-        )
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as exc:
+        from src.config.cli import exit_stopped
+
+        exit_stopped(exc, study=True)
 
 
 class ClfsweepOptunaSweeper(Sweeper):

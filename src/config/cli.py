@@ -10,11 +10,12 @@ import functools
 import os
 import re
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.config.private_api import caching_repository, hydra_args_parser, hydra_config_loader
 from src.errors import Interrupted, UserError, stop_on_signals
 from src.tracking.console import quiet_libraries
-from src.tracking.names import PARENT_ENV
+from src.tracking.names import DEVICE_WORKER_ENV, PARENT_ENV
 from src.tracking.uris import redact
 
 R = TypeVar("R")
@@ -58,8 +59,7 @@ def hydra_command(main: Callable[[], R]) -> Callable[[], R]:
                 try:
                     return main()
                 except Interrupted as exc:
-                    print(f"error: {stopped(exc)}", file=sys.stderr)
-                    raise SystemExit(128 + exc.signum) from None  # the shell's convention
+                    exit_stopped(exc)
 
     return command
 
@@ -98,18 +98,31 @@ def one_repository_for_help(arguments: Sequence[str]) -> Iterator[None]:
         loader_class.get_group_options = original
 
 
-def stopped(exc: Interrupted) -> str:
-    """The line for a stop by a signal; a multirun's parent run ends KILLED with it too."""
-    runs = f"MLflow run {', '.join(exc.runs)} is marked KILLED" if exc.runs else ""
-    if os.environ.get(PARENT_ENV):
+def exit_stopped(exc: KeyboardInterrupt, study: bool = False) -> NoReturn:
+    """Exit with the line for a stop by a signal and the shell's code for it, 128 + the signal.
+    A KeyboardInterrupt that is not ours (an app without `stop_on_signals`) is Ctrl-C."""
+    stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+    print(f"error: {stopped(stop, study)}", file=sys.stderr)
+    raise SystemExit(128 + stop.signum) from None
+
+
+def stopped(exc: Interrupted, study: bool = False) -> str:
+    """The line for a stop by a signal; a multirun's parent run ends KILLED with it too, except
+    in a device pool's worker (its supervisor ends it). `study`: an Optuna study was stopped,
+    which the same command continues."""
+    ended = [f"MLflow run {', '.join(exc.runs)}"] if exc.runs else []
+    if os.environ.get(PARENT_ENV) and DEVICE_WORKER_ENV not in os.environ:
         from src.tracking.record import end_parent_run
 
         end_parent_run(str(exc), killed=True)
-        return (
-            f"stopped by {exc.signal}: {runs + ' and ' if runs else ''}the multirun's parent run"
-            " is marked KILLED; run the same command again to continue an Optuna study"
-        )
-    return f"stopped by {exc.signal}: {runs or 'no MLflow run had started'}"
+        ended.append("the multirun's parent run")
+    said = [" and ".join(ended) + " is marked KILLED"] if ended else []
+    if exc.unmarked:  # the store refused (locked, full): their warnings above say why
+        said.append(f"MLflow run {', '.join(exc.unmarked)} could not be marked KILLED")
+    line = f"stopped by {exc.signal}: {'; '.join(said) or 'no MLflow run had started'}"
+    if study:
+        line += "; run the same command again to continue an Optuna study"
+    return line
 
 
 # -- overrides -------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from src.config.private_api import OPTUNA_QUEUED_KEYS, check_private_api, job_result
-from src.errors import UserError
+from src.errors import Interrupted, UserError
 from src.sweep import results
 from src.sweep.custom_space import SpaceExtender, extend_trial, load_extender
 from src.sweep.devices import DevicePool, check_devices, device_groups, worker_command
@@ -395,7 +395,7 @@ class OptunaSweep:
                 signal.Signals(result.stopped_by).name,
                 redact(self.storage_url),
             )
-            raise SystemExit(128 + result.stopped_by)
+            raise Interrupted(result.stopped_by)  # the parent run KILLED, exit 128 + it
         finished = sum(t.state in FINISHED for t in self._trials())
         if result.errors and finished < self.n_target:
             ended = ", ".join(f"{name} (exit code {code})" for name, code in result.errors)

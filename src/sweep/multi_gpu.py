@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from torch.distributed.elastic.multiprocessing.errors import record
 from torch.distributed.launcher.api import LaunchConfig
 
+from src.errors import Interrupted
 from src.sweep.devices import restored_signal_handlers
 
 # The signals torchrun's agent takes over while it runs (LaunchConfig.signals_to_handle).
@@ -54,9 +55,9 @@ class TorchrunTask:
                     self.task, cfg, hydra_cfg
                 )
         except SignalException as exc:
-            # Ctrl-C or SIGTERM stopped the ranks: stop the worker as Ctrl-C does, so the
-            # sweep loop re-queues the trial instead of failing it.
-            raise KeyboardInterrupt(str(exc)) from None
+            # Ctrl-C or SIGTERM stopped the ranks: stop the worker as that signal does, so the
+            # sweep loop re-queues the trial and the command exits with 128 + the signal.
+            raise Interrupted(exc.sigval) from None
         except ChildFailedError as exc:
             raise rank_error({rank: f.message for rank, f in exc.failures.items()}) from None
         return values[0]

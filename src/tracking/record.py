@@ -366,8 +366,6 @@ def run(
             state, status = RunState.pruned, RunStatus.FINISHED
         elif isinstance(exc, KeyboardInterrupt):  # SIGTERM, Ctrl-C
             state, status = RunState.killed, RunStatus.KILLED
-        if isinstance(exc, Interrupted):
-            exc.runs.append(active.info.run_id)
         try:
             try:
                 mlflow.set_tags(
@@ -375,7 +373,11 @@ def run(
                 )
             finally:  # off MLflow's stack of active runs even then: the next run must start
                 mlflow.end_run(RunStatus.to_string(status))
+            if isinstance(exc, Interrupted):  # named in its line only once it is marked
+                exc.runs.append(active.info.run_id)
         except Exception as failure:  # the store itself fails (a full disk): report the cause
+            if isinstance(exc, Interrupted):
+                exc.unmarked.append(active.info.run_id)
             log.warning(
                 "MLflow run %s could not be marked %s (%s); the next start marks it KILLED",
                 active.info.run_id,
@@ -388,6 +390,7 @@ def run(
 
 
 @main_process_only
+@retry_locked  # the jobs stopped by the same signal may be writing their own ends
 def end_parent_run(reason: str, killed: bool = False) -> None:
     """Mark this multirun's parent run FAILED (or KILLED, by a signal) with the reason (a no-op
     outside multiruns)."""
