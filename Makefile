@@ -104,9 +104,9 @@ NPROC ?= 2
 
 .PHONY: train-ddp services services-stop
 
-# torchrun starts NPROC processes (DDP; DeepSpeed / FSDP via trainer.deepspeed / trainer.fsdp);
+# torchrun starts NPROC processes (DDP, or FSDP when the run does not fit one GPU: trainer.strategy);
 # all ranks share one output dir, rank 0 alone logs to MLflow and saves the checkpoint.
-train-ddp: $(STAMP)  ## one run on NPROC GPUs: make train-ddp NPROC=8 ARGS="model=qwen2_7b_base method=sft trainer.deepspeed=zero2"
+train-ddp: $(STAMP)  ## one run on NPROC GPUs: make train-ddp NPROC=2 ARGS="model=qwen2_7b_base method=sft"
 	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m src.train \
 	  hydra.run.dir=sweeps/runs/ddp/$$(date +%Y-%m-%d/%H-%M-%S) $(ARGS)
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -93,6 +93,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
     from src.model.memory import preflight
     from src.model.methods import export_model, restrict_head
     from src.model.precision import resolve_precision
+    from src.model.sharding import block_classes, gathered, run_strategy
     from src.sweep.trial import open_trial, pruning_hook
     from src.task.heads import make_task, selection_metric
     from src.tracking import console, record
@@ -113,22 +114,26 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
     precision = resolve_precision(cfg.trainer.precision)
     experiment_id = record.setup(cfg.tracking)
     trial = open_trial(cfg.trial)
-    tags = run_record.run_tags(cfg) | run_record.lineage_tags(backbone)
+    strategy = run_strategy(cfg, backbone.path, len(training.head_labels))
+    tags = run_record.run_tags(cfg) | run_record.lineage_tags(backbone) | {"strategy": strategy}
     with run_record.training_run(cfg, experiment_id, tags, splits, training) as active:
         if torch.cuda.is_available():  # before the weights load: will the run fit the GPU?
             record.log_metrics(preflight(cfg, backbone.path, len(training.head_labels)))
         run_record.log_token_lengths(inputs, training, cfg.data.mix)
         set_seed(cfg.seed)
         task = make_task(cfg.task, splits.label_names)
-        built = build_classifier(
-            backbone,
-            tokenizer,
-            cfg.model,
-            cfg.method,
-            training.head_labels,
-            precision,
-            problem_type=task.problem_type,
-        )
+        def build() -> Any:
+            return build_classifier(
+                backbone,
+                tokenizer,
+                cfg.model,
+                cfg.method,
+                training.head_labels,
+                precision,
+                problem_type=task.problem_type,
+            )
+
+        built = build()
         size = {"trainable_params": built.trainable, "total_params": built.total}
         record.log_metrics(size)
         log.info(
@@ -155,6 +160,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
                 selection,
                 precision,
                 ordered=training.ordered,
+                fsdp_layers=block_classes(built.model) if strategy == "fsdp" else (),
             ),
             evaluate.validation_score(task, inputs.valid, splits.valid),
             callbacks=[
@@ -168,7 +174,10 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
         final = evaluate.best_epoch_metrics(fitted.best_metric, fitted.best_epoch, selection)
         final["train_samples_per_second"] = fitted.train_samples_per_second
         final["train_runtime"] = fitted.train_runtime
-        exported = restrict_head(export_model(fitted.model), task.outputs)
+        trained = fitted.model
+        if strategy == "fsdp":  # every rank: the shards gathered into one ordinary model
+            trained = gathered(trained, lambda: build().model)
+        exported = restrict_head(export_model(trained), task.outputs)
         task = evaluate.calibrate(task, exported, tokenizer, inputs.valid, splits.valid)
         logits, test_speed = evaluate.test_logits(exported, tokenizer, inputs.test)
         outcome = evaluate.test_outcome(task, splits.test, logits)

@@ -105,7 +105,7 @@ def start(cwd: Path, command: list[str]) -> subprocess.Popen[bytes]:
         ({"devices": ["0,1"]}, "is not a device id"),
         ({"devices": [0, 1, 2], "gpus_per_trial": 2}, "1 would stay idle"),
         ({"gpus_per_trial": 2}, "needs the devices to split"),
-        ({"gpus_per_trial": 0}, "must be at least 1"),
+        ({"gpus_per_trial": 0}, "must be >= 1"),
         ({"devices": [0, 1], "n_jobs": 2}, "leave n_jobs at 1"),
     ],
 )

@@ -93,7 +93,7 @@ def test_options_order_and_sharding() -> None:
 
 def test_zero_stage_and_world_size(compose_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "4")
-    cfg = compose_cfg("model=qwen2_7b_base", "method=sft", "trainer.deepspeed=zero3")
+    cfg = compose_cfg("model=qwen2_7b_base", "method=sft", "trainer.strategy=fsdp")
     plan = est.plan_from_config(cfg)
     assert (plan.zero_stage, plan.shards, plan.precision) == (3, 4, "bf16")
     assert est.plan_from_config(cfg, device="cpu").precision == "fp32"
@@ -169,7 +169,7 @@ def test_estimate_within_25_percent_of_measured_peak(
 def test_report_without_gpu() -> None:
     text = est.report(est.PRESETS["qwen2_7b_base"], est.Plan(method="sft"), "qwen2_7b_base")
     assert "no CUDA GPU is visible" in text
-    assert "QLoRA" in text and "DeepSpeed ZeRO-3" in text and "gradient checkpointing" in text
+    assert "QLoRA" in text and "FSDP (+ gradient checkpointing)" in text and "gradient checkpointing" in text
 
 
 def test_preflight_measures_the_estimate(

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from src.config import CONF_DIR
 from src.config.schema import Precision, TrainerConfig
 from src.errors import UserError
 from src.task.metrics import greater_is_better
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
-
-DEEPSPEED_DIR = CONF_DIR / "deepspeed"
-
-
-FSDP_SHARDING = {"full_shard": True, "shard_grad_op": False}  # FSDP2's reshard_after_forward
 
 
 def check_trainer(cfg: TrainerConfig) -> None:
@@ -43,11 +37,6 @@ def check_trainer(cfg: TrainerConfig) -> None:
         raise UserError(f"trainer.warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.weight_decay < 0:
         raise UserError(f"trainer.weight_decay must be >= 0, got {cfg.weight_decay}")
-    if cfg.deepspeed and cfg.fsdp:
-        raise UserError("trainer.deepspeed and trainer.fsdp both set: choose one")
-    if cfg.deepspeed:
-        deepspeed_config(cfg.deepspeed)
-    fsdp_arguments(cfg.fsdp)
 
 
 def check_batches(cfg: TrainerConfig, n_inputs: int, world_size: int = 1) -> None:
@@ -66,28 +55,13 @@ def check_batches(cfg: TrainerConfig, n_inputs: int, world_size: int = 1) -> Non
         )
 
 
-def fsdp_arguments(sharding: str | None) -> dict[str, Any]:
-    """TrainingArguments for trainer.fsdp: FSDP2, full_shard (parameters too, like ZeRO-3) or
-    shard_grad_op (gradients and optimizer states, like ZeRO-2)."""
-    if not sharding:
+def fsdp_arguments(layers: Sequence[str]) -> dict[str, Any]:
+    """TrainingArguments that shard the model with torch's FSDP2 (`fully_shard`), one unit per
+    block of the classes `layers` (the model's `_no_split_modules`); none: no FSDP."""
+    if not layers:
         return {}
-    if sharding not in FSDP_SHARDING:
-        raise UserError(f"trainer.fsdp={sharding}: use one of {', '.join(FSDP_SHARDING)} or null")
-    return {"fsdp": True, "fsdp_config": {"reshard_after_forward": FSDP_SHARDING[sharding]}}
-
-
-def deepspeed_config(name: str) -> str:
-    """The JSON file of trainer.deepspeed: a preset under conf/deepspeed/ or a path."""
-    path = Path(name).expanduser() if name.endswith(".json") else DEEPSPEED_DIR / f"{name}.json"
-    if not path.is_file():
-        presets = ", ".join(sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json")))
-        raise UserError(f"trainer.deepspeed={name}: no file {path}; use {presets} or a .json path")
-    if importlib.util.find_spec("deepspeed") is None:
-        raise UserError(
-            f"trainer.deepspeed={name} needs the deepspeed package (on a CUDA machine: "
-            "pip install deepspeed), and a launcher: make train-ddp NPROC=... ARGS=..."
-        )
-    return str(path)
+    config = {"fsdp_version": 2, "reshard_after_forward": True}
+    return {"fsdp": True, "fsdp_config": config | {"transformer_layer_cls_to_wrap": list(layers)}}
 
 
 def training_arguments(
@@ -97,10 +71,12 @@ def training_arguments(
     metric: str,
     precision: Precision,
     ordered: bool = False,
+    fsdp_layers: Sequence[str] = (),
 ) -> TrainingArguments:
     """Trainer settings: evaluate and keep the best epoch by `metric`, no third-party loggers.
 
-    `ordered`: batches follow the training set's order (data.mix main_first / aux_first).
+    `ordered`: batches follow the training set's order (data.mix main_first / aux_first);
+    `fsdp_layers`: the block classes FSDP shards by, for a sharded run.
     """
     import torch
     from transformers import TrainingArguments
@@ -138,6 +114,5 @@ def training_arguments(
         use_cpu=not cuda,
         disable_tqdm=True,
         logging_nan_inf_filter=False,  # a NaN / inf loss must stop training (StopOnNonFinite)
-        deepspeed=deepspeed_config(cfg.deepspeed) if cfg.deepspeed else None,
-        **fsdp_arguments(cfg.fsdp),
+        **fsdp_arguments(fsdp_layers),
     )
