@@ -174,9 +174,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
         final = evaluate.best_epoch_metrics(fitted.best_metric, fitted.best_epoch, selection)
         final["train_samples_per_second"] = fitted.train_samples_per_second
         final["train_runtime"] = fitted.train_runtime
-        trained = fitted.model
-        if strategy == "fsdp":  # every rank: the shards gathered into one ordinary model
-            trained = gathered(trained, lambda: build().model)
+        trained = gathered(fitted.model, lambda: build().model)  # FSDP's shards, on every rank
         exported = restrict_head(export_model(trained), task.outputs)
         task = evaluate.calibrate(task, exported, tokenizer, inputs.valid, splits.valid)
         logits, test_speed = evaluate.test_logits(exported, tokenizer, inputs.test)

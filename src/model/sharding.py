@@ -8,6 +8,7 @@ speeds up a run that fits, it never makes one fit.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -31,6 +32,7 @@ from src.model.memory import (
 )
 
 MAX_GPUS = 64
+log = logging.getLogger(__name__)
 
 STRATEGY_NAMES = {"single": "one GPU", "ddp": "DDP", "fsdp": "FSDP"}
 
@@ -70,17 +72,20 @@ def resolve_strategy(strategy: Strategy, processes: int, fits_one: bool) -> str:
 
 def run_strategy(cfg: Any, checkpoint: Path, num_labels: int) -> str:
     """single, ddp or fsdp for this run of $WORLD_SIZE processes (auto: FSDP when the estimate
-    says the run does not fit this process's GPU; on a CPU, DDP)."""
+    says the run does not fit this process's GPU). FSDP needs CUDA GPUs: accelerate, behind the
+    Trainer, runs the processes of a CPU run as DDP, and so does this (said, and tagged)."""
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     strategy = Strategy(cfg.trainer.strategy)
-    if processes <= 1 or strategy != Strategy.auto:
-        return resolve_strategy(strategy, processes, fits_one=True)
     gpu = visible_gpu()
-    if gpu is None:
-        return resolve_strategy(strategy, processes, fits_one=True)
-    plan = replace(plan_from_config(cfg, num_labels), zero_stage=0, shards=1)
-    one = estimate(shape_of(checkpoint), plan)
-    return resolve_strategy(strategy, processes, fits(one.total, gpu[1]))
+    fits_one = True
+    if processes > 1 and strategy == Strategy.auto and gpu is not None:
+        plan = replace(plan_from_config(cfg, num_labels), zero_stage=0, shards=1)
+        fits_one = fits(estimate(shape_of(checkpoint), plan).total, gpu[1])
+    runs = resolve_strategy(strategy, processes, fits_one)
+    if runs == "fsdp" and gpu is None:
+        log.warning("trainer.strategy=fsdp needs CUDA GPUs: these CPU processes run DDP")
+        return "ddp"
+    return runs
 
 
 def block_classes(model: Any) -> list[str]:
@@ -93,10 +98,19 @@ def block_classes(model: Any) -> list[str]:
     raise ValueError(f"{type(model).__name__} names no blocks (_no_split_modules) to shard by")
 
 
+def is_sharded(model: Any) -> bool:
+    """Whether FSDP holds the model's parameters (as DTensors, one shard on each process)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
 def gathered(model: Any, rebuild: Callable[[], Any]) -> Any:
-    """An FSDP-sharded model's full weights in a fresh unsharded model, on every rank (a
-    collective: every rank calls it), so that export, evaluation and the checkpoint see one
-    ordinary model as in a DDP run."""
+    """A sharded model's full weights in a fresh unsharded model, on every rank (a collective:
+    every rank calls it), so that the LoRA merge, evaluation and the checkpoint see one ordinary
+    model as after a DDP run; an unsharded model as it is."""
+    if not is_sharded(model):
+        return model
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))

@@ -114,5 +114,9 @@ def training_arguments(
         use_cpu=not cuda,
         disable_tqdm=True,
         logging_nan_inf_filter=False,  # a NaN / inf loss must stop training (StopOnNonFinite)
+        # A classification loss is a mean over the batch already: the Trainer's token averaging
+        # would multiply it by the number of processes, so the gradients of a 2-process run
+        # would be twice a 1-process run's (seen with transformers 5.24; tests/test_sharding.py).
+        average_tokens_across_devices=False,
         **fsdp_arguments(fsdp_layers),
     )
