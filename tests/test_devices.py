@@ -560,3 +560,47 @@ def test_src_train_trials_on_two_gpus_each_train_with_ddp_and_record_one_run(
     for child in children:  # 64 reviews in batches of 8: 8 steps alone, 4 on each of two ranks
         losses = client.get_metric_history(child.info.run_id, "train_loss")
         assert [m.step for m in losses] == [1, 2, 3, 4]
+
+
+# -- trials of different sizes placed on free devices ------------------------------------------
+
+# A stand-in trial process: records where and when it ran, then sleeps its trial's duration.
+TRIAL = """
+import json, os, sys, time
+start = time.time()
+trial = int(os.environ["CLFSWEEP_PLACED_TRIAL"])
+time.sleep(float(sys.argv[2].split(",")[trial]))
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps({"trial": trial, "devices": os.environ["CUDA_VISIBLE_DEVICES"],
+                        "start": start, "end": time.time()}) + "\\n")
+"""
+
+
+def test_placement_of_1_and_2_gpu_trials_on_four_fake_devices_shares_none_uses_all_runs_each_once(
+    tmp_path: Path,
+) -> None:
+    gpus = [2, 1, 1, 2, 1, 2, 1, 1]
+    seconds = [0.6, 0.2, 0.9, 0.3, 0.2, 0.4, 0.5, 0.1]
+    record = tmp_path / "trials.jsonl"
+    command = [sys.executable, "-c", TRIAL, str(record), ",".join(map(str, seconds))]
+    asked = iter(enumerate(gpus))
+    ended: list[tuple[int, int]] = []
+    placed = pool.PlacedPool(
+        command,
+        dict(os.environ),
+        tmp_path,
+        ["0", "1", "2", "3"],
+        ask=lambda: next(asked, None),
+        ended=lambda trial, code: ended.append((trial, code)),
+        abandon=lambda trials: pytest.fail(f"abandoned {trials}"),
+    )
+    assert placed.run() is None
+    assert sorted(ended) == [(t, 0) for t in range(len(gpus))]  # each once, each finished
+    ran = [json.loads(line) for line in record.read_text().splitlines()]
+    assert sorted(r["trial"] for r in ran) == list(range(len(gpus)))
+    assert all(len(r["devices"].split(",")) == gpus[r["trial"]] for r in ran)
+    for i, a in enumerate(ran):
+        for b in ran[i + 1 :]:
+            if a["start"] < b["end"] and b["start"] < a["end"]:
+                assert not set(a["devices"].split(",")) & set(b["devices"].split(",")), (a, b)
+    assert {d for r in ran for d in r["devices"].split(",")} == {"0", "1", "2", "3"}

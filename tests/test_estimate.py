@@ -193,3 +193,74 @@ def test_cli_prints_the_estimate() -> None:
     assert done.returncode == 0, done.stderr
     assert "qwen2_7b_base" in done.stdout and "total" in done.stdout
     assert "no CUDA GPU is visible" in done.stdout
+
+
+# -- the plan of a multirun: python -m src.estimate -m ... --------------------------------------
+
+README_PLAN = "<!-- plan: checked by tests/test_estimate.py -->"
+
+
+def test_plan_in_the_readme_is_what_the_command_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    import src.estimate
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split(README_PLAN, 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    command, *printed = block.strip().splitlines()
+    arguments = shlex.split(command.removeprefix("$ "))
+    assert arguments[:4] == ["python", "-m", "src.estimate", "-m"]
+    monkeypatch.setattr(src.estimate, "visible_gpu", lambda: None)  # as on a machine without one
+    assert src.estimate.plan_text(arguments[4:]).splitlines() == printed
+
+
+def test_plan_places_mixed_sizes_in_waves_on_few_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    import src.estimate
+
+    monkeypatch.setattr(src.estimate, "visible_gpu", lambda: None)
+    text = src.estimate.plan_text(
+        [
+            "model=qwen2_7b_base",
+            "method=sft,lora",
+            "seed=1,2",
+            "trainer.gradient_checkpointing=true",
+            "hydra.sweeper.devices=[0,1,2]",
+        ]
+    )
+    rows = [line.split() for line in text.splitlines()[2:]]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("1", "0,1", "2", "FSDP"),  # sft seed 1
+        ("1", "2", "1", "one"),  # sft seed 2 waits; lora seed 1 fills the gap
+        ("2", "0,1", "2", "FSDP"),
+        ("2", "2", "1", "one"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["model=qwen2_7b_base", "method=lora,sft", "hydra.sweeper.devices=[0,1]"],
+            "does not fit on 64 GPUs of 75 GiB by the memory estimate: "
+            "trainer.gradient_checkpointing=true fits it",
+        ),
+        (["trainer.lr=interval(1e-5,1e-3)"], "the plan needs the values listed"),
+        (
+            ["method=sft", "model=qwen2_7b_base", "trainer.gradient_checkpointing=true",
+             "hydra.sweeper.gpu_memory_gib=40", "hydra.sweeper.devices=[0,1]"],
+            "needs 4 GPUs; the plan has 2 devices",
+        ),
+    ],
+)
+def test_a_plan_that_cannot_be_made_is_one_error_line(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import src.estimate
+
+    monkeypatch.setattr(src.estimate, "visible_gpu", lambda: None)
+    with pytest.raises(SystemExit) as stop:
+        src.estimate.plan_cli(arguments)
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and message in line
