@@ -258,13 +258,20 @@ def test_sigterm_stops_each_worker_once_and_a_second_signal_kills_them(
 # -- sweeps of the test app on fake devices -----------------------------------------------------
 
 
+# Placed (the default): a process per trial on the devices free when it starts; fixed groups
+# (gpus_per_trial=1): a long-lived worker per device.
+MODES = {"placed": [], "fixed groups": ["hydra.sweeper.gpus_per_trial=1"]}
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_every_device_busy_none_shared_count_exact_and_a_killed_workers_device_reused(
-    tmp_path: Path,
+    tmp_path: Path, mode: str
 ) -> None:
     record, gate = tmp_path / "devices.jsonl", tmp_path / "go"
     proc = start(
         tmp_path,
         app_command(
+            *MODES[mode],
             "hydra.sweeper.devices=[0,1,2]",
             "hydra.sweeper.n_trials=9",
             "steps=2",
@@ -299,7 +306,10 @@ def test_every_device_busy_none_shared_count_exact_and_a_killed_workers_device_r
     assert later and all(s.worker != victim.worker for s in later)
     by_number = {t.number: t for t in trials}
     assert all(by_number[s.trial].user_attrs["devices"] == s.devices for s in ran if s.end)
-    assert len({s.worker for s in ran}) == 4  # three workers and the one that replaced the victim
+    if mode == "placed":  # a process per trial, the retried one included
+        assert len({s.worker for s in ran}) == len(ran) == 10
+    else:  # three workers and the one that replaced the victim
+        assert len({s.worker for s in ran}) == 4
 
 
 def test_ctrl_c_stops_every_worker_and_the_same_command_finishes_the_study(
@@ -359,13 +369,23 @@ def test_a_grid_across_devices_runs_each_point_once(tmp_path: Path) -> None:
     assert {s.devices for s in spans(record)} == {"0", "1"}
 
 
-def test_workers_that_stop_with_an_error_end_the_sweep_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_workers_that_stop_with_an_error_end_the_sweep_with_one_line(
+    tmp_path: Path, mode: str
+) -> None:
     result = run(
         tmp_path,
-        app_command("hydra.sweeper.devices=[0,1]", "fail_if_x_above=-1", "steps=1"),  # all fail
+        app_command(
+            *MODES[mode], "hydra.sweeper.devices=[0,1]", "fail_if_x_above=-1", "steps=1"
+        ),  # all fail
     )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
+    if mode == "placed":  # the supervisor counts the failures of the trials it placed
+        assert last.startswith("error: study app_study: ")
+        assert "trials failed in this run (max_failure_rate=0.5)" in last
+        assert not by_state(load_trials(tmp_path), TrialState.RUNNING)
+        return
     assert last.startswith("error: study app_study: 0 of n_trials=4 finished; the workers on ")
     assert "gpu 0 (exit code 2)" in last and "gpu 1 (exit code 2)" in last
     assert "[gpu 0] error: study app_study: 3 of 3 trials failed" in result.stderr
@@ -604,3 +624,37 @@ def test_placement_of_1_and_2_gpu_trials_on_four_fake_devices_shares_none_uses_a
             if a["start"] < b["end"] and b["start"] < a["end"]:
                 assert not set(a["devices"].split(",")) & set(b["devices"].split(",")), (a, b)
     assert {d for r in ran for d in r["devices"].split(",")} == {"0", "1", "2", "3"}
+
+
+@pytest.mark.slow  # six src.train trials, two of them as two ranks, on a CPU: minutes
+def test_placement_of_src_train_trials_by_their_memory_estimate_on_four_fake_devices(
+    tmp_path: Path, compose_cfg: Callable[..., Any]
+) -> None:
+    """A grid of LoRA and full fine-tuning cells with a per-device memory between the two
+    estimates: the full fine-tunes get two devices each (two ranks), the LoRA cells one."""
+    from src.model.memory import GIB
+    from src.model.sharding import placement
+
+    common = ["model=tiny_qwen2", "data.max_train=64", "trainer.max_len=64", "trainer.batch_size=8"]
+    needs = {m: placement(compose_cfg(*common, f"method={m}"), GIB).per_gpu for m in ("lora", "sft")}
+    assert needs["lora"] < needs["sft"]
+    card = (needs["lora"] + needs["sft"]) / 2 / 0.9 / GIB  # LoRA fits, a full fine-tune does not
+    trials, runs = train_sweep(
+        tmp_path,
+        "hydra.sweeper.devices=[0,1,2,3]",
+        f"hydra.sweeper.gpu_memory_gib={card}",
+        "hydra.sweeper.sampler.name=grid",
+        "hydra.sweeper.pruner.name=none",
+        "hydra.sweeper.params=null",
+        "method=lora,sft",
+        "seed=1,2,3",
+    )
+    assert len(by_state(trials, *FINISHED)) == 6
+    for trial in trials:
+        gpus = 2 if trial.params["method"] == "sft" else 1
+        assert trial.user_attrs["gpus"] == gpus
+        assert len(trial.user_attrs["devices"].split(",")) == gpus
+    assert {d for t in trials for d in t.user_attrs["devices"].split(",")} == {"0", "1", "2", "3"}
+    children = children_of_one_parent(runs)
+    assert len(children) == 6  # rank 0 alone records a two-rank trial
+    assert sorted(r.data.tags["strategy"] for r in children) == ["ddp"] * 3 + ["single"] * 3

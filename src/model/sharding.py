@@ -146,7 +146,7 @@ def placement(cfg: Any, gpu_bytes: float, fixed_gpus: int | None = None) -> Plac
         )
         raise UserError(
             f"{name} ({plan.method}, batch {plan.batch_size} x {plan.max_len}) does not fit on "
-            f"{MAX_GPUS} GPUs of {gpu_bytes / GIB:.0f} GiB by the memory estimate: {hint}"
+            f"{MAX_GPUS} GPUs of {gpu_bytes / GIB:.3g} GiB by the memory estimate: {hint}"
         )
     runs = resolve_strategy(strategy, gpus, fits(alone, gpu_bytes))
     per_gpu = sharded(shape, plan, gpus).total if runs == "fsdp" else alone
