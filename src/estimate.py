@@ -68,9 +68,13 @@ def grid_cells(arguments: Sequence[str]) -> tuple[list[list[str]], list[str]]:
 def node_of(hydra_args: Sequence[str]) -> tuple[list[str], float, str, int | None]:
     """(devices, bytes per device, the card's name, GPUs per trial fixed or None) from the
     hydra.sweeper overrides, the visible GPUs, else one node of H100 80GB."""
-    sweeper: Any = OmegaConf.from_dotlist(
-        [a.lstrip("+") for a in hydra_args if a.lstrip("+").startswith("hydra.sweeper.")]
-    ).get("hydra", {}).get("sweeper", {})
+    sweeper: Any = (
+        OmegaConf.from_dotlist(
+            [a.lstrip("+") for a in hydra_args if a.lstrip("+").startswith("hydra.sweeper.")]
+        )
+        .get("hydra", {})
+        .get("sweeper", {})
+    )
     gpu = visible_gpu()
     name, capacity = gpu if gpu else PLAN_CARD
     if sweeper.get("gpu_memory_gib"):
@@ -99,9 +103,9 @@ def plan_text(arguments: Sequence[str]) -> str:
             rows.append(placement(compose("train", overrides=cell), capacity, fixed))
     too_big = [(c, r) for c, r in zip(cells, rows, strict=True) if r.gpus > len(devices)]
     if too_big:
-        cell, row = too_big[0]
+        overrides, needs = too_big[0]
         raise UserError(
-            f"{' '.join(cell)} needs {row.gpus} GPUs; the plan has {len(devices)} devices"
+            f"{' '.join(overrides)} needs {needs.gpus} GPUs; the plan has {len(devices)} devices"
         )
     lines = [
         f"plan: {len(cells)} cells on {len(devices)} devices [{','.join(devices)}] of "
@@ -109,11 +113,11 @@ def plan_text(arguments: Sequence[str]) -> str:
         "(wave: trials of one wave start together when all take equally long)",
         f"{'wave':>4}  {'devices':<11} {'GPUs':>4}  {'strategy':<8} {'GiB/GPU':>8}  overrides",
     ]
-    for wave, cell, taken in plan_order([r.gpus for r in rows], devices):
-        row = rows[cell]
+    for wave, index, taken in plan_order([r.gpus for r in rows], devices):
+        row = rows[index]
         lines.append(
             f"{wave:>4}  {','.join(taken):<11} {row.gpus:>4}  {STRATEGY_NAMES[row.strategy]:<8} "
-            f"{row.per_gpu / GIB:8.1f}  {' '.join(cells[cell])}"
+            f"{row.per_gpu / GIB:8.1f}  {' '.join(cells[index])}"
         )
     return "\n".join(lines)
 

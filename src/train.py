@@ -122,6 +122,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
         run_record.log_token_lengths(inputs, training, cfg.data.mix)
         set_seed(cfg.seed)
         task = make_task(cfg.task, splits.label_names)
+
         def build() -> Any:
             return build_classifier(
                 backbone,

@@ -107,6 +107,7 @@ def start(cwd: Path, command: list[str]) -> subprocess.Popen[bytes]:
         ({"gpus_per_trial": 2}, "needs the devices to split"),
         ({"gpus_per_trial": 0}, "must be >= 1"),
         ({"devices": [0, 1], "n_jobs": 2}, "leave n_jobs at 1"),
+        ({"devices": [0, 1], "gpu_memory_gib": 0}, "gpu_memory_gib=0 must be > 0"),
     ],
 )
 def test_device_settings_that_cannot_work_stop_with_one_line(
@@ -636,7 +637,9 @@ def test_placement_of_src_train_trials_by_their_memory_estimate_on_four_fake_dev
     from src.model.sharding import placement
 
     common = ["model=tiny_qwen2", "data.max_train=64", "trainer.max_len=64", "trainer.batch_size=8"]
-    needs = {m: placement(compose_cfg(*common, f"method={m}"), GIB).per_gpu for m in ("lora", "sft")}
+    needs = {
+        m: placement(compose_cfg(*common, f"method={m}"), GIB).per_gpu for m in ("lora", "sft")
+    }
     assert needs["lora"] < needs["sft"]
     card = (needs["lora"] + needs["sft"]) / 2 / 0.9 / GIB  # LoRA fits, a full fine-tune does not
     trials, runs = train_sweep(

@@ -169,7 +169,11 @@ def test_estimate_within_25_percent_of_measured_peak(
 def test_report_without_gpu() -> None:
     text = est.report(est.PRESETS["qwen2_7b_base"], est.Plan(method="sft"), "qwen2_7b_base")
     assert "no CUDA GPU is visible" in text
-    assert "QLoRA" in text and "FSDP (+ gradient checkpointing)" in text and "gradient checkpointing" in text
+    assert (
+        "QLoRA" in text
+        and "FSDP (+ gradient checkpointing)" in text
+        and "gradient checkpointing" in text
+    )
 
 
 def test_preflight_measures_the_estimate(
@@ -246,14 +250,21 @@ def test_plan_places_mixed_sizes_in_waves_on_few_devices(monkeypatch: pytest.Mon
         ),
         (["trainer.lr=interval(1e-5,1e-3)"], "the plan needs the values listed"),
         (
-            ["method=sft", "model=qwen2_7b_base", "trainer.gradient_checkpointing=true",
-             "hydra.sweeper.gpu_memory_gib=40", "hydra.sweeper.devices=[0,1]"],
+            [
+                "method=sft",
+                "model=qwen2_7b_base",
+                "trainer.gradient_checkpointing=true",
+                "hydra.sweeper.gpu_memory_gib=40",
+                "hydra.sweeper.devices=[0,1]",
+            ],
             "needs 4 GPUs; the plan has 2 devices",
         ),
     ],
 )
 def test_a_plan_that_cannot_be_made_is_one_error_line(
-    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str],
+    arguments: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import src.estimate

@@ -81,6 +81,23 @@ def test_auto_shards_only_a_run_that_does_not_fit_one_gpu(
     assert resolve_strategy(strategy, processes, fits_one) == runs
 
 
+def test_fsdp_asked_on_cpu_processes_runs_ddp_and_says_so(
+    compose_cfg: Callable[..., DictConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """accelerate shards a Trainer's model on CUDA GPUs only: the run says what it does."""
+    import src.model.sharding
+
+    cfg = compose_cfg("trainer.strategy=fsdp")
+    monkeypatch.setattr(src.model.sharding, "visible_gpu", lambda: None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert src.model.sharding.run_strategy(cfg, Path("unused"), 2) == "ddp"
+    assert "trainer.strategy=fsdp needs CUDA GPUs: these CPU processes run DDP" in caplog.text
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert src.model.sharding.run_strategy(cfg, Path("unused"), 2) == "single"
+
+
 def torchrun(processes: int, module: str, *arguments: str) -> subprocess.CompletedProcess[str]:
     """`python -m module arguments` on `processes` CPU processes (gloo) under torchrun's engine,
     or as one plain process."""
@@ -143,7 +160,12 @@ def test_two_processes_train_as_one_record_one_run_and_export_a_model_that_reloa
     one = torchrun(1, "src.train", *QUICK, *method, "trainer.batch_size=12", *alone.overrides())
     assert one.returncode == 0, one.stderr[-4000:]
     two = torchrun(
-        2, "src.train", *QUICK, *method, "trainer.batch_size=6", "trainer.strategy=fsdp",
+        2,
+        "src.train",
+        *QUICK,
+        *method,
+        "trainer.batch_size=6",
+        "trainer.strategy=fsdp",
         *shared.overrides(),
     )
     assert two.returncode == 0, two.stderr[-4000:]
@@ -155,9 +177,7 @@ def test_two_processes_train_as_one_record_one_run_and_export_a_model_that_reloa
     client = shared.client()
     for name in ("eval_loss", "eval_macro_f1", "train_loss"):
         sharded_run = [m.value for m in client.get_metric_history(run.info.run_id, name)]
-        alone_run = [
-            m.value for m in alone.client().get_metric_history(single.info.run_id, name)
-        ]
+        alone_run = [m.value for m in alone.client().get_metric_history(single.info.run_id, name)]
         assert len(sharded_run) == len(alone_run) > 0, name
         np.testing.assert_allclose(sharded_run, alone_run, atol=TOLERANCE, err_msg=name)
 

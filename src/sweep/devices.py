@@ -65,7 +65,9 @@ def worker_env(base: Mapping[str, str], group: Sequence[str], threads: int) -> d
     return {**base, **extra}
 
 
-def trial_env(base: Mapping[str, str], group: Sequence[str], threads: int, trial: int) -> dict[str, str]:
+def trial_env(
+    base: Mapping[str, str], group: Sequence[str], threads: int, trial: int
+) -> dict[str, str]:
     """The environment of a process that runs the study's trial `trial` on `group`."""
     return worker_env(base, group, threads) | {PLACED_TRIAL_ENV: str(trial)}
 

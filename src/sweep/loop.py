@@ -378,8 +378,15 @@ class OptunaSweep:
         assert self.config is not None
         cwd = Path(str(self.config.hydra.runtime.cwd))
         if s.gpus_per_trial is None:
+            self._placing_since = time.monotonic()
             pool = PlacedPool(
-                command, os.environ, cwd, s.devices, self._ask_placed, self._placed_ended, self._abandon
+                command,
+                os.environ,
+                cwd,
+                s.devices,
+                self._ask_placed,
+                self._placed_ended,
+                self._abandon,
             )
             self._stopped(pool.run())
             return
@@ -416,6 +423,8 @@ class OptunaSweep:
     def _ask_placed(self) -> tuple[int, int] | None:
         """The next trial and the GPUs it needs; None once the study needs no more now."""
         s = self.settings
+        if s.timeout is not None and time.monotonic() - self._placing_since > s.timeout:
+            return None  # as a worker's loop: no new trial after the timeout
         with self._lock():
             self._fail_stale()
             trials = self._trials()

@@ -81,7 +81,9 @@ class Placer:
         return bool(self.free) and not reserved and len(self.waiting) < len(self.devices)
 
 
-def plan_order(gpus: Sequence[int], devices: Sequence[str]) -> list[tuple[int, int, tuple[str, ...]]]:
+def plan_order(
+    gpus: Sequence[int], devices: Sequence[str]
+) -> list[tuple[int, int, tuple[str, ...]]]:
     """(wave, cell, devices) for cells needing `gpus[cell]` GPUs each, asked in order and each
     taking as long as the others: the order in which the pool would start them."""
     placer = Placer(devices)
