@@ -46,10 +46,10 @@ test-all: $(STAMP)  ## every test, slow ones included (the MLflow UI tests need 
 train: $(STAMP)  ## one run (or a grid with ARGS="-m ..."): make train ARGS="model=tiny_bert method=sft"
 	$(PY) -m src.train $(ARGS)
 
-# GPUS=0,1,2,3 (or all: every GPU nvidia-smi lists): one sweep worker per GPU, or per
-# GPUS_PER_TRIAL GPUs for trials that train with DDP (src/sweep/devices.py).
+# GPUS=0,1,2,3 (or all: every GPU nvidia-smi lists): each trial on the GPUs its memory estimate
+# asks for (src/sweep/placement.py), or on GPUS_PER_TRIAL GPUs each (src/sweep/devices.py).
 GPUS ?=
-GPUS_PER_TRIAL ?= 1
+GPUS_PER_TRIAL ?= null
 GPU_LIST = $(if $(filter all,$(GPUS)),$(shell nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | paste -sd, -),$(GPUS))
 SWEEP_DEVICES = $(if $(GPUS),'hydra.sweeper.devices=[$(GPU_LIST)]' hydra.sweeper.gpus_per_trial=$(GPUS_PER_TRIAL))
 

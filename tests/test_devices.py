@@ -107,7 +107,7 @@ def start(cwd: Path, command: list[str]) -> subprocess.Popen[bytes]:
         ({"gpus_per_trial": 2}, "needs the devices to split"),
         ({"gpus_per_trial": 0}, "must be >= 1"),
         ({"devices": [0, 1], "n_jobs": 2}, "leave n_jobs at 1"),
-        ({"devices": [0, 1], "gpu_memory_gib": 0}, "gpu_memory_gib=0 must be > 0"),
+        ({"devices": [0, 1], "gpu_memory_gib": 0}, r"gpu_memory_gib=0.0 must be > 0"),
     ],
 )
 def test_device_settings_that_cannot_work_stop_with_one_line(
