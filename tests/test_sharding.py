@@ -150,8 +150,7 @@ def test_two_processes_train_as_one_record_one_run_and_export_a_model_that_reloa
 ) -> None:
     """src.train on two processes (DDP on a CPU: accelerate runs FSDP on CUDA GPUs only) sees
     the 12 training reviews in one optimizer step an epoch, as one process does with batches of
-    12: the same losses and validation metrics (before the Trainer's token averaging was turned
-    off, the two-process gradients were twice the one-process ones)."""
+    12: the same losses and validation metrics."""
     from src.checkpoint.classifier import classify
     from src.data.sources import load_splits
 
@@ -169,7 +168,7 @@ def test_two_processes_train_as_one_record_one_run_and_export_a_model_that_reloa
         *shared.overrides(),
     )
     assert two.returncode == 0, two.stderr[-4000:]
-    assert "trainer.strategy=fsdp needs CUDA GPUs: these CPU processes run DDP" in two.stderr
+    assert "trainer.strategy=fsdp needs CUDA GPUs: these CPU processes run DDP" in two.stdout
 
     (single,) = alone.runs()
     (run,) = shared.runs()  # rank 0 alone records
