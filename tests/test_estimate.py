@@ -245,7 +245,7 @@ def test_plan_places_mixed_sizes_in_waves_on_few_devices(monkeypatch: pytest.Mon
     [
         (
             ["model=qwen2_7b_base", "method=lora,sft", "hydra.sweeper.devices=[0,1]"],
-            "does not fit on 64 GPUs of 75 GiB by the memory estimate: "
+            "does not fit on 64 GPUs of 74.5 GiB by the memory estimate: "
             "trainer.gradient_checkpointing=true fits it",
         ),
         (["trainer.lr=interval(1e-5,1e-3)"], "the plan needs the values listed"),

@@ -267,7 +267,8 @@ class PlacedPool:
                 self._stop(signal.SIGINT)  # a broken sweep leaves no trial process behind
                 while self.running:
                     time.sleep(POLL_S)
-                    self._reap()
+                    with contextlib.suppress(Exception):  # the first error is the one to report
+                        self._reap()
                 raise
             finally:
                 if self.placer.waiting:
