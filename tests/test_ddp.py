@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.entities import LoggedModelStatus
@@ -81,15 +82,38 @@ def test_only_rank_0_records(monkeypatch, tmp_path: Path) -> None:
 
 
 def test_fsdp_becomes_fsdp2_trainer_arguments_sharding_by_the_backbones_blocks() -> None:
-    assert fsdp_arguments(()) == {}
-    assert fsdp_arguments(["Qwen2DecoderLayer"]) == {
+    assert fsdp_arguments(()) == {"activation_checkpointing": False}
+    assert fsdp_arguments((), checkpointing=True) == {"activation_checkpointing": True}
+    assert fsdp_arguments(["Qwen2DecoderLayer"], checkpointing=True) == {
         "fsdp": True,
         "fsdp_config": {
             "fsdp_version": 2,
             "reshard_after_forward": True,
             "transformer_layer_cls_to_wrap": ["Qwen2DecoderLayer"],
+            "activation_checkpointing": True,  # FSDP's own: one gather per block, not two
         },
+        "activation_checkpointing": False,
     }
+
+
+def test_a_sharded_run_keeps_the_best_epoch_as_the_trainer_allows_it_with_fsdp(
+    tmp_path: Path,
+) -> None:
+    """transformers refuses FSDP with save_only_model and load_best_model_at_end together."""
+    from src.config.schema import Precision, TrainerConfig
+    from src.training.arguments import training_arguments
+
+    def arguments(layers: list[str]) -> Any:
+        return training_arguments(
+            TrainerConfig(), tmp_path, 0, "eval_macro_f1", Precision.fp32, fsdp_layers=layers
+        )
+
+    sharded = arguments(["Qwen2DecoderLayer"])
+    assert sharded.fsdp and sharded.load_best_model_at_end and not sharded.save_only_model
+    assert sharded.fsdp_config["transformer_layer_cls_to_wrap"] == ["Qwen2DecoderLayer"]
+    alone = arguments([])
+    assert not alone.fsdp and alone.save_only_model and alone.load_best_model_at_end
+    assert not alone.average_tokens_across_devices  # a batch mean, not a token sum
 
 
 def test_makefile_train_ddp_runs_torchrun_with_one_output_dir_for_all_ranks() -> None:

@@ -55,13 +55,19 @@ def check_batches(cfg: TrainerConfig, n_inputs: int, world_size: int = 1) -> Non
         )
 
 
-def fsdp_arguments(layers: Sequence[str]) -> dict[str, Any]:
+def fsdp_arguments(layers: Sequence[str], checkpointing: bool = False) -> dict[str, Any]:
     """TrainingArguments that shard the model with torch's FSDP2 (`fully_shard`), one unit per
-    block of the classes `layers` (the model's `_no_split_modules`); none: no FSDP."""
+    block of the classes `layers` (the model's `_no_split_modules`); none: no FSDP. Gradient
+    checkpointing is then FSDP's own (the Trainer's would gather each block's weights twice)."""
     if not layers:
-        return {}
-    config = {"fsdp_version": 2, "reshard_after_forward": True}
-    return {"fsdp": True, "fsdp_config": config | {"transformer_layer_cls_to_wrap": list(layers)}}
+        return {"activation_checkpointing": checkpointing}
+    config = {
+        "fsdp_version": 2,
+        "reshard_after_forward": True,
+        "transformer_layer_cls_to_wrap": list(layers),
+        "activation_checkpointing": checkpointing,
+    }
+    return {"fsdp": True, "fsdp_config": config, "activation_checkpointing": False}
 
 
 def training_arguments(
@@ -95,7 +101,9 @@ def training_arguments(
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=1,
-        save_only_model=True,
+        # The Trainer refuses FSDP with save_only_model and load_best_model_at_end together:
+        # a sharded run's checkpoints keep the optimizer states as well (more disk, not memory).
+        save_only_model=not fsdp_layers,
         load_best_model_at_end=True,
         metric_for_best_model=metric.removeprefix("eval_"),
         greater_is_better=greater_is_better(metric),
@@ -106,7 +114,6 @@ def training_arguments(
         data_seed=seed,
         bf16=precision == Precision.bf16,
         fp16=precision == Precision.fp16,
-        activation_checkpointing=cfg.gradient_checkpointing,
         optim="adamw_torch_fused" if cuda else "adamw_torch",
         torch_compile=cfg.compile,
         dataloader_num_workers=cfg.num_workers,
@@ -119,5 +126,5 @@ def training_arguments(
         # 1-process run's (seen with transformers 5.24 on a tiny Qwen2: grad norm 3.81 vs 1.90),
         # which changes the result wherever clipping at max_grad_norm=1.0 acts.
         average_tokens_across_devices=False,
-        **fsdp_arguments(fsdp_layers),
+        **fsdp_arguments(fsdp_layers, cfg.gradient_checkpointing),
     )
