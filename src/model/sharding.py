@@ -113,10 +113,12 @@ def gathered(model: Any, rebuild: Callable[[], Any]) -> Any:
         return model
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+    device = next(model.parameters()).device  # where this rank's shard lives
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
     fresh = rebuild()
     fresh.load_state_dict(full)
-    return fresh
+    del full  # one full copy at a time on the device: a 7B model's fp32 weights are 28 GB
+    return fresh.to(device)
 
 
 @dataclass(frozen=True)
