@@ -434,9 +434,10 @@ class OptunaSweep:
             trial = self._ask()
         try:
             gpus = self._gpus_of(trial)
-        except UserError as exc:
-            self._fail(trial, str(exc))
-            raise
+        except Exception as exc:  # its config does not compose, or fits no GPU count
+            reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            self._fail(trial, reason)
+            raise UserError(f"trial {trial.number}: {reason.splitlines()[0]}") from exc
         self._set_user_attr(trial, "gpus", gpus)
         log.info("trial %d needs %d GPU%s", trial.number, gpus, "s" * (gpus > 1))
         return trial.number, gpus
