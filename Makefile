@@ -46,10 +46,10 @@ test-all: $(STAMP)  ## every test, slow ones included (the MLflow UI tests need 
 train: $(STAMP)  ## one run (or a grid with ARGS="-m ..."): make train ARGS="model=tiny_bert method=sft"
 	$(PY) -m src.train $(ARGS)
 
-# GPUS=0,1,2,3 (or all: every GPU nvidia-smi lists): one sweep worker per GPU, or per
-# GPUS_PER_TRIAL GPUs for trials that train with DDP (src/sweep/devices.py).
+# GPUS=0,1,2,3 (or all: every GPU nvidia-smi lists): each trial on the GPUs its memory estimate
+# asks for (src/sweep/placement.py), or on GPUS_PER_TRIAL GPUs each (src/sweep/devices.py).
 GPUS ?=
-GPUS_PER_TRIAL ?= 1
+GPUS_PER_TRIAL ?= null
 GPU_LIST = $(if $(filter all,$(GPUS)),$(shell nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | paste -sd, -),$(GPUS))
 SWEEP_DEVICES = $(if $(GPUS),'hydra.sweeper.devices=[$(GPU_LIST)]' hydra.sweeper.gpus_per_trial=$(GPUS_PER_TRIAL))
 
@@ -104,9 +104,9 @@ NPROC ?= 2
 
 .PHONY: train-ddp services services-stop
 
-# torchrun starts NPROC processes (DDP; DeepSpeed / FSDP via trainer.deepspeed / trainer.fsdp);
+# torchrun starts NPROC processes (DDP, or FSDP when the run does not fit one GPU: trainer.strategy);
 # all ranks share one output dir, rank 0 alone logs to MLflow and saves the checkpoint.
-train-ddp: $(STAMP)  ## one run on NPROC GPUs: make train-ddp NPROC=8 ARGS="model=qwen2_7b_base method=sft trainer.deepspeed=zero2"
+train-ddp: $(STAMP)  ## one run on NPROC GPUs: make train-ddp NPROC=2 ARGS="model=qwen2_7b_base method=sft"
 	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m src.train \
 	  hydra.run.dir=sweeps/runs/ddp/$$(date +%Y-%m-%d/%H-%M-%S) $(ARGS)
 

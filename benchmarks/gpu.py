@@ -3,6 +3,9 @@
 python -m benchmarks.gpu                       # Qwen2-0.5B and 1.5B x lora, sft x 128/512/2048
 python -m benchmarks.gpu --models qwen2_0_5b --lengths 512 --compile
 python -m benchmarks.gpu --smoke               # a tiny model on the CPU: checks the code path
+torchrun --standalone --nproc-per-node=2 -m benchmarks.gpu --fsdp --methods sft   # sharded
+torchrun --standalone --nproc-per-node=2 -m benchmarks.gpu --fsdp --smoke          # on 2 CPUs
+python -m benchmarks.gpu --plan                # the article's grid placed on this node's GPUs
 
 Never run by the tests. The models are the Qwen2-0.5B / Qwen2-1.5B architectures built from their
 config with random weights (weights do not change speed). Each step is what the HF Trainer does
@@ -17,6 +20,12 @@ gradients; no weight gradients of the frozen weights), N = the non-embedding par
 column adds attention (12 L h s per token for full fine-tuning, 8 L h s for LoRA, s = sequence
 length, no causal discount, as in PaLM's appendix B). Peak memory is
 `torch.cuda.max_memory_allocated`, next to the pre-flight estimate of src.estimate.
+
+`--fsdp` (under torchrun, one process per GPU): the model sharded by block with torch's
+`fully_shard` as the Trainer's FSDP2 does, bf16 parameters for the matmuls and fp32 gradient
+reduction; tokens/s is the whole group's, MFU against the group's peak, peak memory rank 0's
+against the sharded estimate (`src.model.sharding.sharded`). `--plan`: the placement of the
+article's grid (`python -m src.estimate -m ...`) on the visible GPUs, printed with the results.
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ class Result:
     mfu_with_attention: float = 0.0
     peak_memory_gib: float = 0.0
     estimated_memory_gib: float = 0.0
+    processes: int = 1  # FSDP: the ranks sharing the model
     error: str | None = None
 
 
@@ -137,6 +147,29 @@ def build(shape: Shape, method: str, attention: str, device: torch.device) -> An
     return apply_method(model, MethodConfig(name=method, rank=16, dropout=0.05), preset)
 
 
+def world() -> tuple[int, int]:
+    """(rank, processes) of this benchmark: torchrun's, else (0, 1)."""
+    import torch.distributed as dist
+
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def shard(model: Any, device: torch.device) -> None:
+    """FSDP2 as the Trainer applies it: each block, then the root; bf16 matmuls on a GPU."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from src.model.sharding import block_classes
+
+    policy = MixedPrecisionPolicy(
+        param_dtype=torch.bfloat16 if device.type == "cuda" else None, reduce_dtype=torch.float32
+    )
+    blocks = set(block_classes(model))
+    for module in model.modules():
+        if type(module).__name__ in blocks:
+            fully_shard(module, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+
+
 def train_step(
     model: Any, optimizer: Any, batch: dict[str, torch.Tensor], device: torch.device
 ) -> Callable[[], None]:
@@ -176,10 +209,14 @@ def run_one(
     peak: float,
     compile_model: bool,
     repeats: int,
+    fsdp: bool = False,
 ) -> Result:
+    from src.model.sharding import sharded
+
     batch_size = max(tokens_per_step // seq_len, 1)
     attention = attention_kind(device)
     result = Result(name, method, seq_len, batch_size, attention, compile_model)
+    _, processes = world()
     plan = Plan(
         method=method,
         rank=16,
@@ -190,12 +227,17 @@ def run_one(
         device=device.type,
     )
     result.estimated_memory_gib = estimate(shape, plan).total / 2**30
+    if fsdp:
+        result.method, result.processes = f"{method} fsdp", processes
+        result.estimated_memory_gib = sharded(shape, plan, processes).total / 2**30
     model = optimizer = None
     try:
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
         model = build(shape, method, attention, device)
+        if fsdp:
+            shard(model, device)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
@@ -210,16 +252,18 @@ def run_one(
         step = train_step(model, optimizer, batch, device)
         step()  # compile / autotune / allocate optimizer states
         seconds = timed(step, device, repeats)
-        tokens = batch_size * seq_len
+        tokens = batch_size * seq_len * processes
         per_token, per_token_attn = flops_per_token(shape, method, seq_len)
         result.step_ms = 1000 * seconds
         result.tokens_per_second = tokens / seconds
-        result.mfu = per_token * tokens / seconds / peak
-        result.mfu_with_attention = per_token_attn * tokens / seconds / peak
+        result.mfu = per_token * tokens / seconds / (peak * processes)
+        result.mfu_with_attention = per_token_attn * tokens / seconds / (peak * processes)
         if device.type == "cuda":
             result.peak_memory_gib = torch.cuda.max_memory_allocated(device) / 2**30
     except torch.OutOfMemoryError as exc:
         result.error = f"out of memory: {str(exc).splitlines()[0]}"
+    except RuntimeError as exc:  # a sharding torch refuses: the prepared script goes on
+        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
     finally:
         del model, optimizer
     return result
@@ -250,6 +294,21 @@ def render(results: list[Result], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+ARTICLE_GRID = [
+    "model=qwen2_7b_base,qwen2_7b_instruct",
+    "method=lora,sft",
+    "trainer.gradient_checkpointing=true",
+]
+
+
+def placement_plan(device: torch.device) -> str:
+    """The article's grid placed on this node's GPUs (8 H100s planned when none is visible)."""
+    from src.estimate import plan_text
+
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 8
+    return plan_text([*ARTICLE_GRID, f"hydra.sweeper.devices=[{','.join(map(str, range(gpus)))}]"])
+
+
 def grid(args: argparse.Namespace) -> Iterator[tuple[str, Shape, str, int]]:
     models = {"smoke": SMOKE} if args.smoke else {m: ARCHS[m] for m in args.models}
     for name, shape in models.items():
@@ -267,14 +326,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--smoke", action="store_true", help="tiny model, CPU, short sequences")
+    parser.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (under torchrun)")
+    parser.add_argument("--plan", action="store_true", help="place the article's grid here")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.fsdp:
+        import os
+
+        import torch.distributed as dist
+
+        cuda_rank = torch.cuda.is_available() and not args.smoke
+        if cuda_rank:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda_rank else "gloo")
     if args.smoke:
         args.lengths, args.tokens_per_step, args.repeats = [16, 32], 64, 2
     cuda = torch.cuda.is_available() and not args.smoke
     if not cuda and not args.smoke:
         raise SystemExit("no CUDA GPU visible: benchmarks/gpu.py measures GPUs (try --smoke)")
-    device = torch.device("cuda" if cuda else "cpu")
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
     sizes = (4096, 8192) if cuda else (256,)
@@ -304,12 +374,18 @@ def main() -> None:
             peak,
             args.compile,
             args.repeats,
+            args.fsdp,
         )
         results.append(result)
         print(json.dumps(asdict(result)), flush=True)
+    if world()[0] != 0:
+        return  # rank 0 writes the report
     table = render(results, meta)
+    if args.plan:
+        table += "\n```text\n" + placement_plan(device) + "\n```\n"
     print(table)
     stem = "gpu-smoke" if args.smoke else "gpu-" + meta["device"].replace(" ", "_")
+    stem += "-fsdp" if args.fsdp else ""
     args.out_dir.mkdir(parents=True, exist_ok=True)
     report = {"meta": meta, "results": [asdict(r) for r in results]}
     (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2))

@@ -91,17 +91,21 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
 
     from src.checkpoint.files import CheckpointInfo
     from src.model.memory import preflight
+    from src.model.sharding import run_strategy
     from src.sweep.trial import open_trial, pruning_hook
     from src.task.heads import make_task, selection_metric
     from src.tracking import console, record
     from src.tracking import fine_tuning as run_record
+    from src.tracking.names import STRATEGY_TAG
     from src.training import evaluate
     from src.training.trainer import EpochEnd, StepLogger, StepsDone
 
     prepared = prepare(cfg, splits, training)
     experiment_id = record.setup(cfg.tracking)
     trial = open_trial(cfg.trial)
+    strategy = run_strategy(cfg, prepared.backbone.path, len(training.head_labels))
     tags = run_record.run_tags(cfg) | run_record.lineage_tags(prepared.backbone)
+    tags[STRATEGY_TAG] = strategy
     with run_record.training_run(cfg, experiment_id, tags, splits, training) as active:
         if torch.cuda.is_available():  # before the weights load: will the run fit the GPU?
             record.log_metrics(preflight(cfg, prepared.backbone.path, len(training.head_labels)))
@@ -128,7 +132,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
             StepLogger(run_record.log_train_step),
             StepsDone(console.StepProgress),
         ]
-        trained = train_model(cfg, prepared, built, splits, training, task, callbacks)
+        trained = train_model(cfg, prepared, built, splits, training, task, callbacks, strategy)
         final = evaluate.best_epoch_metrics(
             trained.fitted.best_metric, trained.fitted.best_epoch, selection
         )
@@ -225,11 +229,13 @@ def train_model(
     training: TrainingSet,
     task: Task,
     callbacks: Sequence[TrainerCallback] = (),
+    strategy: str = "single",
 ) -> Trained:
     """Train with validation every epoch (at the method's learning rates), keep the best epoch by
-    the selection metric, export. The Trainer's own files (under the job's folder) go when it is
-    done."""
+    the selection metric, export. `strategy` (single, ddp, fsdp) says how this run's processes
+    share the work. The Trainer's own files (under the job's folder) go when it is done."""
     from src.model.methods import restrict_head
+    from src.model.sharding import block_classes, gathered
     from src.task.heads import selection_metric
     from src.training import evaluate
     from src.training.arguments import training_arguments
@@ -242,14 +248,22 @@ def train_model(
         prepared.tokenizer,
         *training_datasets(task, prepared.inputs, training.frame, splits.valid),
         training_arguments(
-            cfg.trainer, workdir, cfg.seed, selection, prepared.precision, ordered=training.ordered
+            cfg.trainer,
+            workdir,
+            cfg.seed,
+            selection,
+            prepared.precision,
+            ordered=training.ordered,
+            fsdp_layers=block_classes(built.model) if strategy == "fsdp" else (),
         ),
         evaluate.validation_score(task, prepared.inputs.valid, splits.valid),
         callbacks=callbacks,
         learning_rate=built.method.learning_rate,
     )
     shutil.rmtree(workdir, ignore_errors=True)
-    return Trained(fitted, restrict_head(built.method.export(fitted.model), task.outputs))
+    # FSDP's shards gathered into a fresh model on every rank (a collective), as after DDP
+    full = gathered(fitted.model, lambda: build_model(cfg, prepared, training, task).model)
+    return Trained(fitted, restrict_head(built.method.export(full), task.outputs))
 
 
 def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float | list[float]:

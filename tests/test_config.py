@@ -262,8 +262,6 @@ BAD_VALUES: dict[str, list[list[str]]] = {
     "trainer.precision": [["trainer.precision=bf16"]],  # on a machine without CUDA
     "trainer.logging_steps": [["trainer.logging_steps=0"]],
     "trainer.num_workers": [["trainer.num_workers=-1"]],
-    "trainer.deepspeed": [["trainer.deepspeed=zero9"]],
-    "trainer.fsdp": [["trainer.fsdp=zero3"]],
     "tracking.uri": [["tracking.uri=foo://x"], ["tracking.uri=file:///tmp/mlruns"]],
     "tracking.dir": [["tracking.uri=", "tracking.dir={file}/mlruns"]],
     "tracking.experiment": [["tracking.experiment= "]],

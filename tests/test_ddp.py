@@ -1,4 +1,4 @@
-"""Scale-out: a multi-process run through torchrun (gloo on CPU), DeepSpeed / FSDP settings.
+"""Scale-out: a multi-process run through torchrun (gloo on CPU), the FSDP settings.
 (SLURM: tests/test_slurm.py runs the launcher example on a real cluster.)
 
 `make train-ddp` runs `torchrun -m src.train`; here two CPU processes train one tiny model
@@ -8,21 +8,19 @@ saves the one checkpoint.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.entities import LoggedModelStatus
 
-from src.config.schema import TrackingConfig, TrainerConfig
-from src.errors import UserError
+from src.config.schema import TrackingConfig
 from src.tracking import names, record
-from src.training.arguments import DEEPSPEED_DIR, check_trainer, fsdp_arguments
+from src.training.arguments import fsdp_arguments
 from tests.conftest import QUICK, ROOT, Store
 
 EPOCHS = 2
@@ -83,35 +81,39 @@ def test_only_rank_0_records(monkeypatch, tmp_path: Path) -> None:
     assert not (tmp_path / "mlflow.db").exists()
 
 
-@pytest.mark.parametrize(("name", "stage"), [("zero2", 2), ("zero3", 3)])
-def test_deepspeed_presets_are_trainer_integration_configs(name: str, stage: int) -> None:
-    config = json.loads((DEEPSPEED_DIR / f"{name}.json").read_text())
-    assert config["zero_optimization"]["stage"] == stage
-    # "auto": the Trainer fills these from trainer.* so the two never disagree.
-    for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
-        assert config[key] == "auto"
-    assert config["bf16"]["enabled"] == "auto"
-
-
-def test_deepspeed_settings_fail_with_one_line_before_anything_loads(monkeypatch) -> None:
-    with pytest.raises(UserError, match=r"trainer.deepspeed=zero9: no file .*zero2, zero3"):
-        check_trainer(TrainerConfig(deepspeed="zero9"))
-    with pytest.raises(UserError, match="choose one"):
-        check_trainer(TrainerConfig(deepspeed="zero2", fsdp="full_shard"))
-    if importlib.util.find_spec("deepspeed") is None:
-        with pytest.raises(UserError, match="needs the deepspeed package"):
-            check_trainer(TrainerConfig(deepspeed="zero2"))
-    with pytest.raises(UserError, match=r"trainer.fsdp=zero3: use one of full_shard"):
-        check_trainer(TrainerConfig(fsdp="zero3"))
-
-
-def test_fsdp_settings_become_fsdp2_trainer_arguments() -> None:
-    assert fsdp_arguments(None) == {}
-    assert fsdp_arguments("full_shard") == {
+def test_fsdp_becomes_fsdp2_trainer_arguments_sharding_by_the_backbones_blocks() -> None:
+    assert fsdp_arguments(()) == {"activation_checkpointing": False}
+    assert fsdp_arguments((), checkpointing=True) == {"activation_checkpointing": True}
+    assert fsdp_arguments(["Qwen2DecoderLayer"], checkpointing=True) == {
         "fsdp": True,
-        "fsdp_config": {"reshard_after_forward": True},
+        "fsdp_config": {
+            "fsdp_version": 2,
+            "reshard_after_forward": True,
+            "transformer_layer_cls_to_wrap": ["Qwen2DecoderLayer"],
+            "activation_checkpointing": True,  # FSDP's own: one gather per block, not two
+        },
+        "activation_checkpointing": False,
     }
-    assert fsdp_arguments("shard_grad_op")["fsdp_config"] == {"reshard_after_forward": False}
+
+
+def test_a_sharded_run_keeps_the_best_epoch_as_the_trainer_allows_it_with_fsdp(
+    tmp_path: Path,
+) -> None:
+    """transformers refuses FSDP with save_only_model and load_best_model_at_end together."""
+    from src.config.schema import Precision, TrainerConfig
+    from src.training.arguments import training_arguments
+
+    def arguments(layers: list[str]) -> Any:
+        return training_arguments(
+            TrainerConfig(), tmp_path, 0, "eval_macro_f1", Precision.fp32, fsdp_layers=layers
+        )
+
+    sharded = arguments(["Qwen2DecoderLayer"])
+    assert sharded.fsdp and sharded.load_best_model_at_end and not sharded.save_only_model
+    assert sharded.fsdp_config["transformer_layer_cls_to_wrap"] == ["Qwen2DecoderLayer"]
+    alone = arguments([])
+    assert not alone.fsdp and alone.save_only_model and alone.load_best_model_at_end
+    assert not alone.average_tokens_across_devices  # a batch mean, not a token sum
 
 
 def test_makefile_train_ddp_runs_torchrun_with_one_output_dir_for_all_ranks() -> None:

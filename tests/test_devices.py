@@ -106,8 +106,9 @@ def start(cwd: Path, command: list[str]) -> subprocess.Popen[bytes]:
         ({"devices": ["0,1"]}, "is not a device id"),
         ({"devices": [0, 1, 2], "gpus_per_trial": 2}, "1 would stay idle"),
         ({"gpus_per_trial": 2}, "needs the devices to split"),
-        ({"gpus_per_trial": 0}, "must be at least 1"),
+        ({"gpus_per_trial": 0}, "must be >= 1"),
         ({"devices": [0, 1], "n_jobs": 2}, "leave n_jobs at 1"),
+        ({"devices": [0, 1], "gpu_memory_gib": 0}, r"gpu_memory_gib=0.0 must be > 0"),
     ],
 )
 def test_device_settings_that_cannot_work_stop_with_one_line(
@@ -259,13 +260,20 @@ def test_sigterm_stops_each_worker_once_and_a_second_signal_kills_them(
 # -- sweeps of the test app on fake devices -----------------------------------------------------
 
 
+# Placed (the default): a process per trial on the devices free when it starts; fixed groups
+# (gpus_per_trial=1): a long-lived worker per device.
+MODES = {"placed": [], "fixed groups": ["hydra.sweeper.gpus_per_trial=1"]}
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_every_device_busy_none_shared_count_exact_and_a_killed_workers_device_reused(
-    tmp_path: Path,
+    tmp_path: Path, mode: str
 ) -> None:
     record, gate = tmp_path / "devices.jsonl", tmp_path / "go"
     proc = start(
         tmp_path,
         app_command(
+            *MODES[mode],
             "hydra.sweeper.devices=[0,1,2]",
             "hydra.sweeper.n_trials=9",
             "steps=2",
@@ -300,7 +308,10 @@ def test_every_device_busy_none_shared_count_exact_and_a_killed_workers_device_r
     assert later and all(s.worker != victim.worker for s in later)
     by_number = {t.number: t for t in trials}
     assert all(by_number[s.trial].user_attrs["devices"] == s.devices for s in ran if s.end)
-    assert len({s.worker for s in ran}) == 4  # three workers and the one that replaced the victim
+    if mode == "placed":  # a process per trial, the retried one included
+        assert len({s.worker for s in ran}) == len(ran) == 10
+    else:  # three workers and the one that replaced the victim
+        assert len({s.worker for s in ran}) == 4
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
@@ -364,13 +375,23 @@ def test_a_grid_across_devices_runs_each_point_once(tmp_path: Path) -> None:
     assert {s.devices for s in spans(record)} == {"0", "1"}
 
 
-def test_workers_that_stop_with_an_error_end_the_sweep_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_workers_that_stop_with_an_error_end_the_sweep_with_one_line(
+    tmp_path: Path, mode: str
+) -> None:
     result = run(
         tmp_path,
-        app_command("hydra.sweeper.devices=[0,1]", "fail_if_x_above=-1", "steps=1"),  # all fail
+        app_command(
+            *MODES[mode], "hydra.sweeper.devices=[0,1]", "fail_if_x_above=-1", "steps=1"
+        ),  # all fail
     )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
+    if mode == "placed":  # the supervisor counts the failures of the trials it placed
+        assert last.startswith("error: study app_study: ")
+        assert "trials failed in this run (max_failure_rate=0.5)" in last
+        assert not by_state(load_trials(tmp_path), TrialState.RUNNING)
+        return
     assert last.startswith("error: study app_study: 0 of n_trials=4 finished; the workers on ")
     assert "gpu 0 (exit code 2)" in last and "gpu 1 (exit code 2)" in last
     assert "[gpu 0] error: study app_study: 3 of 3 trials failed" in result.stderr
@@ -565,3 +586,83 @@ def test_src_train_trials_on_two_gpus_each_train_with_ddp_and_record_one_run(
     for child in children:  # 64 reviews in batches of 8: 8 steps alone, 4 on each of two ranks
         losses = client.get_metric_history(child.info.run_id, "train_loss")
         assert [m.step for m in losses] == [1, 2, 3, 4]
+
+
+# -- trials of different sizes placed on free devices ------------------------------------------
+
+# A stand-in trial process: records where and when it ran, then sleeps its trial's duration.
+TRIAL = """
+import json, os, sys, time
+start = time.time()
+trial = int(os.environ["CLFSWEEP_PLACED_TRIAL"])
+time.sleep(float(sys.argv[2].split(",")[trial]))
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps({"trial": trial, "devices": os.environ["CUDA_VISIBLE_DEVICES"],
+                        "start": start, "end": time.time()}) + "\\n")
+"""
+
+
+def test_placement_of_1_and_2_gpu_trials_on_four_fake_devices_shares_none_uses_all_runs_each_once(
+    tmp_path: Path,
+) -> None:
+    gpus = [2, 1, 1, 2, 1, 2, 1, 1]
+    seconds = [0.6, 0.2, 0.9, 0.3, 0.2, 0.4, 0.5, 0.1]
+    record = tmp_path / "trials.jsonl"
+    command = [sys.executable, "-c", TRIAL, str(record), ",".join(map(str, seconds))]
+    asked = iter(enumerate(gpus))
+    ended: list[tuple[int, int]] = []
+    placed = pool.PlacedPool(
+        command,
+        dict(os.environ),
+        tmp_path,
+        ["0", "1", "2", "3"],
+        ask=lambda: next(asked, None),
+        ended=lambda trial, code: ended.append((trial, code)),
+        abandon=lambda trials: pytest.fail(f"abandoned {trials}"),
+    )
+    assert placed.run() is None
+    assert sorted(ended) == [(t, 0) for t in range(len(gpus))]  # each once, each finished
+    ran = [json.loads(line) for line in record.read_text().splitlines()]
+    assert sorted(r["trial"] for r in ran) == list(range(len(gpus)))
+    assert all(len(r["devices"].split(",")) == gpus[r["trial"]] for r in ran)
+    for i, a in enumerate(ran):
+        for b in ran[i + 1 :]:
+            if a["start"] < b["end"] and b["start"] < a["end"]:
+                assert not set(a["devices"].split(",")) & set(b["devices"].split(",")), (a, b)
+    assert {d for r in ran for d in r["devices"].split(",")} == {"0", "1", "2", "3"}
+
+
+@pytest.mark.slow  # six src.train trials, two of them as two ranks, on a CPU: minutes
+def test_placement_of_src_train_trials_by_their_memory_estimate_on_four_fake_devices(
+    tmp_path: Path, compose_cfg: Callable[..., Any]
+) -> None:
+    """A grid of LoRA and full fine-tuning cells with a per-device memory between the two
+    estimates: the full fine-tunes get two devices each (two ranks), the LoRA cells one."""
+    from src.model.memory import GIB
+    from src.model.sharding import placement
+
+    common = ["model=tiny_qwen2", "data.max_train=64", "trainer.max_len=64", "trainer.batch_size=8"]
+    needs = {
+        m: placement(compose_cfg(*common, f"method={m}"), GIB).per_gpu for m in ("lora", "sft")
+    }
+    assert needs["lora"] < needs["sft"]
+    card = (needs["lora"] + needs["sft"]) / 2 / 0.9 / GIB  # LoRA fits, a full fine-tune does not
+    trials, runs = train_sweep(
+        tmp_path,
+        "hydra.sweeper.devices=[0,1,2,3]",
+        f"hydra.sweeper.gpu_memory_gib={card}",
+        "hydra.sweeper.sampler.name=grid",
+        "hydra.sweeper.pruner.name=none",
+        "hydra.sweeper.params=null",
+        "method=lora,sft",
+        "seed=1,2,3",
+    )
+    assert len(by_state(trials, *FINISHED)) == 6
+    for trial in trials:
+        gpus = 2 if trial.params["method"] == "sft" else 1
+        assert trial.user_attrs["gpus"] == gpus
+        assert len(trial.user_attrs["devices"].split(",")) == gpus
+    assert {d for t in trials for d in t.user_attrs["devices"].split(",")} == {"0", "1", "2", "3"}
+    children = children_of_one_parent(runs)
+    assert len(children) == 6  # rank 0 alone records a two-rank trial
+    assert sorted(r.data.tags["strategy"] for r in children) == ["ddp"] * 3 + ["single"] * 3

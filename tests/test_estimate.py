@@ -94,7 +94,7 @@ def test_options_order_and_sharding() -> None:
 
 def test_zero_stage_and_world_size(compose_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "4")
-    cfg = compose_cfg("model=qwen2_7b_base", "method=sft", "trainer.deepspeed=zero3")
+    cfg = compose_cfg("model=qwen2_7b_base", "method=sft", "trainer.strategy=fsdp")
     plan = est.plan_from_config(cfg)
     assert (plan.zero_stage, plan.shards, plan.precision) == (3, 4, "bf16")
     assert est.plan_from_config(cfg, device="cpu").precision == "fp32"
@@ -172,7 +172,11 @@ def test_estimate_within_25_percent_of_measured_peak(
 def test_report_without_gpu() -> None:
     text = est.report(est.PRESETS["qwen2_7b_base"], est.Plan(method="sft"), "qwen2_7b_base")
     assert "no CUDA GPU is visible" in text
-    assert "QLoRA" in text and "DeepSpeed ZeRO-3" in text and "gradient checkpointing" in text
+    assert (
+        "QLoRA" in text
+        and "FSDP (+ gradient checkpointing)" in text
+        and "gradient checkpointing" in text
+    )
 
 
 @pytest.mark.parametrize("method", sorted(methods()))
@@ -207,3 +211,81 @@ def test_cli_prints_the_estimate() -> None:
     assert done.returncode == 0, done.stderr
     assert "qwen2_7b_base" in done.stdout and "total" in done.stdout
     assert "no CUDA GPU is visible" in done.stdout
+
+
+# -- the plan of a multirun: python -m src.estimate -m ... --------------------------------------
+
+README_PLAN = "<!-- plan: checked by tests/test_estimate.py -->"
+
+
+def test_plan_in_the_readme_is_what_the_command_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    import src.estimate
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split(README_PLAN, 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    command, *printed = block.strip().splitlines()
+    arguments = shlex.split(command.removeprefix("$ "))
+    assert arguments[:4] == ["python", "-m", "src.estimate", "-m"]
+    monkeypatch.setattr(src.estimate, "visible_gpu", lambda: None)  # as on a machine without one
+    assert src.estimate.plan_text(arguments[4:]).splitlines() == printed
+
+
+def test_plan_places_mixed_sizes_in_waves_on_few_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    import src.estimate
+
+    monkeypatch.setattr(src.estimate, "visible_gpu", lambda: None)
+    text = src.estimate.plan_text(
+        [
+            "model=qwen2_7b_base",
+            "method=sft,lora",
+            "seed=1,2",
+            "trainer.gradient_checkpointing=true",
+            "hydra.sweeper.devices=[0,1,2]",
+        ]
+    )
+    rows = [line.split() for line in text.splitlines()[2:]]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("1", "0,1", "2", "FSDP"),  # sft seed 1
+        ("1", "2", "1", "one"),  # sft seed 2 waits; lora seed 1 fills the gap
+        ("2", "0,1", "2", "FSDP"),
+        ("2", "2", "1", "one"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["model=qwen2_7b_base", "method=lora,sft", "hydra.sweeper.devices=[0,1]"],
+            "does not fit on 64 GPUs of 74.5 GiB by the memory estimate: "
+            "trainer.gradient_checkpointing=true fits it",
+        ),
+        (["trainer.lr=interval(1e-5,1e-3)"], "the plan needs the values listed"),
+        (
+            [
+                "method=sft",
+                "model=qwen2_7b_base",
+                "trainer.gradient_checkpointing=true",
+                "hydra.sweeper.gpu_memory_gib=40",
+                "hydra.sweeper.devices=[0,1]",
+            ],
+            "needs 4 GPUs; the plan has 2 devices",
+        ),
+    ],
+)
+def test_a_plan_that_cannot_be_made_is_one_error_line(
+    arguments: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import src.estimate
+
+    monkeypatch.setattr(src.estimate, "visible_gpu", lambda: None)
+    with pytest.raises(SystemExit) as stop:
+        src.estimate.plan_cli(arguments)
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and message in line

@@ -28,6 +28,14 @@ class Precision(Enum):
     fp32 = "fp32"
 
 
+class Strategy(Enum):
+    """How the processes of one run share the work (trainer.strategy); one process: alone."""
+
+    auto = "auto"  # FSDP when the run does not fit one GPU by the memory estimate, else DDP
+    ddp = "ddp"  # a full copy of the model per process, gradients averaged
+    fsdp = "fsdp"  # torch's FSDP2: parameters, gradients, optimizer states split (like ZeRO-3)
+
+
 @dataclass
 class TinyArchConfig:
     """A small randomly initialised model of a real architecture, for CPU runs and tests."""
@@ -208,10 +216,9 @@ class TrainerConfig:
     logging_steps: int = 50
     num_workers: int = 0
     compile: bool = False  # torch.compile the model (TrainingArguments.torch_compile), for GPUs
-    # Multi-GPU runs (make train-ddp): a DeepSpeed config, zero2 | zero3 (conf/deepspeed/) or
-    # a JSON path; or FSDP sharding, e.g. "full_shard" or "shard_grad_op". null: plain DDP.
-    deepspeed: str | None = None
-    fsdp: str | None = None
+    # A run on several GPUs (a sweep's trial the estimate puts on several, make train-ddp):
+    # auto | ddp | fsdp (src/model/sharding.py).
+    strategy: Strategy = Strategy.auto
 
 
 DEFAULT_STORE_DIR = "mlruns"  # the embedded store's folder, under the working directory

@@ -2,7 +2,7 @@
 
 Weights, gradients, optimizer states and activations (with and without gradient checkpointing)
 against the visible GPU memory, and which option fits: LoRA, QLoRA, gradient checkpointing,
-DeepSpeed ZeRO-3. The architecture comes from `model.path`'s config.json, the tiny presets'
+FSDP over several GPUs. The architecture comes from `model.path`'s config.json, the tiny presets'
 built checkpoint, or a table of the Hub presets' sizes (nothing is downloaded).
 
 What is counted, per training step at the longest batch (trainer.batch_size x trainer.max_len):
@@ -367,7 +367,8 @@ def options(shape: Shape, plan: Plan) -> list[tuple[str, Estimate]]:
 
 
 def zero3_gpus(shape: Shape, plan: Plan, gpu_bytes: float, max_gpus: int = 64) -> int | None:
-    """The fewest GPUs of `gpu_bytes` on which DeepSpeed ZeRO-3 fits the run (checkpointed)."""
+    """The fewest GPUs of `gpu_bytes` on which FSDP (ZeRO-3's sharding) fits the run
+    (checkpointed)."""
     base = replace(plan, gradient_checkpointing=True)
     for n in range(1, max_gpus + 1):
         if estimate(shape, replace(base, zero_stage=3, shards=n)).total <= HEADROOM * gpu_bytes:
@@ -425,26 +426,16 @@ def report(shape: Shape, plan: Plan, name: str) -> str:
             )
         n = zero3_gpus(shape, plan, capacity)
         lines.append(
-            "  DeepSpeed ZeRO-3 (+ gradient checkpointing): "
+            "  FSDP (+ gradient checkpointing): "
             + (f"fits on {n} such GPUs" if n else "does not fit on 64 such GPUs")
-            + (f" (make train-ddp NPROC={n} ARGS='... trainer.deepspeed=zero3')" if n else "")
+            + (f" (make train-ddp NPROC={n} ARGS='... trainer.strategy=fsdp')" if n else "")
         )
     return "\n".join(lines)
 
 
 def zero_of(cfg: Any) -> int:
-    """The ZeRO stage of trainer.deepspeed / trainer.fsdp (0: none)."""
-    deepspeed = getattr(cfg.trainer, "deepspeed", None)
-    fsdp = getattr(cfg.trainer, "fsdp", None)
-    if deepspeed:
-        if str(deepspeed) in ("zero2", "zero3"):
-            return int(str(deepspeed)[-1])
-        path = Path(str(deepspeed))
-        if path.is_file():
-            return int(json.loads(path.read_text()).get("zero_optimization", {}).get("stage", 0))
-    if fsdp:
-        return 3 if "full_shard" in str(fsdp) else 2
-    return 0
+    """The ZeRO stage of the run as configured: 3 with trainer.strategy=fsdp (0: unsharded)."""
+    return 3 if str(getattr(cfg.trainer, "strategy", "auto")).endswith("fsdp") else 0
 
 
 def plan_from_config(cfg: Any, num_labels: int = 2, device: str = "cuda") -> Plan:
@@ -556,6 +547,6 @@ def preflight(cfg: Any, checkpoint: Path, num_labels: int) -> dict[str, float]:
             est.total / GIB,
             100 * HEADROOM,
             capacity / GIB,
-            ", ".join(fitting) or "none on one GPU: trainer.deepspeed=zero3 over several",
+            ", ".join(fitting) or "none on one GPU: trainer.strategy=fsdp over several",
         )
     return est.as_metrics() | {"estimate_gpu_gib": capacity / GIB, "estimate_fits": float(fits)}

@@ -30,6 +30,7 @@ from typing import IO
 
 from src.config.private_api import BASIC_LAUNCHER
 from src.errors import UserError
+from src.sweep.placement import Placer
 from src.sweep.search_space import quote
 from src.tracking.names import DEVICE_WORKER_ENV
 
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 POLL_S = 0.2
 MAX_DEATHS_IN_A_ROW = 3
+PLACED_TRIAL_ENV = "CLFSWEEP_PLACED_TRIAL"  # the trial a placed process runs (then it ends)
 
 
 def device_groups(devices: Sequence[str], per_trial: int) -> list[tuple[str, ...]]:
@@ -61,6 +63,13 @@ def worker_env(base: Mapping[str, str], group: Sequence[str], threads: int) -> d
     # Each worker's torch would take every core: N workers would oversubscribe them N times.
     extra["OMP_NUM_THREADS"] = base.get("OMP_NUM_THREADS", str(max(1, threads)))
     return {**base, **extra}
+
+
+def trial_env(
+    base: Mapping[str, str], group: Sequence[str], threads: int, trial: int
+) -> dict[str, str]:
+    """The environment of a process that runs the study's trial `trial` on `group`."""
+    return worker_env(base, group, threads) | {PLACED_TRIAL_ENV: str(trial)}
 
 
 def threads_per_process(processes: int) -> int:
@@ -216,6 +225,126 @@ class DevicePool:
         for worker in self.workers:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.process.pid, signal.SIGKILL if again else signal.SIGINT)
+
+
+class PlacedPool:
+    """Trials of different sizes on free devices, one process per trial (`src.sweep.placement`
+    decides which trial starts where); stopped together on Ctrl-C or SIGTERM.
+
+    `ask()` returns the next trial (number, GPUs) of the study, None when the study needs no
+    more now; `ended(trial, returncode)` is told when a trial's process ends; `abandon(trials)`
+    gets the trials asked but never started when the pool stops.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        devices: Sequence[str],
+        ask: Callable[[], tuple[int, int] | None],
+        ended: Callable[[int, int], None],
+        abandon: Callable[[list[int]], None],
+    ) -> None:
+        self.command = list(command)
+        self.env = dict(env)
+        self.cwd = cwd
+        self.placer = Placer(devices)
+        self.ask, self.ended, self.abandon = ask, ended, abandon
+        self.threads = threads_per_process(len(devices))
+        self.running: dict[int, Worker] = {}
+        self.stopped_by: int | None = None
+
+    def run(self) -> int | None:
+        """Place trials until the study needs no more and every process has ended; the signal
+        that stopped the pool, if one did."""
+        with restored_signal_handlers(STOP_SIGNALS):
+            for stop in STOP_SIGNALS:
+                signal.signal(stop, self._on_signal)
+            try:
+                self._place_until_done()
+            except BaseException:
+                self._stop(signal.SIGINT)  # a broken sweep leaves no trial process behind
+                while self.running:
+                    time.sleep(POLL_S)
+                    with contextlib.suppress(Exception):  # the first error is the one to report
+                        self._reap()
+                raise
+            finally:
+                if self.placer.waiting:
+                    self.abandon([w.key for w in self.placer.waiting])
+        return self.stopped_by
+
+    def _place_until_done(self) -> None:
+        """Ask, place, start, reap; until nothing runs, nothing waits and the study needs no
+        more trials (or a signal stopped the pool and its processes have ended)."""
+        while True:
+            self._reap()
+            exhausted = False
+            while self.stopped_by is None:  # one trial asked at a time, placed at once
+                for trial, group in self.placer.place():
+                    self._start(trial, group)
+                if exhausted or not self.placer.wants_more():
+                    break
+                asked = self.ask()
+                exhausted = asked is None
+                if asked is not None:
+                    self.placer.submit(*asked)
+            if not self.running and (
+                self.stopped_by is not None or (exhausted and not self.placer.waiting)
+            ):
+                return
+            time.sleep(POLL_S)
+
+    def _start(self, trial: int, group: tuple[str, ...]) -> None:
+        """The process of `trial` on `group`, in a session of its own (see DevicePool)."""
+        process = subprocess.Popen(
+            self.command,
+            cwd=self.cwd,
+            env=trial_env(self.env, group, self.threads, trial),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        prefix = f"[{label(group)}] "
+        assert process.stdout is not None and process.stderr is not None
+        pipes = [
+            _relay(process.stdout, sys.stdout, prefix),
+            _relay(process.stderr, sys.stderr, prefix),
+        ]
+        self.running[trial] = Worker(group, process, pipes)
+        log.info("trial %d on %s started (process %d)", trial, label(group), process.pid)
+
+    def _reap(self) -> None:
+        """Free the devices of ended trial processes."""
+        for trial, worker in list(self.running.items()):
+            code = worker.process.poll()
+            if code is None:
+                continue
+            del self.running[trial]
+            for pipe in worker.pipes:
+                pipe.join(timeout=5)
+            self.placer.release(worker.group)
+            self.ended(trial, code)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """First Ctrl-C / SIGTERM: every trial process stops as on Ctrl-C (its trial failed and
+        re-queued); a second one kills them."""
+        again = self.stopped_by is not None
+        self.stopped_by = self.stopped_by or signum
+        if not again:
+            log.warning(
+                "%s: stopping %d trials; they go back to the queue",
+                signal.Signals(signum).name,
+                len(self.running),
+            )
+        self._stop(signal.SIGKILL if again else signal.SIGINT)
+
+    def _stop(self, signum: int) -> None:
+        """Send `signum` to every trial process's session."""
+        for worker in self.running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.process.pid, signum)
 
 
 def _relay(stream: IO[bytes], sink: IO[str], prefix: str) -> threading.Thread:

@@ -37,7 +37,14 @@ from src.config.private_api import OPTUNA_QUEUED_KEYS, check_private_api, job_re
 from src.errors import Interrupted, UserError
 from src.sweep import results
 from src.sweep.custom_space import SpaceExtender, extend_trial, load_extender
-from src.sweep.devices import DevicePool, check_devices, device_groups, worker_command
+from src.sweep.devices import (
+    PLACED_TRIAL_ENV,
+    DevicePool,
+    PlacedPool,
+    check_devices,
+    device_groups,
+    worker_command,
+)
 from src.sweep.launch import launch
 from src.sweep.liveness import (
     WORKER_ATTR,
@@ -115,10 +122,11 @@ class OptunaSweep:
         if s.devices and not self.in_pool:
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
             check_devices(s.devices, visible, str(config.hydra.launcher._target_))
-        if self.in_pool and s.gpus_per_trial > 1:
+        gpus = len(os.environ[DEVICE_WORKER_ENV].split(",")) if self.in_pool else 1
+        if gpus > 1:
             from src.sweep.multi_gpu import TorchrunTask
 
-            task_function = TorchrunTask(task_function, s.gpus_per_trial)
+            task_function = TorchrunTask(task_function, gpus)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -189,6 +197,8 @@ class OptunaSweep:
                 )
         if s.devices and not self.in_pool:
             self._run_pool()
+        elif PLACED_TRIAL_ENV in os.environ:
+            self._run_placed_trial(int(os.environ[PLACED_TRIAL_ENV]))
         else:
             self._loop()
         if self.in_pool:
@@ -379,23 +389,29 @@ class OptunaSweep:
             self._fail_stale()  # a killed run's trials no longer count as running
             trials = self._trials()
         busy = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
+        command = worker_command(sys.orig_argv, sys.executable, self.sweep_dir)
+        assert self.config is not None
+        cwd = Path(str(self.config.hydra.runtime.cwd))
+        if s.gpus_per_trial is None:
+            self._placing_since = time.monotonic()
+            pool = PlacedPool(
+                command,
+                os.environ,
+                cwd,
+                s.devices,
+                self._ask_placed,
+                self._placed_ended,
+                self._abandon,
+            )
+            self._stopped(pool.run())
+            return
         groups = device_groups(s.devices, s.gpus_per_trial)[: max(self.n_target - busy, 0)]
         if not groups:
             log.info(
                 "study %s: %d of n_trials=%d finished or running", s.study_name, busy, self.n_target
             )
-        command = worker_command(sys.orig_argv, sys.executable, self.sweep_dir)
-        assert self.config is not None
-        cwd = Path(str(self.config.hydra.runtime.cwd))
         result = DevicePool(command, os.environ, cwd, self._trials_of).run(groups)
-        if result.stopped_by is not None:
-            log.warning(
-                "study %s: stopped by %s; re-run the same command to finish it (storage %s)",
-                s.study_name,
-                signal.Signals(result.stopped_by).name,
-                redact(self.storage_url),
-            )
-            raise Interrupted(result.stopped_by)  # the parent run KILLED, exit 128 + it
+        self._stopped(result.stopped_by)
         finished = sum(t.state in FINISHED for t in self._trials())
         if result.errors and finished < self.n_target:
             ended = ", ".join(f"{name} (exit code {code})" for name, code in result.errors)
@@ -404,6 +420,92 @@ class OptunaSweep:
                 f"workers on {ended} stopped with an error (their lines above carry that "
                 "prefix). Fix the cause and re-run the same command to continue the study"
             )
+
+    def _stopped(self, signum: int | None) -> None:
+        """Stop as the signal that stopped the pool asks, if one did: the parent run KILLED, the
+        one line, exit 128 + the signal (the command's boundary)."""
+        if signum is None:
+            return
+        log.warning(
+            "study %s: stopped by %s; re-run the same command to finish it (storage %s)",
+            self.settings.study_name,
+            signal.Signals(signum).name,
+            redact(self.storage_url),
+        )
+        raise Interrupted(signum)
+
+    # -- trials placed by size (hydra.sweeper.gpus_per_trial=null) --------------------------
+
+    def _ask_placed(self) -> tuple[int, int] | None:
+        """The next trial and the GPUs it needs; None once the study needs no more now."""
+        s = self.settings
+        if s.timeout is not None and time.monotonic() - self._placing_since > s.timeout:
+            return None  # as a worker's loop: no new trial after the timeout
+        with self._lock():
+            self._fail_stale()
+            trials = self._trials()
+            busy = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
+            if busy >= self.n_target:
+                return None
+            trial = self._ask()
+        try:
+            gpus = self._gpus_of(trial)
+        except Exception as exc:  # its config does not compose, or fits no GPU count
+            reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            self._fail(trial, reason)
+            raise UserError(f"trial {trial.number}: {reason.splitlines()[0]}") from exc
+        self._set_user_attr(trial, "gpus", gpus)
+        log.info("trial %d needs %d GPU%s", trial.number, gpus, "s" * (gpus > 1))
+        return trial.number, gpus
+
+    def _gpus_of(self, trial: optuna.Trial) -> int:
+        """The GPUs of a trial's job, from the memory estimate of its config."""
+        from src.model.sharding import trial_gpus
+
+        assert self.hydra_context is not None and self.config is not None
+        overrides = self._job_overrides(trial)
+        job = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        gpus = trial_gpus(job, self.settings.gpu_memory_gib)
+        if gpus > len(self.settings.devices):
+            raise UserError(
+                f"trial {trial.number} ({' '.join(param_overrides(trial.params))}) needs {gpus} "
+                f"GPUs by the memory estimate; hydra.sweeper.devices has "
+                f"{len(self.settings.devices)} (python -m src.estimate -m ... shows the plan)"
+            )
+        return gpus
+
+    def _placed_ended(self, number: int, returncode: int) -> None:
+        """A trial's process ended: a trial it left RUNNING failed (re-queued if the process
+        was killed); then the failure rate of this run's trials."""
+        trial_id = self._trial_id(number)
+        frozen = copy.deepcopy(self.storage.get_trial(trial_id))
+        if frozen.state == TrialState.RUNNING:
+            reason = f"its process ended (exit code {returncode}) before the trial did"
+            self.storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, f"stale: {reason}")
+            if self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                log.warning("trial %d marked FAILED: %s", number, reason)
+                if returncode < 0:  # killed (kill -9, the OOM killer): worth another try
+                    self._retry(frozen)
+        self._ran.append(self.storage.get_trial(trial_id))
+        self._check_failure_rate()
+
+    def _abandon(self, numbers: list[int]) -> None:
+        """Trials asked but never started (the pool stopped): failed, and back in the queue."""
+        for number in numbers:
+            frozen = copy.deepcopy(self.storage.get_trial(self._trial_id(number)))
+            trial = optuna.Trial(self.study, self._trial_id(number))
+            self._fail(trial, "interrupted: the pool stopped before the trial started")
+            self._requeue(frozen)
+
+    def _run_placed_trial(self, number: int) -> None:
+        """In a placed trial's process: run the study's trial `number` (asked by the pool)."""
+        trial_id = self._trial_id(number)
+        mode = Heartbeat(self.storage, [], self.settings.heartbeat_interval).mode
+        # Its liveness is this process's from now on: a kill -9 shows as a dead pid.
+        self.storage.set_trial_system_attr(trial_id, WORKER_ATTR, self.worker.to_attr(mode))
+        trial = optuna.Trial(self.study, trial_id)
+        self._set_user_attr(trial, "devices", os.environ[DEVICE_WORKER_ENV])
+        self._run([trial])
 
     def _trials_of(self, pid: int) -> tuple[int, int]:
         """How many trials this host's worker process `pid` asked, and finished."""

@@ -108,8 +108,14 @@ class SweeperSettings:
     # CUDA_VISIBLE_DEVICES: [0,1,2,3] (nvidia-smi's indices, or GPU UUIDs); []: trials run in
     # this process on whatever it sees. A worker that dies is replaced; Ctrl-C stops them all.
     devices: list[str] = field(default_factory=list)
-    # GPUs of `devices` each trial gets, in order ([0,1], [2,3], ...); 2+ run it with torchrun.
-    gpus_per_trial: int = 1
+    # GPUs each trial gets; null: each trial's own, from the memory estimate of its config (the
+    # fewest on which it fits, sharded with FSDP when above one), placed on free devices as they
+    # fit (src/sweep/placement.py). A number: every trial that many, in fixed groups ([0,1],
+    # [2,3], ...). Trials on 2+ GPUs run with torchrun's engine.
+    gpus_per_trial: int | None = None
+    # Memory of one device in GiB, for the estimate behind gpus_per_trial=null; null: the
+    # visible GPU's (without a GPU and without this, every trial gets one device).
+    gpu_memory_gib: float | None = None
     # Liveness of running trials: seconds between heartbeats, and silence after which a
     # trial of a worker on another host counts as dead (null: 2 x heartbeat_interval).
     heartbeat_interval: int = 60
@@ -187,9 +193,11 @@ class SweeperSettings:
 
     def _check_devices(self) -> None:
         """Devices that split into whole trials, each trial on its own GPUs."""
-        devices, per_trial = self.devices, self.gpus_per_trial
-        if per_trial < 1:
-            raise UserError(f"hydra.sweeper.gpus_per_trial={per_trial} must be at least 1")
+        devices, per_trial = self.devices, self.gpus_per_trial or 1
+        if self.gpus_per_trial is not None and self.gpus_per_trial < 1:
+            raise UserError(f"hydra.sweeper.gpus_per_trial={self.gpus_per_trial} must be >= 1")
+        if self.gpu_memory_gib is not None and self.gpu_memory_gib <= 0:
+            raise UserError(f"hydra.sweeper.gpu_memory_gib={self.gpu_memory_gib} must be > 0")
         bad = [d for d in devices if not d.strip() or "," in d]
         if bad:
             raise UserError(

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from src.config import CONF_DIR
 from src.config.schema import Precision, TrainerConfig
 from src.errors import UserError
 from src.task.metrics import greater_is_better
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
-
-DEEPSPEED_DIR = CONF_DIR / "deepspeed"
-
-
-FSDP_SHARDING = {"full_shard": True, "shard_grad_op": False}  # FSDP2's reshard_after_forward
 
 
 def check_trainer(cfg: TrainerConfig) -> None:
@@ -43,11 +37,6 @@ def check_trainer(cfg: TrainerConfig) -> None:
         raise UserError(f"trainer.warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.weight_decay < 0:
         raise UserError(f"trainer.weight_decay must be >= 0, got {cfg.weight_decay}")
-    if cfg.deepspeed and cfg.fsdp:
-        raise UserError("trainer.deepspeed and trainer.fsdp both set: choose one")
-    if cfg.deepspeed:
-        deepspeed_config(cfg.deepspeed)
-    fsdp_arguments(cfg.fsdp)
 
 
 def check_batches(cfg: TrainerConfig, n_inputs: int, world_size: int = 1) -> None:
@@ -66,28 +55,19 @@ def check_batches(cfg: TrainerConfig, n_inputs: int, world_size: int = 1) -> Non
         )
 
 
-def fsdp_arguments(sharding: str | None) -> dict[str, Any]:
-    """TrainingArguments for trainer.fsdp: FSDP2, full_shard (parameters too, like ZeRO-3) or
-    shard_grad_op (gradients and optimizer states, like ZeRO-2)."""
-    if not sharding:
-        return {}
-    if sharding not in FSDP_SHARDING:
-        raise UserError(f"trainer.fsdp={sharding}: use one of {', '.join(FSDP_SHARDING)} or null")
-    return {"fsdp": True, "fsdp_config": {"reshard_after_forward": FSDP_SHARDING[sharding]}}
-
-
-def deepspeed_config(name: str) -> str:
-    """The JSON file of trainer.deepspeed: a preset under conf/deepspeed/ or a path."""
-    path = Path(name).expanduser() if name.endswith(".json") else DEEPSPEED_DIR / f"{name}.json"
-    if not path.is_file():
-        presets = ", ".join(sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json")))
-        raise UserError(f"trainer.deepspeed={name}: no file {path}; use {presets} or a .json path")
-    if importlib.util.find_spec("deepspeed") is None:
-        raise UserError(
-            f"trainer.deepspeed={name} needs the deepspeed package (on a CUDA machine: "
-            "pip install deepspeed), and a launcher: make train-ddp NPROC=... ARGS=..."
-        )
-    return str(path)
+def fsdp_arguments(layers: Sequence[str], checkpointing: bool = False) -> dict[str, Any]:
+    """TrainingArguments that shard the model with torch's FSDP2 (`fully_shard`), one unit per
+    block of the classes `layers` (the model's `_no_split_modules`); none: no FSDP. Gradient
+    checkpointing is then FSDP's own (the Trainer's would gather each block's weights twice)."""
+    if not layers:
+        return {"activation_checkpointing": checkpointing}
+    config = {
+        "fsdp_version": 2,
+        "reshard_after_forward": True,
+        "transformer_layer_cls_to_wrap": list(layers),
+        "activation_checkpointing": checkpointing,
+    }
+    return {"fsdp": True, "fsdp_config": config, "activation_checkpointing": False}
 
 
 def training_arguments(
@@ -97,10 +77,12 @@ def training_arguments(
     metric: str,
     precision: Precision,
     ordered: bool = False,
+    fsdp_layers: Sequence[str] = (),
 ) -> TrainingArguments:
     """Trainer settings: evaluate and keep the best epoch by `metric`, no third-party loggers.
 
-    `ordered`: batches follow the training set's order (data.mix main_first / aux_first).
+    `ordered`: batches follow the training set's order (data.mix main_first / aux_first);
+    `fsdp_layers`: the block classes FSDP shards by, for a sharded run.
     """
     import torch
     from transformers import TrainingArguments
@@ -119,7 +101,9 @@ def training_arguments(
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=1,
-        save_only_model=True,
+        # The Trainer refuses FSDP with save_only_model and load_best_model_at_end together:
+        # a sharded run's checkpoints keep the optimizer states as well (more disk, not memory).
+        save_only_model=not fsdp_layers,
         load_best_model_at_end=True,
         metric_for_best_model=metric.removeprefix("eval_"),
         greater_is_better=greater_is_better(metric),
@@ -130,7 +114,6 @@ def training_arguments(
         data_seed=seed,
         bf16=precision == Precision.bf16,
         fp16=precision == Precision.fp16,
-        activation_checkpointing=cfg.gradient_checkpointing,
         optim="adamw_torch_fused" if cuda else "adamw_torch",
         torch_compile=cfg.compile,
         dataloader_num_workers=cfg.num_workers,
@@ -138,6 +121,10 @@ def training_arguments(
         use_cpu=not cuda,
         disable_tqdm=True,
         logging_nan_inf_filter=False,  # a NaN / inf loss must stop training (StopOnNonFinite)
-        deepspeed=deepspeed_config(cfg.deepspeed) if cfg.deepspeed else None,
-        **fsdp_arguments(cfg.fsdp),
+        # A classification loss is a mean over the batch already: the Trainer's token averaging
+        # multiplies it by the number of processes, so a 2-process run's gradients are twice a
+        # 1-process run's (seen with transformers 5.24 on a tiny Qwen2: grad norm 3.81 vs 1.90),
+        # which changes the result wherever clipping at max_grad_norm=1.0 acts.
+        average_tokens_across_devices=False,
+        **fsdp_arguments(fsdp_layers, cfg.gradient_checkpointing),
     )

@@ -1,0 +1,195 @@
+"""A run too large for one GPU: how many GPUs it gets, and FSDP on them.
+
+The sharded path runs here for real: two CPU processes over gloo (torchrun) train a tiny Qwen2
+with FSDP2, as a trial on two GPUs of a node would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from src.config.schema import Strategy
+from src.model.memory import GIB, PRESETS, Plan, estimate
+from src.model.sharding import gpus_needed, resolve_strategy, sharded
+from tests.conftest import QUICK, ROOT, Store
+
+H100 = 80e9
+QWEN2_7B = PRESETS["qwen2_7b_base"]
+AS_CONFIGURED = Plan(method="sft", batch_size=16, max_len=512, precision="bf16", device="cuda")
+SFT = replace(AS_CONFIGURED, gradient_checkpointing=True)
+LORA = replace(SFT, method="lora", rank=16, target_modules=("all-linear",))
+
+# Two processes on half a batch each and one process on the whole batch take the same optimizer
+# steps: their results differ by the order of float sums only (seen: 1e-7 on tiny models).
+TOLERANCE = 1e-5
+
+
+def test_a_run_that_fits_one_gpu_gets_one_and_a_larger_one_the_fewest_fsdp_fits() -> None:
+    assert gpus_needed(QWEN2_7B, LORA, H100, Strategy.auto) == 1
+    n = gpus_needed(QWEN2_7B, SFT, H100, Strategy.auto)
+    assert n is not None and n > 1
+    assert sharded(QWEN2_7B, SFT, n).total <= 0.9 * H100 < sharded(QWEN2_7B, SFT, n - 1).total
+    assert estimate(QWEN2_7B, SFT).total / GIB > 100  # 122 GiB: it needs sharding
+    assert gpus_needed(QWEN2_7B, SFT, H100, Strategy.ddp) is None  # copies never make it fit
+
+
+def test_sharding_does_not_help_a_run_whose_activations_alone_exceed_the_card() -> None:
+    """Batches of 16 x 512 tokens keep their activations on every GPU, however many share the
+    weights: as configured (no gradient checkpointing) LoRA's 74 GiB of activations (its
+    dropout keeps copies) fit no H100, and a full fine-tune needs 7 instead of 2."""
+    lora = replace(LORA, gradient_checkpointing=False)
+    assert estimate(QWEN2_7B, lora).activations / GIB > 70
+    assert gpus_needed(QWEN2_7B, lora, H100, Strategy.auto) is None
+    assert gpus_needed(QWEN2_7B, AS_CONFIGURED, H100, Strategy.auto) == 7
+    assert gpus_needed(QWEN2_7B, SFT, H100, Strategy.auto) == 2
+
+
+def test_sharding_splits_weights_gradients_and_optimizer_states_but_not_activations() -> None:
+    one, two = sharded(QWEN2_7B, SFT, 1), sharded(QWEN2_7B, SFT, 2)
+    assert two.optimizer == pytest.approx(one.optimizer / 2)
+    assert two.gradients == pytest.approx(one.gradients / 2)
+    assert two.weights == pytest.approx(one.weights / 2)
+    assert two.activations == one.activations
+
+
+@pytest.mark.parametrize(
+    ("strategy", "processes", "fits_one", "runs"),
+    [
+        (Strategy.auto, 1, False, "single"),
+        (Strategy.fsdp, 1, True, "single"),
+        (Strategy.auto, 2, True, "ddp"),
+        (Strategy.auto, 2, False, "fsdp"),
+        (Strategy.fsdp, 2, True, "fsdp"),
+        (Strategy.ddp, 2, False, "ddp"),
+    ],
+)
+def test_auto_shards_only_a_run_that_does_not_fit_one_gpu(
+    strategy: Strategy, processes: int, fits_one: bool, runs: str
+) -> None:
+    assert resolve_strategy(strategy, processes, fits_one) == runs
+
+
+def test_fsdp_asked_on_cpu_processes_runs_ddp_and_says_so(
+    compose_cfg: Callable[..., DictConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """accelerate shards a Trainer's model on CUDA GPUs only: the run says what it does."""
+    import src.model.sharding
+
+    cfg = compose_cfg("trainer.strategy=fsdp")
+    monkeypatch.setattr(src.model.sharding, "visible_gpu", lambda: None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert src.model.sharding.run_strategy(cfg, Path("unused"), 2) == "ddp"
+    assert "trainer.strategy=fsdp needs CUDA GPUs: these CPU processes run DDP" in caplog.text
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert src.model.sharding.run_strategy(cfg, Path("unused"), 2) == "single"
+
+
+def torchrun(processes: int, module: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`python -m module arguments` on `processes` CPU processes (gloo) under torchrun's engine,
+    or as one plain process."""
+    launcher = [sys.executable, "-m"]
+    if processes > 1:
+        launcher += ["torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RANK")}
+    return subprocess.run(
+        [*launcher, module, *arguments],
+        cwd=ROOT,
+        env=env | {"OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_fsdp_on_two_ranks_trains_as_one_process_and_its_export_reloads_with_its_logits(
+    tmp_path: Path,
+) -> None:
+    """The model sharded by block with torch's fully_shard on two gloo ranks (what accelerate
+    does to the Trainer's model for FSDP2 on GPUs), one AdamW step on half the batch each, then
+    gathered and exported as src.train does: the same model as one process on the whole batch,
+    and the checkpoint (LoRA merged, head kept) reloads with the sharded model's logits."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tests.sharded.fsdp_step import inputs
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    for out, processes in ((one, 1), (two, 2)):
+        for method in ("sft", "lora"):
+            (out / method).mkdir(parents=True)
+        done = torchrun(processes, "tests.sharded.fsdp_step", str(out), "sft", "lora")
+        assert done.returncode == 0, done.stderr[-4000:]
+    for method in ("sft", "lora"):
+        sharded_logits = np.load(two / method / "logits.npy")
+        alone = np.load(one / method / "logits.npy")
+        np.testing.assert_allclose(sharded_logits, alone, atol=TOLERANCE, err_msg=method)
+        checkpoint = two / method / "model"
+        assert not list(checkpoint.glob("adapter_*"))  # merged: an ordinary checkpoint
+        reloaded = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+        with torch.no_grad():
+            logits = reloaded(input_ids=inputs()[0]).logits.numpy()
+        np.testing.assert_allclose(logits, sharded_logits, atol=1e-6, err_msg=method)
+
+
+@pytest.mark.slow  # two src.train runs on CPU processes, about a minute
+def test_two_processes_train_as_one_record_one_run_and_export_a_model_that_reloads(
+    tmp_path: Path, compose_cfg: Callable[..., DictConfig]
+) -> None:
+    """src.train on two processes (DDP on a CPU: accelerate runs FSDP on CUDA GPUs only) sees
+    the 12 training reviews in one optimizer step an epoch, as one process does with batches of
+    12: the same losses and validation metrics."""
+    from src.checkpoint.classifier import classify
+    from src.data.sources import load_splits
+
+    method = ["method=sft", "trainer.logging_steps=1"]
+    alone, shared = Store(tmp_path / "one"), Store(tmp_path / "two")
+    one = torchrun(1, "src.train", *QUICK, *method, "trainer.batch_size=12", *alone.overrides())
+    assert one.returncode == 0, one.stderr[-4000:]
+    two = torchrun(
+        2,
+        "src.train",
+        *QUICK,
+        *method,
+        "trainer.batch_size=6",
+        "trainer.strategy=fsdp",
+        *shared.overrides(),
+    )
+    assert two.returncode == 0, two.stderr[-4000:]
+    assert "trainer.strategy=fsdp needs CUDA GPUs: these CPU processes run DDP" in two.stdout
+
+    (single,) = alone.runs()
+    (run,) = shared.runs()  # rank 0 alone records
+    assert (run.data.tags["strategy"], single.data.tags["strategy"]) == ("ddp", "single")
+    client = shared.client()
+    for name in ("eval_loss", "eval_macro_f1", "train_loss"):
+        sharded_run = [m.value for m in client.get_metric_history(run.info.run_id, name)]
+        alone_run = [m.value for m in alone.client().get_metric_history(single.info.run_id, name)]
+        assert len(sharded_run) == len(alone_run) > 0, name
+        np.testing.assert_allclose(sharded_run, alone_run, atol=TOLERANCE, err_msg=name)
+
+    (output,) = run.outputs.model_outputs  # one checkpoint, from rank 0
+    mlflow.set_tracking_uri(shared.uri)
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{output.model_id}"))
+    table = pd.read_csv(
+        client.download_artifacts(run.info.run_id, "predictions/test.csv", str(tmp_path))
+    )
+    cfg = compose_cfg(*QUICK)
+    test = load_splits(cfg.data, cfg.seed, cfg.task.name).test.set_index("id")
+    texts = test.loc[table.id, "text"].tolist()
+    answers = classify(local / "artifacts" / "checkpoint", texts, batch_size=8, max_len=32)
+    names = [c.removeprefix("p_") for c in table.columns if c.startswith("p_")]
+    reloaded = [[a["probabilities"][n] for n in names] for a in answers]
+    np.testing.assert_allclose(reloaded, table[[f"p_{n}" for n in names]], atol=1e-6)
