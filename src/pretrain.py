@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -68,6 +67,7 @@ def pretrain(cfg: DictConfig) -> str:
     from src.inputs.long_text import InputSpec, encode
     from src.model.backbones import LINEAGE_FILE, check_positions, load_tokenizer, resolve_backbone
     from src.model.precision import resolve_precision
+    from src.model.processes import world_size
     from src.tracking import record
     from src.tracking.fine_tuning import log_train_step
     from src.tracking.names import DATA_TAG, MODEL_TAG, SOURCE_TAG
@@ -84,7 +84,7 @@ def pretrain(cfg: DictConfig) -> str:
     train_inputs = encode(texts, tokenizer, spec).inputs
     config = AutoConfig.from_pretrained(backbone.path, trust_remote_code=backbone.trust_remote_code)
     check_positions(config, max(len(ids) for ids in train_inputs), cfg.trainer.max_len)
-    check_batches(cfg.trainer, len(train_inputs), int(os.environ.get("WORLD_SIZE", "1")))
+    check_batches(cfg.trainer, len(train_inputs), world_size())
     experiment_id = record.setup(cfg.tracking)
     tags = {
         "stage": "pretrain",

@@ -187,6 +187,7 @@ def prepare(cfg: DictConfig, splits: Splits, training: TrainingSet) -> Prepared:
     from src.inputs.long_text import encode_splits
     from src.model.backbones import check_backbone, load_tokenizer, resolve_backbone
     from src.model.precision import resolve_precision
+    from src.model.processes import world_size
     from src.tracking.record import run_checkpoint
     from src.training.arguments import check_batches
 
@@ -198,7 +199,7 @@ def prepare(cfg: DictConfig, splits: Splits, training: TrainingSet) -> Prepared:
     inputs = encode_splits(training.frame, splits.valid, splits.test, tokenizer, spec)
     longest = max(len(ids) for e in (inputs.train, inputs.valid, inputs.test) for ids in e.inputs)
     check_backbone(backbone, cfg.model, cfg.method, longest, cfg.trainer.max_len)
-    check_batches(cfg.trainer, len(inputs.train.inputs), int(os.environ.get("WORLD_SIZE", "1")))
+    check_batches(cfg.trainer, len(inputs.train.inputs), world_size())
     precision = resolve_precision(cfg.trainer.precision)
     return Prepared(backbone, tokenizer, spec, inputs, precision)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 from src.config.schema import Precision
 from src.model.methods import method_named, method_of
 from src.model.precision import Device, resolve_precision
+from src.model.processes import under_torchrun, world_size
 
 GIB = 2**30
 CUDA_CONTEXT = 0.5 * GIB  # CUDA context + cuBLAS workspaces, about
@@ -453,7 +453,7 @@ def plan_from_config(cfg: Any, num_labels: int = 2, device: str = "cuda") -> Pla
         runs_on = Device.visible() if torch.cuda.is_available() else Device(cuda=True, bf16=True)
     precision = resolve_precision(Precision(cfg.trainer.precision), runs_on).value
     targets = method_of(cfg.method).target_modules(cfg.model)
-    world = int(os.environ.get("WORLD_SIZE", 0)) or max(torch.cuda.device_count(), 1)
+    world = world_size() if under_torchrun() else max(torch.cuda.device_count(), 1)
     return Plan(
         method=str(cfg.method.name),
         rank=int(cfg.method.rank),

@@ -9,7 +9,6 @@ speeds up a run that fits, it never makes one fit.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from src.model.memory import (
     shape_of,
     visible_gpu,
 )
+from src.model.processes import world_size
 
 MAX_GPUS = 64
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def run_strategy(cfg: Any, checkpoint: Path, num_labels: int) -> str:
     """single, ddp or fsdp for this run of $WORLD_SIZE processes (auto: FSDP when the estimate
     says the run does not fit this process's GPU). FSDP needs CUDA GPUs: accelerate, behind the
     Trainer, runs the processes of a CPU run as DDP, and so does this (said, and tagged)."""
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    processes = world_size()
     strategy = Strategy(cfg.trainer.strategy)
     gpu = visible_gpu()
     fits_one = True
