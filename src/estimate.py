@@ -15,9 +15,8 @@ import hydra
 from omegaconf import DictConfig
 
 from src.config import CONF_DIR
-from src.config.cli import hydra_command
+from src.config.cli import hydra_command, job_boundary
 from src.config.schema import register_configs
-from src.errors import UserError
 from src.model.memory import num_labels_of, plan_from_config, report, shape_for
 
 register_configs("train")
@@ -30,12 +29,9 @@ QUIET = ("hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdou
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     """Print the estimate of the run the same arguments would start with `python -m src.train`."""
-    try:
+    with job_boundary(cfg):
         shape, name = shape_for(cfg)
         print(report(shape, plan_from_config(cfg, num_labels_of(cfg)), name))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def cli() -> None:

@@ -16,18 +16,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from src.config.schema import TrackingConfig
-from src.errors import UserError, writable_place
-from src.tracking.uris import tracking_uri
+from src.errors import ArgumentParser, UserError, command, regular_file, writable_place
+from src.tracking.stores import store_to_read
 
 log = logging.getLogger(__name__)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(
-        prog="python -m src.predict", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m src.predict", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-id", help="MLflow run whose logged model to use")
     source.add_argument(
@@ -36,14 +33,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--input", type=Path, help="text file, one text per line (default: stdin)")
     parser.add_argument("--output", type=Path, help="JSONL output (default: stdout)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument(
-        "--max-len", type=int, help="default: the max_len the model was trained with"
+        "--max-len", type=positive_int, help="default: the max_len the model was trained with"
     )
     parser.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or mlruns/)"
     )
     return parser.parse_args(argv)
+
+
+def positive_int(text: str) -> int:
+    """An argument that counts something: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def read_texts(stream: Iterable[bytes], name: str) -> list[str]:
@@ -84,30 +92,28 @@ def write_jsonl(rows: list[dict], out: TextIO) -> None:
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; user errors print one line and exit 2."""
+    """CLI entry point."""
     args = parse_args(argv)
     import mlflow
 
     from src.checkpoint.classifier import classify
     from src.checkpoint.locate import resolve_model_dir
 
-    try:
-        mlflow.set_tracking_uri(tracking_uri(TrackingConfig(uri=args.tracking_uri, dir="mlruns")))
-        if args.input is not None and not args.input.is_file():
-            raise UserError(f"--input {args.input} does not exist")
-        if args.output is not None:
-            check_output(args.output)
-        model_dir = resolve_model_dir(args.run_id, args.model)
-        if args.input is not None:
-            with args.input.open("rb") as stream:
-                texts = read_texts(stream, str(args.input))
-        else:
-            texts = read_texts(sys.stdin.buffer, "stdin")
-        rows = classify(model_dir, texts, args.batch_size, args.max_len)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.run_id or ":/" in (args.model or ""):  # a local folder needs no store
+        mlflow.set_tracking_uri(store_to_read(args.tracking_uri))
+    if args.input is not None:
+        regular_file(args.input, "--input")
+    if args.output is not None:
+        check_output(args.output)
+    model_dir = resolve_model_dir(args.run_id, args.model)
+    if args.input is not None:
+        with args.input.open("rb") as stream:
+            texts = read_texts(stream, str(args.input))
+    else:
+        texts = read_texts(sys.stdin.buffer, "stdin")
+    rows = classify(model_dir, texts, args.batch_size, args.max_len)
     if args.output is not None:
         # Written beside the target, then renamed: an interrupted write never leaves half a file.
         staging = args.output.with_name(f".{args.output.name}.partial")

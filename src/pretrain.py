@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +25,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.config import CONF_DIR
-from src.config.cli import hydra_command
+from src.config.cli import hydra_command, job_boundary
 from src.config.schema import Arch, LongText, register_configs
 from src.errors import UserError
 
@@ -46,11 +45,8 @@ def main(cfg: DictConfig) -> None:
     from src.tracking.console import quiet_libraries
 
     quiet_libraries()
-    try:
+    with job_boundary(cfg):
         pretrain(cfg)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def pretrain(cfg: DictConfig) -> str:
@@ -70,7 +66,7 @@ def pretrain(cfg: DictConfig) -> str:
     from src.tracking import record
     from src.tracking.fine_tuning import log_train_step
     from src.tracking.uris import tracking_uri
-    from src.training.arguments import check_batches, training_arguments
+    from src.training.arguments import check_batches, scratch_dir, training_arguments
     from src.training.trainer import StepLogger, TokenizedDataset
 
     check_pretrain(cfg)
@@ -83,6 +79,11 @@ def pretrain(cfg: DictConfig) -> str:
     config = AutoConfig.from_pretrained(backbone.path, trust_remote_code=backbone.trust_remote_code)
     check_positions(config, max(len(ids) for ids in train_inputs), cfg.trainer.max_len)
     check_batches(cfg.trainer, len(train_inputs), int(os.environ.get("WORLD_SIZE", "1")))
+    out_dir = Path(cfg.output_dir)
+    scratch = scratch_dir(out_dir)  # built now: settings it refuses stop before a run
+    arguments = training_arguments(
+        cfg.trainer, scratch, cfg.seed, "eval_loss", resolve_precision(cfg.trainer.precision)
+    )
     experiment_id = record.setup(cfg.tracking)
     tags = {
         "stage": "pretrain",
@@ -94,16 +95,9 @@ def pretrain(cfg: DictConfig) -> str:
     with record.run(experiment_id, name, tags, record.system_metrics(cfg.tracking)) as run:
         record.log_config(cfg, tags)
         set_seed(cfg.seed)
-        out_dir = Path(cfg.output_dir)
         trainer = Trainer(
             model=load_language_model(backbone),
-            args=training_arguments(
-                cfg.trainer,
-                out_dir / "trainer",
-                cfg.seed,
-                "eval_loss",
-                resolve_precision(cfg.trainer.precision),
-            ),
+            args=arguments,
             train_dataset=TokenizedDataset(train_inputs),
             eval_dataset=TokenizedDataset(encode(valid_texts, tokenizer, spec).inputs),
             processing_class=tokenizer,
@@ -120,7 +114,7 @@ def pretrain(cfg: DictConfig) -> str:
             # ClassifierTrainer. (Causal-LM losses use it, and are exact means as they are.)
             trainer.model_accepts_loss_kwargs = False
         result = trainer.train()
-        shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
         eval_loss = float(trainer.evaluate()["eval_loss"])
         record.log_metrics(
             {

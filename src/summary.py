@@ -5,23 +5,20 @@ python -m src.summary --experiment demo
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 
-from src.config.schema import TrackingConfig
-from src.errors import UserError
+from src.errors import ArgumentParser, command
 from src.tracking.console import quiet_libraries
-from src.tracking.uris import tracking_uri
+from src.tracking.stores import store_to_read
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(
-        prog="python -m src.summary", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m src.summary", description=__doc__.split("\n")[0])
     parser.add_argument("--experiment", default="clfsweep")
     parser.add_argument("--tracking-uri")
     args = parser.parse_args(argv)
@@ -30,14 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from src.analysis.summary import latest_children, runs_table
 
-    client = mlflow.MlflowClient(tracking_uri(TrackingConfig(uri=args.tracking_uri, dir="mlruns")))
+    client = mlflow.MlflowClient(store_to_read(args.tracking_uri))
     # Piped output (CI logs, `| tee`) would otherwise be cut to 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 140)
-    try:
-        runs = latest_children(client, args.experiment)
-    except UserError as exc:
-        console.print(f"error: {exc}")
-        return 2
+    runs = latest_children(client, args.experiment)
     console.print(runs_table(runs, f"{args.experiment}: {len(runs)} runs"))
     console.print(
         "Compare every run, curve and artifact in the MLflow UI: [bold]make ui[/] → http://127.0.0.1:5000"

@@ -21,10 +21,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.config import CONF_DIR
-from src.config.cli import hydra_command
+from src.config.cli import hydra_command, job_boundary
 from src.config.schema import Arch, register_configs
-from src.errors import TrainingDiverged, UserError, disk_space_guard, stop_on_signals
-from src.tracking.names import PARENT_ENV
+from src.errors import TrainingDiverged, disk_space_guard, stop_on_signals
 
 if TYPE_CHECKING:  # the recipe imports its parts when it runs: `--help` stays fast
     import mlflow
@@ -46,19 +45,15 @@ def main(cfg: DictConfig) -> float | list[float]:
 
     quiet_libraries()
     try:
-        # Here too, not only around the command: a SLURM job's runner (submitit) ignores the
-        # SIGTERM of `scancel` or a time limit, and the run would stay RUNNING until SIGKILL.
-        with stop_on_signals(), disk_space_guard(cfg.output_dir, "the run's records"):
+        # Signals here too, not only around the command: a SLURM job's runner (submitit)
+        # ignores the SIGTERM of `scancel` or a time limit, and the run would stay RUNNING
+        # until SIGKILL.
+        with (
+            job_boundary(cfg),
+            stop_on_signals(),
+            disk_space_guard(cfg.output_dir, "the run's records"),
+        ):
             return train(cfg)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if stops_on_user_error():
-            if os.environ.get(PARENT_ENV):  # a grid's parent run; MLflow loads only then
-                from src.tracking.record import end_parent_run
-
-                end_parent_run(f"a job stopped the sweep: {exc}")
-            raise SystemExit(2) from None
-        raise
     except TrainingDiverged as exc:  # the run is FAILED with the reason; a sweep goes on
         print(f"error: {exc}", file=sys.stderr)
         if HydraConfig.get().mode != RunMode.MULTIRUN:
@@ -99,7 +94,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
     from src.tracking import fine_tuning as run_record
     from src.tracking.uris import tracking_uri
     from src.training import evaluate
-    from src.training.arguments import check_batches, training_arguments
+    from src.training.arguments import check_batches, scratch_dir, training_arguments
     from src.training.trainer import EpochEnd, StepLogger, StepsDone, fit, training_datasets
 
     texts = training.frame.text.tolist()
@@ -111,6 +106,11 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
     check_backbone(backbone, cfg.model, cfg.method, longest, cfg.trainer.max_len)
     check_batches(cfg.trainer, len(inputs.train.inputs), int(os.environ.get("WORLD_SIZE", "1")))
     precision = resolve_precision(cfg.trainer.precision)
+    selection = selection_metric(cfg.optimized_metric, cfg.task.metric)
+    scratch = scratch_dir(Path(cfg.output_dir))  # built now: settings it refuses stop before a run
+    arguments = training_arguments(
+        cfg.trainer, scratch, cfg.seed, selection, precision, ordered=training.ordered
+    )
     experiment_id = record.setup(cfg.tracking)
     trial = open_trial(cfg.trial)
     tags = run_record.run_tags(cfg) | run_record.lineage_tags(backbone)
@@ -137,7 +137,6 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
             built.total,
             100 * built.trainable / built.total,
         )
-        selection = selection_metric(cfg.optimized_metric, cfg.task.metric)
         hooks: list[Callable[[int, dict[str, float]], None]] = [
             run_record.log_epoch,
             console.epoch_line(selection, cfg.trainer.epochs),
@@ -148,14 +147,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
             built.model,
             tokenizer,
             *training_datasets(task, inputs, training.frame, splits.valid),
-            training_arguments(
-                cfg.trainer,
-                Path(cfg.output_dir) / "trainer",
-                cfg.seed,
-                selection,
-                precision,
-                ordered=training.ordered,
-            ),
+            arguments,
             evaluate.validation_score(task, inputs.valid, splits.valid),
             callbacks=[
                 EpochEnd(hooks),
@@ -164,7 +156,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
             ],
             head_lr=cfg.method.head_lr,
         )
-        shutil.rmtree(Path(cfg.output_dir) / "trainer", ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
         final = evaluate.best_epoch_metrics(fitted.best_metric, fitted.best_epoch, selection)
         final["train_samples_per_second"] = fitted.train_samples_per_second
         final["train_runtime"] = fitted.train_runtime
@@ -248,14 +240,6 @@ def show_result(active: mlflow.ActiveRun | None) -> None:
     if active is not None and HydraConfig.get().mode != RunMode.MULTIRUN:
         run = mlflow.get_run(active.info.run_id)
         print_runs([run], f"{run.info.run_name} ({run.info.run_id})")
-
-
-def stops_on_user_error() -> bool:
-    """A run or a plain grid stops at the first user error; our Optuna sweeper fails the trial."""
-    hydra_cfg = HydraConfig.get()
-    return hydra_cfg.mode != RunMode.MULTIRUN or "clfsweep" not in str(
-        hydra_cfg.sweeper.get("_target_", "")
-    )
 
 
 if __name__ == "__main__":

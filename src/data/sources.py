@@ -33,7 +33,7 @@ from src.data.checks import (
 )
 from src.data.splitting import CAPS, cap, split_missing
 from src.data.tables import Column, ids, json_rows, read_table, require_columns, texts
-from src.errors import UserError
+from src.errors import UserError, regular_file
 from src.task.labels import Labels, configured_names, label_kind
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,7 @@ def excluded_ids(cfg: SourceConfig) -> set[str]:
     ids_ = {str(i).strip() for i in cfg.exclude_ids or []}
     if cfg.exclude_file:
         path = Path(cfg.exclude_file)
-        if not path.is_file():
-            raise UserError(f"data.exclude_file={path}: file not found ({path.resolve()})")
+        regular_file(path, "data.exclude_file")
         if path.suffix.lower() in (".csv", ".tsv"):
             table = read_table(path, str_columns=["id"])
             if "id" not in table.columns:
@@ -354,6 +353,8 @@ def _load_custom(cfg: SourceConfig, labels: Labels) -> _Read:
         raise UserError("data=custom needs a training file: set data.train_path=<file>")
     paths = {"train": str(cfg.train_path)}
     paths.update({s: str(p) for s, p in (("valid", cfg.valid_path), ("test", cfg.test_path)) if p})
+    for split, path in paths.items():
+        regular_file(Path(path), f"data.{split}_path")
     _check_distinct_files(paths, cfg.allow_overlap)
     files = {split: _read_file(cfg, split, path, labels) for split, path in paths.items()}
     names = labels.names({s: f.labels for s, f in files.items()}, paths["train"])

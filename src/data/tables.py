@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.errors import UserError
+from src.errors import UserError, regular_file
 
 TABLE_FORMATS = (".json", ".jsonl", ".csv", ".tsv")
 _SHOWN = 5  # offending rows or values an error message lists
@@ -69,10 +69,7 @@ def read_table(path: str | Path, *, str_columns: Sequence[str] = ()) -> pd.DataF
             f"{path}: unsupported file type {suffix or '(none)'!r};"
             f" use one of {', '.join(TABLE_FORMATS)}"
         )
-    if not path.is_file():
-        raise UserError(
-            f"{path}: file not found (full path {path.resolve()}); check the data.*_path setting"
-        )
+    regular_file(path)
     if suffix in (".csv", ".tsv"):
         return _read_csv(path, sep="," if suffix == ".csv" else "\t", str_columns=str_columns)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.config.schema import Arch, Hub, MethodConfig, ModelConfig
-from src.errors import UserError
+from src.errors import UserError, json_record
 from src.model.methods import check_method_fits
 
 if TYPE_CHECKING:  # torch and transformers load where a model does: a grid's check needs neither
@@ -69,8 +68,16 @@ def resolve_backbone(
         path=path,
         arch=cfg.arch,
         trust_remote_code=cfg.trust_remote_code,
-        pretrain_run_id=json.loads(lineage.read_text())["run_id"] if lineage.is_file() else None,
+        pretrain_run_id=pretrain_run_of(lineage) if lineage.is_file() else None,
     )
+
+
+def pretrain_run_of(lineage: Path) -> str:
+    """The MLflow run id of the pretraining run a backbone folder came from."""
+    run_id = json_record(lineage, "the pretraining lineage record").get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        raise UserError(f"{lineage}: the pretraining lineage record names no run_id")
+    return run_id
 
 
 def local_weights(cfg: ModelConfig) -> Path | None:

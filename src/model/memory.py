@@ -25,7 +25,6 @@ Checked against the tensor-level peak of a training step measured on tiny models
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config.schema import Precision
+from src.errors import json_record
 from src.model.methods import LORA_FAMILY, TRAINS_BACKBONE_WEIGHTS
 from src.model.precision import Device, resolve_precision, storage_precision
 
@@ -179,7 +179,7 @@ def shape_from_config(config: dict[str, Any]) -> Shape:
 
 def shape_of(path: Path) -> Shape:
     """The shape of a checkpoint directory (its config.json)."""
-    return shape_from_config(json.loads((Path(path) / "config.json").read_text()))
+    return shape_from_config(json_record(Path(path) / "config.json", "the model's config"))
 
 
 @dataclass(frozen=True)
@@ -470,7 +470,8 @@ def zero_of(cfg: Any) -> int:
             return int(str(deepspeed)[-1])
         path = Path(str(deepspeed))
         if path.is_file():
-            return int(json.loads(path.read_text()).get("zero_optimization", {}).get("stage", 0))
+            zero = json_record(path, "the DeepSpeed config").get("zero_optimization", {})
+            return int(zero.get("stage", 0))
     if fsdp:
         return 3 if "full_shard" in str(fsdp) else 2
     return 0

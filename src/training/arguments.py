@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +92,19 @@ def deepspeed_config(name: str) -> str:
     return str(path)
 
 
+def scratch_dir(output_dir: Path) -> Path:
+    """The Trainer's checkpoint folder of this run alone, under its output folder: runs started
+    at once with the same hydra.run.dir never share it (one would remove another's epoch
+    checkpoints), while the processes of one torchrun job (same rendezvous) do."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        owner = "-".join(
+            os.environ.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT")
+        )
+    else:
+        owner = f"{socket.gethostname()}-{os.getpid()}"
+    return output_dir / f"trainer-{owner}"
+
+
 def training_arguments(
     cfg: TrainerConfig,
     output_dir: Path,
@@ -106,38 +121,45 @@ def training_arguments(
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        learning_rate=cfg.lr,
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.eval_batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_ratio,
-        train_sampling_strategy="sequential" if ordered else "group_by_length",
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=1,
-        save_only_model=True,
-        load_best_model_at_end=True,
-        metric_for_best_model=metric.removeprefix("eval_"),
-        greater_is_better=greater_is_better(metric),
-        logging_strategy="steps",
-        logging_steps=cfg.logging_steps,
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        bf16=precision == Precision.bf16,
-        fp16=precision == Precision.fp16,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        optim="adamw_torch_fused" if cuda else "adamw_torch",
-        torch_compile=cfg.compile,
-        dataloader_num_workers=cfg.num_workers,
-        dataloader_pin_memory=cuda,
-        use_cpu=not cuda,
-        disable_tqdm=True,
-        logging_nan_inf_filter=False,  # a NaN / inf loss must stop training (StopOnNonFinite)
-        deepspeed=deepspeed_config(cfg.deepspeed) if cfg.deepspeed else None,
-        **fsdp_arguments(cfg.fsdp),
-    )
+    try:
+        return TrainingArguments(
+            output_dir=str(output_dir),
+            learning_rate=cfg.lr,
+            num_train_epochs=cfg.epochs,
+            per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.eval_batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            weight_decay=cfg.weight_decay,
+            warmup_steps=cfg.warmup_ratio,
+            train_sampling_strategy="sequential" if ordered else "group_by_length",
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            save_total_limit=1,
+            save_only_model=True,
+            load_best_model_at_end=True,
+            metric_for_best_model=metric.removeprefix("eval_"),
+            greater_is_better=greater_is_better(metric),
+            logging_strategy="steps",
+            logging_steps=cfg.logging_steps,
+            report_to="none",
+            seed=seed,
+            data_seed=seed,
+            bf16=precision == Precision.bf16,
+            fp16=precision == Precision.fp16,
+            activation_checkpointing=cfg.gradient_checkpointing,
+            optim="adamw_torch_fused" if cuda else "adamw_torch",
+            torch_compile=cfg.compile,
+            dataloader_num_workers=cfg.num_workers,
+            dataloader_pin_memory=cuda,
+            use_cpu=not cuda,
+            disable_tqdm=True,
+            logging_nan_inf_filter=False,  # a NaN / inf loss must stop training (StopOnNonFinite)
+            deepspeed=deepspeed_config(cfg.deepspeed) if cfg.deepspeed else None,
+            **fsdp_arguments(cfg.fsdp),
+        )
+    except (ValueError, TypeError, ImportError) as exc:  # transformers' own checks of them
+        raise UserError(
+            f"the trainer.* settings (trainer.precision={precision.value}) cannot become "
+            f"transformers' TrainingArguments ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:400]}); change the setting it names"
+        ) from None

@@ -1,0 +1,71 @@
+"""Before a multirun's first job, folder or MLflow parent run: the work it would do is there.
+
+A Hydra callback (conf/hydra/default.yaml, the first one), for every Hydra command: the base
+config's keys are the schema's, a grid has at least one job (Hydra's basic sweeper launches 0
+jobs for `trainer.epochs=range(1,1)` and reports success), and the clfsweep Optuna sweeper's
+settings are built into the objects the sweep will use (`src.sweep.loop.check_sweep`), so a
+setting Optuna refuses is one line while nothing exists yet.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, cast
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from src.config.cli import check_keys
+from src.errors import UserError, report_user_error
+from src.tracking.names import DEVICE_WORKER_ENV
+
+
+class MultirunChecks(Callback):
+    """Stops a multirun with one line before anything exists when it would do nothing, or
+    could not do what it says."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if DEVICE_WORKER_ENV in os.environ:
+            return  # a device pool's worker: its supervisor checked the same settings
+        try:
+            check_keys(config)  # its interpolations resolve per job, once Hydra sets them
+            arguments = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task))
+            if "clfsweep" in str(config.hydra.sweeper.get("_target_", "")):
+                check_optuna_sweep(config, arguments)
+            else:
+                check_grid(config, arguments)
+        except UserError as exc:
+            # Hydra turns a callback's exception into a warning and goes on with the jobs.
+            raise SystemExit(report_user_error(exc)) from None
+
+
+def check_grid(config: DictConfig, arguments: list[str]) -> None:
+    """Every swept key of a grid (`hydra.sweeper.params`, then the command line, which wins)
+    gives at least one value: an empty one makes the grid zero jobs."""
+    params = config.hydra.sweeper.get("params") or {}
+    lines = [f"{key}={value}" for key, value in params.items()] + arguments
+    axes = {}
+    for override in OverridesParser.create().parse_overrides(lines):
+        axes[override.get_key_element()] = override
+    for override in axes.values():
+        if override.is_discrete_sweep() and not list(override.sweep_string_iterator()):
+            raise UserError(
+                f"{override.input_line} gives no values, so the multirun would launch 0 jobs "
+                "and report success: give at least one (range(a,b) stops before b, e.g. "
+                "range(1,4) is 1, 2, 3)"
+            )
+
+
+def check_optuna_sweep(config: DictConfig, arguments: list[str]) -> None:
+    """The clfsweep sweeper's settings, search space, sampler, pruner and storage places,
+    checked by building them as the sweep will."""
+    from src.sweep.loop import check_sweep
+    from src.sweep.settings import SweeperSettings
+
+    given = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+    assert isinstance(given, dict)
+    given.pop("_target_", None)
+    settings = SweeperSettings.from_kwargs({str(k): v for k, v in given.items()})
+    check_sweep(settings, config, arguments, GlobalHydra.instance().config_loader())
