@@ -96,17 +96,19 @@ def write_jsonl(rows: list[dict], out: TextIO) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
     args = parse_args(argv)
+    # The arguments are checked before MLflow, torch and transformers load (seconds).
+    uri = store_to_read(args.tracking_uri) if args.run_id or ":/" in (args.model or "") else None
+    if args.input is not None:
+        regular_file(args.input, "--input")
+    if args.output is not None:
+        check_output(args.output)
     import mlflow
 
     from src.checkpoint.classifier import classify
     from src.checkpoint.locate import resolve_model_dir
 
-    if args.run_id or ":/" in (args.model or ""):  # a local folder needs no store
-        mlflow.set_tracking_uri(store_to_read(args.tracking_uri))
-    if args.input is not None:
-        regular_file(args.input, "--input")
-    if args.output is not None:
-        check_output(args.output)
+    if uri is not None:  # a local folder needs no store
+        mlflow.set_tracking_uri(uri)
     model_dir = resolve_model_dir(args.run_id, args.model)
     if args.input is not None:
         with args.input.open("rb") as stream:

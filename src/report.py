@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from src.analysis import stats
 from src.errors import ArgumentParser, command
 from src.tracking.console import quiet_libraries
+from src.tracking.stores import store_to_read
 
 if TYPE_CHECKING:  # MLflow and the analysis load after the arguments parse: `--help` is fast
     from src.analysis.runs import Runs
@@ -80,14 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Build, write, log and summarise the report; 1 when no run completed."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    uri = store_to_read(args.tracking_uri)  # before MLflow and the analysis load
     quiet_libraries()
     from src.analysis import render
     from src.analysis.compare import analyse
     from src.analysis.render import write_report
     from src.analysis.runs import Artifacts, load_runs
-    from src.tracking.stores import store_to_read
 
-    uri = store_to_read(args.tracking_uri)
     out_dir = args.out or Path("sweeps") / args.experiment / "report"
     runs = load_runs(uri, args.experiment, args.parent_run_id, args.metric)
     artifacts = Artifacts(uri)

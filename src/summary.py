@@ -22,12 +22,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--experiment", default="clfsweep")
     parser.add_argument("--tracking-uri")
     args = parser.parse_args(argv)
+    uri = store_to_read(args.tracking_uri)  # before MLflow loads
     quiet_libraries()
     import mlflow
 
     from src.analysis.summary import latest_children, runs_table
 
-    client = mlflow.MlflowClient(store_to_read(args.tracking_uri))
+    client = mlflow.MlflowClient(uri)
     # Piped output (CI logs, `| tee`) would otherwise be cut to 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 140)
     runs = latest_children(client, args.experiment)

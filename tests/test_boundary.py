@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -27,6 +25,7 @@ from src.inputs.prompts import check_prompt
 from src.sweep.loop import build_sampler, check_space_unchanged, checked_pruner
 from src.sweep.search_space import SearchSpace
 from src.sweep.settings import PrunerConf, PrunerName, SamplerConf, SamplerName
+from src.training.arguments import scratch_dir
 from tests.conftest import CONF, ROOT, Store, compose_train, one_error_line, run_module
 
 # -- every command, one boundary ---------------------------------------------------------------
@@ -145,7 +144,7 @@ def test_every_preset_composes_to_keys_the_schema_has() -> None:
     GlobalHydra.instance().clear()
     checked = 0
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        for group in ("experiment", "hparams_search", "debug", "model", "method", "data", "prompt"):
+        for group in ("experiment", "hparams_search", "debug"):  # they set every other group
             for preset in sorted((CONF / group).glob("*.yaml")):
                 cfg = compose("train", overrides=[f"{group}={preset.stem}"])
                 check_composed_keys(cfg)
@@ -153,7 +152,7 @@ def test_every_preset_composes_to_keys_the_schema_has() -> None:
         for name in ("pretrain", "noise"):
             check_composed_keys(compose(name))
     GlobalHydra.instance().clear()
-    assert checked > 40
+    assert checked > 20
 
 
 def check_composed_keys(cfg) -> None:
@@ -412,34 +411,20 @@ def test_predict_with_a_checkpoint_whose_record_is_cut_short_is_one_line(tmp_pat
 # -- concurrency --------------------------------------------------------------------------------
 
 
-def test_runs_started_at_once_with_one_run_dir_never_share_scratch_space(tmp_path: Path) -> None:
-    code = (
-        "import sys; from pathlib import Path; from src.training.arguments import scratch_dir;"
-        " print(scratch_dir(Path(sys.argv[1])))"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "TORCHELASTIC_RUN_ID"}
-    started = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(tmp_path)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
-    folders = {p.communicate()[0].strip() for p in started}
-    assert len(folders) == 3 and all(Path(f).parent == tmp_path for f in folders)
+def test_runs_started_at_once_with_one_run_dir_never_share_scratch_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    folders = set()
+    for pid in (101, 102, 103):  # three runs started a second apart, one hydra.run.dir
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        folders.add(scratch_dir(tmp_path))
+    assert len(folders) == 3 and {f.parent for f in folders} == {tmp_path}
     ranks = {"TORCHELASTIC_RUN_ID": "abc", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
-    same = {
-        subprocess.run(
-            [sys.executable, "-c", code, str(tmp_path)],
-            cwd=ROOT,
-            env={**env, **ranks},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        for _ in range(2)
-    }
-    assert len(same) == 1  # the ranks of one torchrun job share theirs
+    for key, value in ranks.items():
+        monkeypatch.setenv(key, value)
+    same = set()
+    for pid in (201, 202):  # the ranks of one torchrun job share theirs
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        same.add(scratch_dir(tmp_path))
+    assert len(same) == 1
