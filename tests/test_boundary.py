@@ -162,16 +162,35 @@ def check_composed_keys(cfg) -> None:
     check_keys(cfg)
 
 
-def test_a_run_with_a_key_no_code_reads_logs_nothing(store: Store) -> None:
-    result = run_module(
-        "src.train",
-        "model=tiny_bert",
-        "data=fund_reviews",
-        "+trainer.lr_scheduler=cosine",
-        *store.overrides(),
-    )
-    assert result.returncode == 2 and "trainer.lr_scheduler" in one_error_line(result.stderr)
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("+trainer.lr_scheduler=cosine", "trainer.lr_scheduler"),
+        ("trainer.lr=${oops}", "trainer.lr"),
+    ],
+    ids=["unknown-key", "interpolation"],
+)
+def test_a_run_whose_config_is_unusable_logs_nothing(store: Store, override: str, key: str) -> None:
+    result = run_module("src.train", "model=tiny_bert", override, *store.overrides())
+    assert result.returncode == 2
+    assert one_error_line(result.stderr).startswith(f"error: {key} ")
     assert not (store.root / "mlruns" / "mlflow.db").exists()
+
+
+def test_settings_transformers_refuses_are_one_line_naming_the_trainer_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import transformers
+
+    from src.config.schema import Precision, TrainerConfig
+    from src.training.arguments import training_arguments
+
+    def refuse(self: object) -> None:
+        raise ValueError("--optim adamw_torch_fused needs a GPU")
+
+    monkeypatch.setattr(transformers.TrainingArguments, "__post_init__", refuse)
+    with pytest.raises(UserError, match=r"^the trainer.\* settings .* cannot become transformers"):
+        training_arguments(TrainerConfig(), tmp_path, 0, "eval_macro_f1", Precision.fp32)
 
 
 # -- multiruns that would do nothing, or that a library refuses ----------------------------------
