@@ -145,8 +145,6 @@ def writable_place(path: Path) -> bool:
     """Whether this process can create or write `path`: a file can be made in its closest
     existing ancestor (tried for real: permission bits do not stop root, read-only mounts do)."""
     existing = path.expanduser().resolve()
-    if existing.is_file():  # written in place
-        return os.access(existing, os.W_OK)
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():

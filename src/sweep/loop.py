@@ -690,13 +690,20 @@ def check_sweep(
     build_sampler(s.sampler, space, 0)
     checked_pruner(s.pruner.spec())
     places = {"hydra.sweeper.study_dir": study_dir, "hydra.sweep.dir": sweep_dir}
-    journal = journal_path(storage_url)
-    if journal is not None:
-        places["hydra.sweeper.storage"] = journal
-    elif storage_url.startswith("sqlite:///") and storage_url != "sqlite:///:memory:":
-        places["hydra.sweeper.storage"] = Path(storage_url.removeprefix("sqlite:///"))
-    for key, place in places.items():
-        if not writable_place(place):
+    usable = {key: writable_place(place) for key, place in places.items()}
+    storage_file = journal_path(storage_url)
+    if storage_file is None and storage_url.startswith("sqlite:///"):
+        storage_file = Path(storage_url.removeprefix("sqlite:///"))
+    if storage_file is not None and storage_url != "sqlite:///:memory:":
+        places["hydra.sweeper.storage"] = storage_file  # a file: written where it is
+        usable["hydra.sweeper.storage"] = (
+            os.access(storage_file, os.W_OK)
+            if storage_file.is_file()
+            else writable_place(storage_file)
+        )
+    for key, ok in usable.items():
+        if not ok:
+            place = places[key]
             raise UserError(
                 f"{key}={place} cannot be created or written (a file in the way, or a folder "
                 "this user may not write): choose a writable place"
