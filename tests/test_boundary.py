@@ -278,8 +278,9 @@ def test_sampler_settings_optuna_refuses_are_one_line_naming_the_setting(
         PrunerConf(PrunerName.percentile, percentile=-1.0),
         PrunerConf(PrunerName.median, n_warmup_steps=-1),
         PrunerConf(PrunerName.median, kwargs={"patience": 3}),
+        PrunerConf(PrunerName.median, reduction_factor=3),  # hyperband's: dropped silently before
     ],
-    ids=["percentile", "warmup", "unknown-kwarg"],
+    ids=["percentile", "warmup", "unknown-kwarg", "another-pruners-setting"],
 )
 def test_pruner_settings_optuna_refuses_are_one_line_naming_the_setting(conf: PrunerConf) -> None:
     with pytest.raises(UserError, match=r"^hydra.sweeper.pruner: Optuna refuses"):
@@ -447,3 +448,21 @@ def test_runs_started_at_once_with_one_run_dir_never_share_scratch_space(
         monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
         same.add(scratch_dir(tmp_path))
     assert len(same) == 1
+
+
+def test_a_multirun_stopped_by_an_uncaught_error_never_leaves_its_parent_run_running(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from src.config.cli import fail_open_parent
+    from src.tracking.names import ERROR_TAG, PARENT_ENV
+
+    client = store.client()
+    parent = client.create_run(client.create_experiment("grid")).info.run_id
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    monkeypatch.setenv(PARENT_ENV, parent)
+    fail_open_parent("the multirun stopped with exit status 1")
+    run = client.get_run(parent)
+    assert run.info.status == "FAILED"
+    assert run.data.tags[ERROR_TAG].startswith("the multirun stopped with exit status 1")
+    fail_open_parent("a later stop")  # a parent already ended keeps its reason
+    assert client.get_run(parent).data.tags[ERROR_TAG] == run.data.tags[ERROR_TAG]

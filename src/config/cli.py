@@ -25,7 +25,7 @@ from omegaconf import DictConfig, ListConfig, Node, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from src.errors import Interrupted, UserError, report_user_error, stop_on_signals
-from src.tracking.names import PARENT_ENV
+from src.tracking.names import DEVICE_WORKER_ENV, PARENT_ENV
 from src.tracking.uris import redact
 
 R = TypeVar("R")
@@ -154,8 +154,26 @@ def hydra_command(main: Callable[[], R]) -> Callable[[], R]:
                 except Interrupted as exc:
                     print(f"error: {stopped(exc)}", file=sys.stderr)
                     raise SystemExit(128 + exc.signum) from None  # the shell's convention
+                except SystemExit as exc:
+                    if exc.code:  # Hydra's report of an error (a job's traceback, say)
+                        fail_open_parent(f"the multirun stopped with exit status {exc.code}")
+                    raise
 
     return command
+
+
+def fail_open_parent(reason: str) -> None:
+    """A multirun that stopped on an error no boundary caught (a bug's traceback): its parent
+    run, if still RUNNING, ends FAILED with the reason, never left RUNNING."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or DEVICE_WORKER_ENV in os.environ:  # a pool's supervisor decides for it
+        return
+    import mlflow
+
+    from src.tracking.record import end_parent_run
+
+    if mlflow.MlflowClient().get_run(parent).info.status == "RUNNING":
+        end_parent_run(f"{reason}; the console output above says why")
 
 
 @contextmanager
