@@ -52,7 +52,6 @@ def main(cfg: DictConfig) -> None:
 def pretrain(cfg: DictConfig) -> str:
     """The pretraining recipe; returns the MLflow run id to fine-tune from ("" on other ranks)."""
     from transformers import (
-        AutoConfig,
         DataCollatorForLanguageModeling,
         PreTrainedModel,
         Trainer,
@@ -61,7 +60,13 @@ def pretrain(cfg: DictConfig) -> str:
 
     from src.config.checks import check_pretrain
     from src.inputs.long_text import InputSpec, encode
-    from src.model.backbones import LINEAGE_FILE, check_positions, load_tokenizer, resolve_backbone
+    from src.model.backbones import (
+        LINEAGE_FILE,
+        backbone_config,
+        check_positions,
+        load_tokenizer,
+        resolve_backbone,
+    )
     from src.model.precision import resolve_precision
     from src.tracking import record
     from src.tracking.fine_tuning import log_train_step
@@ -76,7 +81,7 @@ def pretrain(cfg: DictConfig) -> str:
     # Consecutive windows without overlap: every token of every text is trained on once.
     spec = InputSpec(max_len=cfg.trainer.max_len, long_text=LongText.sliding_window.value, stride=0)
     train_inputs = encode(texts, tokenizer, spec).inputs
-    config = AutoConfig.from_pretrained(backbone.path, trust_remote_code=backbone.trust_remote_code)
+    config = backbone_config(backbone)
     check_positions(config, max(len(ids) for ids in train_inputs), cfg.trainer.max_len)
     check_batches(cfg.trainer, len(train_inputs), int(os.environ.get("WORLD_SIZE", "1")))
     out_dir = Path(cfg.output_dir)

@@ -466,3 +466,26 @@ def test_a_multirun_stopped_by_an_uncaught_error_never_leaves_its_parent_run_run
     assert run.data.tags[ERROR_TAG].startswith("the multirun stopped with exit status 1")
     fail_open_parent("a later stop")  # a parent already ended keeps its reason
     assert client.get_run(parent).data.tags[ERROR_TAG] == run.data.tags[ERROR_TAG]
+
+
+@pytest.mark.parametrize(
+    ("broken", "what"),
+    [("config.json", "config"), ("tokenizer.json", "tokenizer"), ("model_type", "config")],
+    ids=["config-cut-short", "tokenizer-cut-short", "unknown-model-type"],
+)
+def test_a_backbone_folder_transformers_cannot_read_is_one_line_naming_it(
+    tmp_path: Path, broken: str, what: str
+) -> None:
+    from src.config.schema import Arch
+    from src.model.backbones import Backbone, backbone_config, load_tokenizer
+    from tests.test_errors_catalogue import tiny_checkpoint
+
+    folder = tiny_checkpoint(tmp_path / "backbone")
+    if broken == "model_type":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(config | {"model_type": "no-such-model"}))
+    else:
+        (folder / broken).write_text((folder / broken).read_text()[:40])
+    backbone = Backbone(path=folder, arch=Arch.encoder, trust_remote_code=False)
+    with pytest.raises(UserError, match=rf"^transformers cannot build the {what} of the backbone"):
+        (load_tokenizer if what == "tokenizer" else backbone_config)(backbone)

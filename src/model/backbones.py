@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from src.config.schema import Arch, Hub, MethodConfig, ModelConfig
 from src.errors import UserError, json_record
@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # torch and transformers load where a model does: a grid's ch
     )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Files that make a directory a loadable checkpoint; pickled weights are never loaded.
 WEIGHT_PATTERNS = ("*.safetensors",)
@@ -219,10 +220,10 @@ def check_backbone(
     method check their own settings, as they would when the run loads it.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    config = AutoConfig.from_pretrained(backbone.path, trust_remote_code=backbone.trust_remote_code)
+    config = backbone_config(backbone)
     encoder = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
     if encoder != (backbone.arch == Arch.encoder):
         kind = "an encoder" if encoder else "a decoder"
@@ -261,12 +262,43 @@ def check_positions(config: PretrainedConfig, longest_input: int, max_len: int) 
         )
 
 
+def backbone_config(backbone: Backbone) -> PretrainedConfig:
+    """The backbone's config as transformers builds it from the folder."""
+    from transformers import AutoConfig
+
+    return built_from_folder(
+        backbone.path,
+        "config",
+        lambda: AutoConfig.from_pretrained(
+            backbone.path, trust_remote_code=backbone.trust_remote_code
+        ),
+    )
+
+
+def built_from_folder(path: Path, what: str, build: Callable[[], T]) -> T:
+    """What transformers builds from a backbone folder; a folder it cannot read (a file cut
+    short, an unknown model type, a missing file) is one line naming the folder."""
+    try:
+        return build()
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # json's errors are ValueErrors
+        reason = " ".join(str(exc).split())[:300]
+        raise UserError(
+            f"transformers cannot build the {what} of the backbone in {path} "
+            f"({type(exc).__name__}: {reason}): check the folder (model.path / model.root), "
+            "or download it again"
+        ) from None
+
+
 def load_tokenizer(backbone: Backbone) -> PreTrainedTokenizerBase:
     """Load the tokenizer; decoders get a pad token (their eos) if they have none."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        backbone.path, trust_remote_code=backbone.trust_remote_code
+    tokenizer = built_from_folder(
+        backbone.path,
+        "tokenizer",
+        lambda: AutoTokenizer.from_pretrained(
+            backbone.path, trust_remote_code=backbone.trust_remote_code
+        ),
     )
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
