@@ -29,7 +29,10 @@ QUIET = ("hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdou
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     """Print the estimate of the run the same arguments would start with `python -m src.train`."""
+    from src.config.checks import check_estimate
+
     with job_boundary(cfg):
+        check_estimate(cfg)
         shape, name = shape_for(cfg)
         print(report(shape, plan_from_config(cfg, num_labels_of(cfg)), name))
 

@@ -489,3 +489,17 @@ def test_a_backbone_folder_transformers_cannot_read_is_one_line_naming_it(
     backbone = Backbone(path=folder, arch=Arch.encoder, trust_remote_code=False)
     with pytest.raises(UserError, match=rf"^transformers cannot build the {what} of the backbone"):
         (load_tokenizer if what == "tokenizer" else backbone_config)(backbone)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.batch_size=0", "trainer.batch_size must be > 0, got 0"),
+        ("method.rank=0", "method.rank must be a positive integer, got 0"),
+    ],
+)
+def test_the_estimate_checks_the_settings_it_shares_with_train(override: str, message: str) -> None:
+    result = run_module("src.estimate", "model=qwen2_7b_base", override)
+    assert result.returncode == 2
+    assert one_error_line(result.stderr) == f"error: {message}"
+    assert "GiB" not in result.stdout

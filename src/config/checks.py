@@ -68,6 +68,15 @@ def check_pretrain(cfg: DictConfig) -> None:
     check_locations(cfg)
 
 
+def check_estimate(cfg: DictConfig) -> None:
+    """The same for `estimate`: the groups it reads (it writes nothing), checked as `train`
+    checks them, so an impossible value is refused rather than estimated."""
+    check_model(cfg.model)
+    check_method(cfg.method)
+    check_trainer(cfg.trainer)
+    check_source(cfg.data)
+
+
 def check_locations(cfg: DictConfig) -> None:
     """Where the command writes: its output folder, the model cache, the tracking store."""
     places = {"output_dir": cfg.output_dir, "model.cache_dir": cfg.model.cache_dir}
