@@ -503,3 +503,14 @@ def test_the_estimate_checks_the_settings_it_shares_with_train(override: str, me
     assert result.returncode == 2
     assert one_error_line(result.stderr) == f"error: {message}"
     assert "GiB" not in result.stdout
+
+
+def test_a_job_folder_name_never_nests_and_always_fits(tmp_path: Path) -> None:
+    from src.config import MAX_FOLDER_NAME, folder_name
+
+    assert folder_name("method=lora,seed=1") == "method=lora,seed=1"
+    assert folder_name("data.train_path=/data/a.csv") == "data.train_path=_data_a.csv"
+    long = [folder_name(f"prompt.template='{'评论' * 200} {i} {{text}}'") for i in range(2)]
+    assert long[0] != long[1] and all(len(n.encode()) <= MAX_FOLDER_NAME for n in long)
+    for name in long:
+        (tmp_path / f"0_{name}").mkdir()  # a folder the file system makes
