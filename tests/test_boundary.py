@@ -221,8 +221,16 @@ def test_settings_transformers_refuses_are_one_line_naming_the_trainer_settings(
             ["hparams_search=smoke_tiny", "+trainer.lr_scheduler=cosine"],
             "trainer.lr_scheduler is not a setting",
         ),
+        (["method=lora,sft", "+trainer.lr_scheduler=cosine,linear"], "trainer.lr_scheduler is not"),
     ],
-    ids=["empty-range", "reversed-range", "sampler-kwarg", "percentile", "unknown-key"],
+    ids=[
+        "empty-range",
+        "reversed-range",
+        "sampler-kwarg",
+        "percentile",
+        "unknown-key",
+        "swept-unknown-key",
+    ],
 )
 def test_a_multirun_that_would_do_nothing_or_be_refused_stops_before_its_parent_run(
     store: Store, args: list[str], message: str

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, cast
 
+from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config.cli import check_keys
 from src.errors import UserError, report_user_error
+from src.model.grid import job_overrides
 from src.tracking.names import DEVICE_WORKER_ENV
 
 
@@ -30,12 +32,12 @@ class MultirunChecks(Callback):
         if DEVICE_WORKER_ENV in os.environ:
             return  # a device pool's worker: its supervisor checked the same settings
         try:
-            check_keys(config)  # its interpolations resolve per job, once Hydra sets them
             arguments = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task))
             if "clfsweep" in str(config.hydra.sweeper.get("_target_", "")):
                 check_optuna_sweep(config, arguments)
             else:
                 check_grid(config, arguments)
+            check_first_job(config, kwargs.get("config_name"))
         except UserError as exc:
             # Hydra turns a callback's exception into a warning and goes on with the jobs.
             raise SystemExit(report_user_error(exc)) from None
@@ -56,6 +58,16 @@ def check_grid(config: DictConfig, arguments: list[str]) -> None:
                 "and report success: give at least one (range(a,b) stops before b, e.g. "
                 "range(1,4) is 1, 2, 3)"
             )
+
+
+def check_first_job(config: DictConfig, config_name: str | None) -> None:
+    """The keys of the first job's config (its sweeps at their first values, so a `+key=a,b`
+    sweep is seen too) are the schema's; its interpolations resolve per job, once Hydra sets
+    them (src.config.cli.job_boundary)."""
+    check_keys(config)
+    first = job_overrides(config)[0]
+    if first:
+        check_keys(compose(config_name, overrides=first))
 
 
 def check_optuna_sweep(config: DictConfig, arguments: list[str]) -> None:
