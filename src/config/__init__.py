@@ -24,4 +24,10 @@ def folder_name(text: str) -> str:
     return f"{start}~{digest}"
 
 
-OmegaConf.register_new_resolver("folder_name", folder_name, replace=True)
+def register_resolvers() -> None:
+    """Our resolvers of Hydra's config (`hydra.sweep.subdir`); again before each multirun, as
+    a restored Hydra state (Singleton.set_state) may have dropped them."""
+    OmegaConf.register_new_resolver("folder_name", folder_name, replace=True)
+
+
+register_resolvers()

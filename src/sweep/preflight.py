@@ -18,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from src.config import register_resolvers
 from src.config.cli import check_keys
 from src.errors import UserError, report_user_error
 from src.model.grid import job_overrides
@@ -29,6 +30,7 @@ class MultirunChecks(Callback):
     could not do what it says."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        register_resolvers()  # its jobs' folder names use them
         if DEVICE_WORKER_ENV in os.environ:
             return  # a device pool's worker: its supervisor checked the same settings
         try:
