@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, ParamSpec
 
-from src.tracking.names import PARENT_ENV
+from src.tracking.names import DEVICE_WORKER_ENV, PARENT_ENV
 
 P = ParamSpec("P")
 
@@ -39,10 +39,11 @@ def report_user_error(exc: UserError) -> int:
     """The one way a user's mistake ends a command: its line on stderr, a multirun's parent
     MLflow run ended FAILED with it (never left RUNNING), and exit status 2 to return."""
     print(f"error: {exc}", file=sys.stderr)
-    if os.environ.get(PARENT_ENV):  # MLflow loads only then
+    # MLflow loads only then; a device pool's worker leaves the parent run to its supervisor.
+    if os.environ.get(PARENT_ENV) and DEVICE_WORKER_ENV not in os.environ:
         from src.tracking.record import end_parent_run
 
-        end_parent_run(f"a job stopped the sweep: {exc}")
+        end_parent_run(f"the multirun stopped: {exc}")
     return 2
 
 
