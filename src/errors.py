@@ -164,7 +164,9 @@ def regular_file(path: Path, setting: str | None = None) -> Path:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise UserError(f"{shown}: file not found ({path.absolute()} does not exist)") from None
+        raise UserError(
+            f"{shown}: cannot read it: file not found ({path.absolute()} does not exist)"
+        ) from None
     except RuntimeError as exc:  # Python's own symlink-loop error on some versions
         raise UserError(f"{shown}: cannot be followed ({exc}); point it at a file") from None
     except OSError as exc:

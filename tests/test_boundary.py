@@ -369,7 +369,7 @@ def test_a_path_that_is_not_a_readable_file_says_what_it_is(tmp_path: Path) -> N
         loop: "is a loop of symbolic links",
         fifo: "is not a regular file (a FIFO, socket or device)",
         tmp_path / "folder.csv": "is a folder, not a file",
-        tmp_path / "none.csv": "file not found",
+        tmp_path / "none.csv": "cannot read it: file not found",
         tmp_path / "file" / "x.csv": "a part of that path is a file, not a folder",
     }
     for path, message in cases.items():
