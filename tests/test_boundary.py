@@ -48,6 +48,7 @@ def test_every_hydra_command_refuses_a_key_no_code_reads_in_one_line_before_any_
     assert result.returncode == 2
     assert line.startswith(f"error: {key} is not a setting of this command: no code reads it")
     assert not (store.root / "mlruns" / "mlflow.db").exists()
+    assert not (store.root / "outputs").exists()  # not even the run's folder
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
 """Before a multirun's first job, folder or MLflow parent run: the work it would do is there.
+(And before a single run's folder: its config's keys are the schema's.)
 
 A Hydra callback (conf/hydra/default.yaml, the first one), for every Hydra command: the base
 config's keys are the schema's, a grid has at least one job (Hydra's basic sweeper launches 0
@@ -27,7 +28,14 @@ from src.tracking.names import DEVICE_WORKER_ENV
 
 class MultirunChecks(Callback):
     """Stops a multirun with one line before anything exists when it would do nothing, or
-    could not do what it says."""
+    could not do what it says; and a single run whose config has a key no code reads, before
+    Hydra makes its folder."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_keys(config)
+        except UserError as exc:
+            raise SystemExit(report_user_error(exc)) from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         register_resolvers()  # its jobs' folder names use them
