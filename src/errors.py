@@ -1,17 +1,28 @@
 """User-facing errors: one clear line each (docs/errors.md), raised before any training starts
-where possible; a full disk while saving is turned into one too."""
+where possible; a full disk while saving is turned into one too. `report_user_error` is the one
+way any command ends on one (Hydra commands reach it through `src.config.cli.job_boundary`)."""
 
 from __future__ import annotations
 
+import argparse
 import errno
+import functools
+import json
 import os
 import signal
+import stat
+import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any, NoReturn, ParamSpec
+
+from src.tracking.names import DEVICE_WORKER_ENV, PARENT_ENV
+
+P = ParamSpec("P")
 
 # What SLURM, Kubernetes and `docker stop` send (SIGTERM), and Ctrl-C (SIGINT).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -22,6 +33,40 @@ class UserError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
+
+
+def report_user_error(exc: UserError) -> int:
+    """The one way a user's mistake ends a command: its line on stderr, a multirun's parent
+    MLflow run ended FAILED with it (never left RUNNING), and exit status 2 to return."""
+    print(f"error: {exc}", file=sys.stderr)
+    # MLflow loads only then; a device pool's worker leaves the parent run to its supervisor.
+    if os.environ.get(PARENT_ENV) and DEVICE_WORKER_ENV not in os.environ:
+        from src.tracking.record import end_parent_run
+
+        end_parent_run(f"the multirun stopped: {exc}")
+    return 2
+
+
+def command(main: Callable[P, int]) -> Callable[P, int]:
+    """The error boundary of a command that reads its own arguments (`src.predict`,
+    `src.report`, `src.summary`): a UserError anywhere in it is one line and exit status 2."""
+
+    @functools.wraps(main)
+    def run(*args: P.args, **kwargs: P.kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except UserError as exc:
+            return report_user_error(exc)
+
+    return run
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for our commands: a bad argument is a UserError, so the command's boundary
+    prints it as its one line (argparse's own is a usage block and a second line)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -139,3 +184,56 @@ def writable_place(path: Path) -> bool:
             return True
     except OSError:
         return False
+
+
+def regular_file(path: Path, setting: str | None = None) -> Path:
+    """`path` if it is a file this process can read; else one line saying what it is instead
+    (missing, a folder, a FIFO or device, a symlink loop, unreadable), naming the setting."""
+    shown = f"{setting}={path}" if setting else str(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(
+            f"{shown}: cannot read it: file not found ({path.absolute()} does not exist)"
+        ) from None
+    except RuntimeError as exc:  # Python's own symlink-loop error on some versions
+        raise UserError(f"{shown}: cannot be followed ({exc}); point it at a file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(
+                f"{shown}: is a loop of symbolic links that never reaches a file; point it at "
+                "the file itself"
+            ) from None
+        if exc.errno == errno.ENOTDIR:
+            raise UserError(f"{shown}: a part of that path is a file, not a folder") from None
+        raise UserError(f"{shown}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{shown}: is a folder, not a file; give the file inside it")
+    if not stat.S_ISREG(mode):
+        raise UserError(
+            f"{shown}: is not a regular file (a FIFO, socket or device), which would be read "
+            "once or never end: give a file"
+        )
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{shown}: cannot be read (permission denied)")
+    return path
+
+
+def json_record(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in one of the files we write and read back (a checkpoint's records, a
+    pretraining run's lineage, a model's config); one cut short, not JSON or not an object is
+    one line naming the file, never a traceback."""
+    try:
+        text = regular_file(path).read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        cut = isinstance(exc, json.JSONDecodeError) and (
+            exc.msg.startswith("Unterminated") or exc.pos >= len(text.rstrip())
+        )
+        raise UserError(
+            f"{path}: {what} is {'cut short' if cut else 'not valid JSON'} ({exc}); the folder "
+            "was not written completely (interrupted, or a full disk): write or download it again"
+        ) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: {what} holds {type(data).__name__}, not a JSON object")
+    return data

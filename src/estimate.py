@@ -18,9 +18,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import CONF_DIR
-from src.config.cli import hydra_command
+from src.config.cli import hydra_command, job_boundary
 from src.config.schema import register_configs
-from src.errors import UserError
+from src.errors import UserError, command
 from src.model.memory import GIB, num_labels_of, plan_from_config, report, shape_for, visible_gpu
 
 register_configs("train")
@@ -33,12 +33,12 @@ QUIET = ("hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdou
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     """Print the estimate of the run the same arguments would start with `python -m src.train`."""
-    try:
+    from src.config.checks import check_estimate
+
+    with job_boundary(cfg):
+        check_estimate(cfg)
         shape, name = shape_for(cfg)
         print(report(shape, plan_from_config(cfg, num_labels_of(cfg)), name))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 PLAN_CARD = ("H100 80GB", 80e9)  # the node our users have, when no GPU is visible
@@ -122,20 +122,17 @@ def plan_text(arguments: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def plan_cli(arguments: Sequence[str]) -> None:
+@command
+def plan_cli(arguments: Sequence[str]) -> int:
     """`python -m src.estimate -m ...`: the plan, or one error line and exit 2."""
-    try:
-        print(plan_text(arguments))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    print(plan_text(arguments))
+    return 0
 
 
 def cli() -> None:
     """`python -m src.estimate` / `clfsweep-estimate`: writes nothing unless told where."""
     if any(arg in MULTIRUN for arg in sys.argv[1:]):
-        plan_cli([arg for arg in sys.argv[1:] if arg not in MULTIRUN])
-        return
+        raise SystemExit(plan_cli([arg for arg in sys.argv[1:] if arg not in MULTIRUN]))
     given = {arg.split("=", 1)[0] for arg in sys.argv[1:]}
     sys.argv += [arg for arg in QUIET if arg.split("=", 1)[0] not in given]
     main()

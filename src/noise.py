@@ -25,9 +25,8 @@ import hydra
 from omegaconf import DictConfig
 
 from src.config import CONF_DIR
-from src.config.cli import hydra_command
+from src.config.cli import hydra_command, job_boundary
 from src.config.schema import register_configs
-from src.errors import UserError
 from src.tracking.console import quiet_libraries
 
 if TYPE_CHECKING:  # pandas and scikit-learn load when the command runs: `--help` stays fast
@@ -148,15 +147,11 @@ def main(cfg: DictConfig) -> None:
     from src.config.checks import check_config
     from src.data.label_noise import write_outputs
 
-    out_dir = Path(cfg.output_dir)
-    try:
+    with job_boundary(cfg):
         check_config(cfg)
         ranked, probs, names = find_suspects(cfg)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    paths = write_outputs(ranked, probs, names, out_dir)
-    log_run(cfg, ranked, paths)
+        paths = write_outputs(ranked, probs, names, Path(cfg.output_dir))
+        log_run(cfg, ranked, paths)
     print_summary(ranked, paths)
 
 

@@ -18,18 +18,16 @@ from pathlib import Path
 from typing import IO
 
 from src.config.outputs import STDOUT, check_output, open_output
-from src.errors import UserError
+from src.errors import ArgumentParser, UserError, command
 from src.tracking.console import quiet_libraries
-from src.tracking.uris import command_tracking_uri
+from src.tracking.stores import store_to_read
 
 log = logging.getLogger(__name__)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(
-        prog="python -m src.predict", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m src.predict", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-id", help="MLflow run whose logged model to use")
     source.add_argument(
@@ -45,14 +43,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--text-column", default="text", help="the texts' column of a data file (default: text)"
     )
     parser.add_argument("--output", help="JSONL output (default, or -: stdout)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument(
-        "--max-len", type=int, help="default: the max_len the model was trained with"
+        "--max-len", type=positive_int, help="default: the max_len the model was trained with"
     )
     parser.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or mlruns/)"
     )
     return parser.parse_args(argv)
+
+
+def positive_int(text: str) -> int:
+    """An argument that counts something: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def read_texts(data: bytes, name: str) -> list[str]:
@@ -96,26 +105,23 @@ def write_jsonl(rows: list[dict], out: IO[str]) -> None:
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; user errors print one line and exit 2."""
+    """CLI entry point."""
     args = parse_args(argv)
+    # The arguments are checked before MLflow, torch and transformers load (seconds).
+    output = args.output or STDOUT
+    check_output(output, "--output")
+    store = store_to_read(args.tracking_uri) if args.run_id or ":/" in (args.model or "") else None
+    stdin = args.input in (None, "-")  # read once the model is found: a typo shows at once
+    given = [] if stdin else input_texts(args.input, args.text_column)
     quiet_libraries()
-
     from src.checkpoint.classifier import classify
     from src.tracking.models import resolve_model_dir
 
-    output = args.output or STDOUT
-    try:
-        store = command_tracking_uri(args.tracking_uri)
-        check_output(output, "--output")
-        stdin = args.input in (None, "-")  # read once the model is found: a typo shows at once
-        given = [] if stdin else input_texts(args.input, args.text_column)
-        model_dir = resolve_model_dir(args.run_id, args.model, store)
-        given = input_texts(None, args.text_column) if stdin else given
-        rows = classify(model_dir, given, args.batch_size, args.max_len)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    model_dir = resolve_model_dir(args.run_id, args.model, store)
+    given = input_texts(None, args.text_column) if stdin else given
+    rows = classify(model_dir, given, args.batch_size, args.max_len)
     with open_output(output) as out:
         write_jsonl(rows, out)
     return 0

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import shutil
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.config import CONF_DIR
-from src.config.cli import hydra_command
+from src.config.cli import hydra_command, job_boundary
 from src.config.schema import Arch, LongText, register_configs
 from src.errors import UserError, stop_on_signals
 
@@ -45,18 +44,16 @@ def main(cfg: DictConfig) -> None:
     from src.tracking.console import quiet_libraries
 
     quiet_libraries()
-    try:
-        with stop_on_signals():  # as src.train's: a SLURM job's runner ignores SIGTERM
-            pretrain(cfg)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    with (
+        job_boundary(cfg),
+        stop_on_signals(),
+    ):  # as src.train's: a SLURM job's runner ignores SIGTERM
+        pretrain(cfg)
 
 
 def pretrain(cfg: DictConfig) -> str:
     """The pretraining recipe; returns the MLflow run id to fine-tune from ("" on other ranks)."""
     from transformers import (
-        AutoConfig,
         DataCollatorForLanguageModeling,
         PreTrainedModel,
         Trainer,
@@ -65,13 +62,19 @@ def pretrain(cfg: DictConfig) -> str:
 
     from src.config.checks import check_pretrain
     from src.inputs.long_text import InputSpec, encode
-    from src.model.backbones import LINEAGE_FILE, check_positions, load_tokenizer, resolve_backbone
+    from src.model.backbones import (
+        LINEAGE_FILE,
+        backbone_config,
+        check_positions,
+        load_tokenizer,
+        resolve_backbone,
+    )
     from src.model.precision import resolve_precision
     from src.model.processes import world_size
     from src.tracking import record
     from src.tracking.fine_tuning import log_train_step
     from src.tracking.names import DATA_TAG, MODEL_TAG, SOURCE_TAG
-    from src.training.arguments import check_batches, training_arguments
+    from src.training.arguments import check_batches, scratch_dir, training_arguments
     from src.training.trainer import StepLogger, TokenizedDataset
 
     check_pretrain(cfg)
@@ -82,9 +85,14 @@ def pretrain(cfg: DictConfig) -> str:
     # Consecutive windows without overlap: every token of every text is trained on once.
     spec = InputSpec(max_len=cfg.trainer.max_len, long_text=LongText.sliding_window.value, stride=0)
     train_inputs = encode(texts, tokenizer, spec).inputs
-    config = AutoConfig.from_pretrained(backbone.path, trust_remote_code=backbone.trust_remote_code)
+    config = backbone_config(backbone)
     check_positions(config, max(len(ids) for ids in train_inputs), cfg.trainer.max_len)
     check_batches(cfg.trainer, len(train_inputs), world_size())
+    out_dir = Path(cfg.output_dir)
+    scratch = scratch_dir(out_dir)  # built now: settings it refuses stop before a run
+    arguments = training_arguments(
+        cfg.trainer, scratch, cfg.seed, "eval_loss", resolve_precision(cfg.trainer.precision)
+    )
     experiment_id = record.setup(cfg.tracking)
     tags = {
         "stage": "pretrain",
@@ -96,16 +104,9 @@ def pretrain(cfg: DictConfig) -> str:
     with record.run(experiment_id, name, tags, record.system_metrics(cfg.tracking)) as run:
         record.log_config(cfg, tags)
         set_seed(cfg.seed)
-        out_dir = Path(cfg.output_dir)
         trainer = Trainer(
             model=load_language_model(backbone),
-            args=training_arguments(
-                cfg.trainer,
-                out_dir / "trainer",
-                cfg.seed,
-                "eval_loss",
-                resolve_precision(cfg.trainer.precision),
-            ),
+            args=arguments,
             train_dataset=TokenizedDataset(train_inputs),
             eval_dataset=TokenizedDataset(encode(valid_texts, tokenizer, spec).inputs),
             processing_class=tokenizer,
@@ -122,7 +123,7 @@ def pretrain(cfg: DictConfig) -> str:
             # ClassifierTrainer. (Causal-LM losses use it, and are exact means as they are.)
             trainer.model_accepts_loss_kwargs = False
         result = trainer.train()
-        shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
         eval_loss = float(trainer.evaluate()["eval_loss"])
         record.log_metrics(
             {

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from src.analysis import stats
-from src.errors import UserError
+from src.errors import ArgumentParser, command
 from src.tracking.console import quiet_libraries
-from src.tracking.uris import command_tracking_uri
+from src.tracking.stores import store_to_read
 
 if TYPE_CHECKING:  # MLflow and the analysis load after the arguments parse: `--help` is fast
     from src.analysis.runs import Runs
@@ -52,7 +51,7 @@ def log_to_parent(runs: Runs, requested: str | None, out_dir: Path) -> str | Non
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m src.report",
         description="Tables (mean ± 95% CI over seeds), verdicts over seeds (t-test, Holm) "
         "and plots of a sweep's MLflow runs, written to sweeps/<experiment>/report/.",
@@ -83,32 +82,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
     args = p.parse_args(argv)
     if not 0 < args.confidence < 1:
-        p.error("--confidence must lie strictly between 0 and 1")
+        p.error(f"--confidence={args.confidence} must lie strictly between 0 and 1")
     if args.n_boot < 100:
-        p.error("--n-boot must be at least 100")
+        p.error(f"--n-boot={args.n_boot} must be at least 100")
     return args
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     """Build, write, log and summarise the report; 1 when no run completed."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    uri = store_to_read(args.tracking_uri)  # before MLflow and the analysis load
     quiet_libraries()
     from src.analysis import render
     from src.analysis.compare import analyse
     from src.analysis.render import write_report
     from src.analysis.runs import Artifacts, load_runs
 
-    uri = command_tracking_uri(args.tracking_uri)
     out_dir = args.out or Path("sweeps") / args.experiment / "report"
-    try:
-        runs = load_runs(uri, args.experiment, args.parent_run_id, args.metric)
-        artifacts = Artifacts(uri)
-        analysis = analyse(runs, artifacts, args.metric, args.compare, args.n_boot, args.confidence)
-        written = write_report(analysis, artifacts, out_dir)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    runs = load_runs(uri, args.experiment, args.parent_run_id, args.metric)
+    artifacts = Artifacts(uri)
+    analysis = analyse(runs, artifacts, args.metric, args.compare, args.n_boot, args.confidence)
+    written = write_report(analysis, artifacts, out_dir)
     parent = None if args.no_log else log_to_parent(runs, args.parent_run_id, out_dir)
     render.terminal_summary(analysis, out_dir, written, parent)
     return 0 if analysis.cells else 1

@@ -5,7 +5,6 @@ python -m src.summary --experiment demo
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from collections.abc import Sequence
@@ -14,29 +13,25 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from src.errors import UserError
+from src.errors import ArgumentParser, command
 from src.tracking.console import PIPED_WIDTH, quiet_libraries
-from src.tracking.uris import command_tracking_uri, redact
+from src.tracking.stores import store_to_read
+from src.tracking.uris import redact
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(
-        prog="python -m src.summary", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m src.summary", description=__doc__.split("\n")[0])
     parser.add_argument("--experiment", default="clfsweep")
     parser.add_argument("--tracking-uri")
     args = parser.parse_args(argv)
+    uri = store_to_read(args.tracking_uri)  # before MLflow loads
     quiet_libraries()
     from src.tracking.run_table import latest_multirun, runs_table
 
-    uri = command_tracking_uri(args.tracking_uri)
     console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
-    try:
-        multirun, runs = latest_multirun(uri, args.experiment)
-    except UserError as exc:
-        console.print(f"error: {exc}")
-        return 2
+    multirun, runs = latest_multirun(uri, args.experiment)
     console.print(runs_table(runs, f"{args.experiment}: {len(runs)} runs", multirun))
     # soft_wrap: the command stays one line, to paste
     console.print(

@@ -7,7 +7,6 @@ python -m src.train -m model=tiny_qwen2,tiny_bert method=lora,sft
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -21,13 +20,17 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.config import CONF_DIR
-from src.config.cli import hydra_command
+from src.config.cli import hydra_command, job_boundary
 from src.config.schema import Arch, register_configs
-from src.errors import TrainingDiverged, UserError, disk_space_guard, stop_on_signals
-from src.tracking.names import PARENT_ENV
+from src.errors import TrainingDiverged, disk_space_guard, stop_on_signals
 
 if TYPE_CHECKING:  # the recipe imports its parts when it runs: `--help` stays fast
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+    from transformers import (
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from src.config.schema import Precision
     from src.data.mixing import TrainingSet
@@ -50,19 +53,15 @@ def main(cfg: DictConfig) -> float | list[float]:
 
     quiet_libraries()
     try:
-        # Here too, not only around the command: a SLURM job's runner (submitit) ignores the
-        # SIGTERM of `scancel` or a time limit, and the run would stay RUNNING until SIGKILL.
-        with stop_on_signals(), disk_space_guard(cfg.output_dir, "the run's records"):
+        # Signals here too, not only around the command: a SLURM job's runner (submitit)
+        # ignores the SIGTERM of `scancel` or a time limit, and the run would stay RUNNING
+        # until SIGKILL.
+        with (
+            job_boundary(cfg),
+            stop_on_signals(),
+            disk_space_guard(cfg.output_dir, "the run's records"),
+        ):
             return train(cfg)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if stops_on_user_error():
-            if os.environ.get(PARENT_ENV):  # a grid's parent run; MLflow loads only then
-                from src.tracking.record import end_parent_run
-
-                end_parent_run(f"a job stopped the sweep: {exc}")
-            raise SystemExit(2) from None
-        raise
     except TrainingDiverged as exc:  # the run is FAILED with the reason; a sweep goes on
         print(f"error: {exc}", file=sys.stderr)
         if HydraConfig.get().mode != RunMode.MULTIRUN:
@@ -163,13 +162,15 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
 @dataclass
 class Prepared:
     """The recipe before a model is built: the backbone, its tokenizer, how a text becomes token
-    ids (saved with the model), every split as token ids, and the training precision."""
+    ids (saved with the model), every split as token ids, the training precision, and the
+    Trainer's settings with the scratch folder of this run alone."""
 
     backbone: Backbone
     tokenizer: PreTrainedTokenizerBase
     spec: InputSpec
     inputs: Inputs
     precision: Precision
+    arguments: TrainingArguments
 
 
 @dataclass
@@ -182,14 +183,16 @@ class Trained:
 
 
 def prepare(cfg: DictConfig, splits: Splits, training: TrainingSet) -> Prepared:
-    """Backbone and tokenizer, the prompt and length handling, every split as token ids; checked
-    against the backbone's limits before a weight loads. Writes no run record."""
+    """Backbone and tokenizer, the prompt and length handling, every split as token ids, the
+    Trainer's settings: checked against the backbone's limits and by building transformers'
+    TrainingArguments, before a weight loads. Writes no run record."""
     from src.inputs.long_text import encode_splits
     from src.model.backbones import check_backbone, load_tokenizer, resolve_backbone
     from src.model.precision import resolve_precision
     from src.model.processes import world_size
+    from src.task.heads import selection_metric
     from src.tracking.record import run_checkpoint
-    from src.training.arguments import check_batches
+    from src.training.arguments import check_batches, scratch_dir, training_arguments
 
     texts = training.frame.text.tolist()
     fetched = run_checkpoint(cfg.model, cfg.tracking)
@@ -201,7 +204,16 @@ def prepare(cfg: DictConfig, splits: Splits, training: TrainingSet) -> Prepared:
     check_backbone(backbone, cfg.model, cfg.method, longest, cfg.trainer.max_len)
     check_batches(cfg.trainer, len(inputs.train.inputs), world_size())
     precision = resolve_precision(cfg.trainer.precision)
-    return Prepared(backbone, tokenizer, spec, inputs, precision)
+    selection = selection_metric(cfg.optimized_metric, cfg.task.metric)
+    arguments = training_arguments(
+        cfg.trainer,
+        scratch_dir(Path(cfg.output_dir)),
+        cfg.seed,
+        selection,
+        precision,
+        ordered=training.ordered,
+    )
+    return Prepared(backbone, tokenizer, spec, inputs, precision, arguments)
 
 
 def build_model(cfg: DictConfig, prepared: Prepared, training: TrainingSet, task: Task) -> Built:
@@ -242,26 +254,27 @@ def train_model(
     from src.training.arguments import training_arguments
     from src.training.trainer import fit, training_datasets
 
-    workdir = Path(cfg.output_dir) / "trainer"
-    selection = selection_metric(cfg.optimized_metric, cfg.task.metric)
+    arguments, scratch = prepared.arguments, Path(str(prepared.arguments.output_dir))
+    if strategy == "fsdp":  # the checked settings, sharded by this model's blocks
+        arguments = training_arguments(
+            cfg.trainer,
+            scratch,
+            cfg.seed,
+            selection_metric(cfg.optimized_metric, cfg.task.metric),
+            prepared.precision,
+            ordered=training.ordered,
+            fsdp_layers=block_classes(built.model),
+        )
     fitted = fit(
         built.model,
         prepared.tokenizer,
         *training_datasets(task, prepared.inputs, training.frame, splits.valid),
-        training_arguments(
-            cfg.trainer,
-            workdir,
-            cfg.seed,
-            selection,
-            prepared.precision,
-            ordered=training.ordered,
-            fsdp_layers=block_classes(built.model) if strategy == "fsdp" else (),
-        ),
+        arguments,
         evaluate.validation_score(task, prepared.inputs.valid, splits.valid),
         callbacks=callbacks,
         learning_rate=built.method.learning_rate,
     )
-    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     # FSDP's shards gathered into a fresh model on every rank (a collective), as after DDP
     full = gathered(fitted.model, lambda: build_model(cfg, prepared, training, task).model)
     return Trained(fitted, restrict_head(built.method.export(full), task.outputs))
@@ -323,14 +336,6 @@ def show_result(run_id: str | None) -> None:
 
     if run_id is not None and HydraConfig.get().mode != RunMode.MULTIRUN:
         print_run(run_id)
-
-
-def stops_on_user_error() -> bool:
-    """A run or a plain grid stops at the first user error; our Optuna sweeper fails the trial."""
-    hydra_cfg = HydraConfig.get()
-    return hydra_cfg.mode != RunMode.MULTIRUN or "clfsweep" not in str(
-        hydra_cfg.sweeper.get("_target_", "")
-    )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,6 @@ Hydra imports every public module under ``hydra_plugins`` at start-up, so this o
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,19 +20,12 @@ def _one_line_errors(fn: Callable[[], T]) -> T:
     the multirun's parent MLflow run (if any) ends FAILED with it instead of staying RUNNING.
     A stop by SIGTERM or Ctrl-C, once the sweep loop has re-queued the running trials, exits
     with one line and 128 + the signal, the parent run KILLED; the same command continues."""
-    from src.errors import UserError
+    from src.errors import UserError, report_user_error
 
     try:
         return fn()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        from src.tracking.names import DEVICE_WORKER_ENV
-
-        if DEVICE_WORKER_ENV not in os.environ:  # a device worker's supervisor decides that
-            from src.tracking.record import end_parent_run
-
-            end_parent_run(f"the sweep stopped: {exc}")
-        raise SystemExit(2) from None
+    except UserError as exc:  # the one boundary every command's mistakes go through
+        raise SystemExit(report_user_error(exc)) from None
     except KeyboardInterrupt as exc:
         from src.config.cli import exit_stopped
 

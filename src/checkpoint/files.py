@@ -4,7 +4,7 @@ and a model card saying how to use it with `transformers.pipeline` and MLflow.""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from src.config.schema import LongText, Truncation
-from src.errors import UserError
+from src.errors import UserError, json_record
 from src.model.backbones import check_checkpoint_dir
 from src.task.heads import TASKS
 
@@ -142,16 +142,29 @@ def load_checkpoint(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBas
     model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
     meta = path / METADATA_FILE
     if meta.is_file():
-        info = CheckpointInfo(**json.loads(meta.read_text()))
+        info = checkpoint_info(meta)
     else:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         info = CheckpointInfo(label_names=labels)
     return model, tokenizer, info
 
 
+def checkpoint_info(meta: Path) -> CheckpointInfo:
+    """How training encoded the texts, read back from the checkpoint's record."""
+    record = json_record(meta, "the checkpoint's record")
+    known = {f.name for f in fields(CheckpointInfo)}
+    unknown = sorted(set(record) - known)
+    if unknown:
+        raise UserError(
+            f"{meta}: the checkpoint's record has fields {unknown} this version does not know "
+            "(written by a newer clfsweep?): predict with the clfsweep version that trained it"
+        )
+    return CheckpointInfo(**record)
+
+
 def check_classifier(path: Path) -> None:
     """Refuse a checkpoint that is not a sequence classifier of a task this version knows."""
-    config = json.loads((path / "config.json").read_text())
+    config = json_record(path / "config.json", "the model's config")
     architectures = config.get("architectures") or []
     if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise UserError(
@@ -159,7 +172,7 @@ def check_classifier(path: Path) -> None:
             "src.pretrain backbone?): give a model or run of `python -m src.train`"
         )
     meta = path / METADATA_FILE
-    task = json.loads(meta.read_text()).get("task") if meta.is_file() else None
+    task = json_record(meta, "the checkpoint's record").get("task") if meta.is_file() else None
     if task is not None and task not in TASKS:
         raise UserError(
             f"{path} was trained for task {task!r}, which this version does not know "

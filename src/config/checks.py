@@ -22,7 +22,7 @@ from src.config.schema import Arch
 from src.data.label_noise import check_noise
 from src.data.mixing import check_mix
 from src.data.sources import check_config as check_source
-from src.errors import UserError, writable_place
+from src.errors import UserError, regular_file, writable_place
 from src.inputs.long_text import check_long_text
 from src.inputs.prompts import check_prompt
 from src.model.methods import check_method
@@ -63,11 +63,18 @@ def check_pretrain(cfg: DictConfig) -> None:
     check_source(cfg.data)
     if not 0 < cfg.mlm_probability < 1:
         raise UserError(f"mlm_probability={cfg.mlm_probability} must lie strictly between 0 and 1")
-    if cfg.texts_path and not Path(cfg.texts_path).expanduser().is_file():
-        raise UserError(
-            f"texts_path={cfg.texts_path}: cannot read it: no such file (one text a line)"
-        )
+    if cfg.texts_path:
+        regular_file(Path(cfg.texts_path).expanduser(), "texts_path")
     check_locations(cfg)
+
+
+def check_estimate(cfg: DictConfig) -> None:
+    """The same for `estimate`: the groups it reads (it writes nothing), checked as `train`
+    checks them, so an impossible value is refused rather than estimated."""
+    check_model(cfg.model)
+    check_method(cfg.method)
+    check_trainer(cfg.trainer)
+    check_source(cfg.data)
 
 
 def check_locations(cfg: DictConfig) -> None:

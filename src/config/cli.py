@@ -1,11 +1,14 @@
-"""What every Hydra command (`src.train`, `src.pretrain`, `src.noise`, `src.estimate`) does around
-Hydra itself, where Hydra's own reporting is a traceback or a lexer diagram: overrides it cannot
-read, SIGTERM and Ctrl-C, an output folder it cannot create, secrets in what it prints. Each
-becomes one `error:` line.
+"""What every command does around its work: the one error boundary (a user's mistake is one
+`error:` line on stderr and exit status 2, a multirun's parent run ends FAILED with it), and, for
+the Hydra commands (`src.train`, `src.pretrain`, `src.noise`, `src.estimate`), what Hydra's own
+reporting turns into a traceback or a lexer diagram: overrides it cannot read, a composed config
+with keys no code reads or interpolations that do not resolve, SIGTERM and Ctrl-C, an output
+folder it cannot create, secrets in what it prints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -18,10 +21,11 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, Node, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from src.config.private_api import caching_repository, hydra_args_parser, hydra_config_loader
-from src.errors import Interrupted, UserError, stop_on_signals
+from src.errors import Interrupted, UserError, report_user_error, stop_on_signals
 from src.tracking.console import quiet_libraries
 from src.tracking.names import DEVICE_WORKER_ENV, PARENT_ENV
 from src.tracking.uris import redact
@@ -42,6 +46,111 @@ if not OmegaConf.has_resolver("command_help"):
     OmegaConf.register_new_resolver("command_help", command_help)
 
 
+# -- the error boundary ----------------------------------------------------------------------
+
+
+@contextmanager
+def job_boundary(cfg: DictConfig) -> Iterator[None]:
+    """The error boundary of a Hydra command's job: its composed config is checked first
+    (every key one the schema knows, every interpolation resolvable); a UserError is one line
+    and exit status 2, except in a clfsweep Optuna sweep, where it fails the trial instead."""
+    try:
+        check_composed(cfg)
+        yield
+    except UserError as exc:
+        if fails_the_trial():
+            print(f"error: {exc}", file=sys.stderr)
+            raise
+        raise SystemExit(report_user_error(exc)) from None
+
+
+def fails_the_trial() -> bool:
+    """Whether this job is a trial of the clfsweep Optuna sweeper, whose loop fails the trial
+    with a job's error and goes on; a run or a plain grid stops at the first user error."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return False
+    hydra_cfg = HydraConfig.get()
+    return hydra_cfg.mode == RunMode.MULTIRUN and "clfsweep" in str(
+        hydra_cfg.sweeper.get("_target_", "")
+    )
+
+
+def check_composed(cfg: DictConfig) -> None:
+    """The composed config as every command reads it: its keys are the schema's, and every
+    interpolation and resolver in it resolves."""
+    check_keys(cfg)
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as exc:
+        raise UserError(
+            f"{exc.full_key} has no value (a deleted group, or ??? left in a preset): give it "
+            f"one, e.g. {exc.full_key}=..."
+        ) from None
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "the config"
+        raise UserError(
+            f"{key} cannot be resolved ({type(exc).__name__}: {omegaconf_reason(exc)}): fix the "
+            "interpolation or resolver (${...}) in the override or the preset, or give a value"
+        ) from None
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """No key the schema lacks (a `+` override no code reads would be logged as applied while
+    changing nothing), and none of its keys deleted."""
+    unknown, deleted = schema_mismatches(cfg)
+    if unknown:
+        key, known = unknown[0]
+        raise UserError(
+            f"{key} is not a setting of this command: no code reads it, so it would change "
+            f"nothing while being logged as applied; remove it (a `+{key}=...` override?) or "
+            f"use one of the settings there: {', '.join(known)}"
+        )
+    if deleted:
+        raise UserError(
+            f"{deleted[0]} was deleted (a `~{deleted[0]}` override?), but every setting needs a "
+            f"value: give it one ({deleted[0]}=...) instead, or null where it may be unset"
+        )
+
+
+def omegaconf_reason(exc: Exception) -> str:
+    """An OmegaConf error's own words on one line, without its `full_key` / type details."""
+    text = " ".join(str(exc).split())
+    return re.split(r"\s+(?:full_key|reference_type|object_type)[:=]", text)[0]
+
+
+def schema_mismatches(node: Node, path: str = "") -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """Keys of `node` (and below) that its schema's dataclass lacks, with the ones it has, and
+    the dataclass fields deleted from it. Open mappings (dict fields such as
+    data.label_descriptions) take any key; Hydra's own `hydra` node is not the app's."""
+    unknown: list[tuple[str, list[str]]] = []
+    deleted: list[str] = []
+    if node._is_none() or node._is_missing() or node._is_interpolation():
+        return unknown, deleted
+    if isinstance(node, ListConfig):
+        for i in range(len(node)):
+            below = schema_mismatches(node._get_node(i), f"{path}{i}.")  # type: ignore[arg-type]
+            unknown, deleted = unknown + below[0], deleted + below[1]
+        return unknown, deleted
+    if not isinstance(node, DictConfig):
+        return unknown, deleted
+    kind = OmegaConf.get_type(node)
+    fields = [f.name for f in dataclasses.fields(kind)] if dataclasses.is_dataclass(kind) else None
+    keys = [str(k) for k in node if not (path == "" and k == "hydra")]
+    if fields is not None:
+        unknown += [(path + k, fields) for k in keys if k not in fields]
+        deleted += [path + f for f in fields if f not in keys]
+    for key in keys:
+        below = schema_mismatches(node._get_node(key), f"{path}{key}.")  # type: ignore[arg-type]
+        unknown, deleted = unknown + below[0], deleted + below[1]
+    return unknown, deleted
+
+
+# -- Hydra commands ----------------------------------------------------------------------------
+
+
 def hydra_command(main: Callable[[], R]) -> Callable[[], R]:
     """Wrap a `@hydra.main` entry point: one line for unreadable overrides and for a stop by a
     signal (runs in progress end KILLED), and no password on the console."""
@@ -53,15 +162,29 @@ def hydra_command(main: Callable[[], R]) -> Callable[[], R]:
             try:
                 check_override_syntax(sys.argv[1:])
             except UserError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                raise SystemExit(2) from None
+                raise SystemExit(report_user_error(exc)) from None
             with stop_on_signals(), one_repository_for_help(sys.argv[1:]):
                 try:
                     return main()
                 except Interrupted as exc:
                     exit_stopped(exc)
+                except SystemExit as exc:
+                    if exc.code:  # Hydra's report of an error (a job's traceback, say)
+                        fail_open_parent(f"the multirun stopped with exit status {exc.code}")
+                    raise
 
     return command
+
+
+def fail_open_parent(reason: str) -> None:
+    """A multirun that stopped on an error no boundary caught (a bug's traceback): its parent
+    run, if still RUNNING, ends FAILED with the reason, never left RUNNING."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or DEVICE_WORKER_ENV in os.environ:  # a pool's supervisor decides for it
+        return
+    from src.tracking.record import end_parent_run
+
+    end_parent_run(f"{reason}; the console output above says why", only_running=True)
 
 
 @contextmanager

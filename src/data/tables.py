@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.errors import UserError
+from src.errors import UserError, regular_file
 
 TABLE_FORMATS = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".arrow")
 LINE_END = re.compile(r"\r\n|\r|\n")  # the only line ends of every format we read
@@ -107,21 +107,16 @@ def as_name(value: str) -> str:
 
 
 def read_bytes(path: str | Path, what: str) -> bytes:
-    """The bytes of a file; one line when it is missing, a folder, not a regular file or unreadable.
+    """The bytes of a file; one line when it is missing, a folder, a pipe or device, a link loop
+    or unreadable (`errors.regular_file`, the one check of a path read as a file).
 
     `what` names the setting or option that gave the path (`data.train_path`, `--input`).
     """
     path = Path(path)
-    if not path.exists():
-        raise UserError(
-            f"{path} does not exist (file not found; full path {path.resolve()}); check {what}"
-        )
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, not a file; give {what} a file")
-    if not path.is_file():  # a FIFO or a device: reading it would block or never end
-        raise UserError(f"{path}: is not a regular file (a pipe or a device?); give {what} a file")
     try:
-        return path.read_bytes()
+        return regular_file(path).read_bytes()
+    except UserError as e:
+        raise UserError(f"{e}; check {what}") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read it ({e.strerror}); check {what}") from e
 

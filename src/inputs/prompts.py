@@ -48,6 +48,25 @@ def fields(template: str) -> list[str]:
         raise UserError(f"malformed prompt template {template!r}: {exc}") from exc
 
 
+def check_plain_fields(key: str, template: str) -> None:
+    """Placeholders are names only: a conversion (`{text!r}`) or format spec (`{text:>10}`)
+    would run Python's formatting on the user's text (and on our stand-in for it)."""
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is not None and (spec or conversion):
+            typed = (
+                "{"
+                + name
+                + (f"!{conversion}" if conversion else "")
+                + (f":{spec}" if spec else "")
+                + "}"
+            )
+            raise UserError(
+                f"{key}={template!r}: the placeholder {typed} has a "
+                f"{'conversion' if conversion else 'format spec'}, but placeholders are plain "
+                f"names here: write {{{name}}}"
+            )
+
+
 def check_prompt(cfg: PromptConfig, task: str) -> None:
     """Reject unknown templates and placeholders before anything is loaded."""
     if cfg.name not in PROMPTS:
@@ -61,6 +80,7 @@ def check_prompt(cfg: PromptConfig, task: str) -> None:
     )
     for key, template, allowed in checks:
         unknown = sorted(set(fields(template)) - allowed)
+        check_plain_fields(key, template)
         if unknown:
             raise UserError(
                 f"{key}={template!r} has unknown placeholders {unknown}; allowed: {sorted(allowed)}"

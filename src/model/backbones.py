@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from src.config.private_api import set_name_or_path
 from src.config.schema import Arch, Hub, MethodConfig, ModelConfig
-from src.errors import UserError
+from src.errors import UserError, json_record
 from src.model.methods import check_method_fits
 
 if TYPE_CHECKING:  # torch and transformers load where a model does: a grid's check needs neither
@@ -24,6 +23,7 @@ if TYPE_CHECKING:  # torch and transformers load where a model does: a grid's ch
     )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Files that make a directory a loadable checkpoint; pickled weights are never loaded.
 WEIGHT_PATTERNS = ("*.safetensors",)
@@ -73,8 +73,16 @@ def resolve_backbone(
         path=path,
         arch=cfg.arch,
         trust_remote_code=cfg.trust_remote_code,
-        pretrain_run_id=json.loads(lineage.read_text())["run_id"] if lineage.is_file() else None,
+        pretrain_run_id=pretrain_run_of(lineage) if lineage.is_file() else None,
     )
+
+
+def pretrain_run_of(lineage: Path) -> str:
+    """The MLflow run id of the pretraining run a backbone folder came from."""
+    run_id = json_record(lineage, "the pretraining lineage record").get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        raise UserError(f"{lineage}: the pretraining lineage record names no run_id")
+    return run_id
 
 
 def local_weights(cfg: ModelConfig) -> Path | None:
@@ -216,10 +224,10 @@ def check_backbone(
     method check their own settings, as they would when the run loads it.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    config = AutoConfig.from_pretrained(backbone.path, trust_remote_code=backbone.trust_remote_code)
+    config = backbone_config(backbone)
     encoder = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
     if encoder != (backbone.arch == Arch.encoder):
         kind = "an encoder" if encoder else "a decoder"
@@ -258,12 +266,43 @@ def check_positions(config: PretrainedConfig, longest_input: int, max_len: int) 
         )
 
 
+def backbone_config(backbone: Backbone) -> PretrainedConfig:
+    """The backbone's config as transformers builds it from the folder."""
+    from transformers import AutoConfig
+
+    return built_from_folder(
+        backbone.path,
+        "config",
+        lambda: AutoConfig.from_pretrained(
+            backbone.path, trust_remote_code=backbone.trust_remote_code
+        ),
+    )
+
+
+def built_from_folder(path: Path, what: str, build: Callable[[], T]) -> T:
+    """What transformers builds from a backbone folder; a folder it cannot read (a file cut
+    short, an unknown model type, a missing file) is one line naming the folder."""
+    try:
+        return build()
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # json's errors are ValueErrors
+        reason = " ".join(str(exc).split())[:300]
+        raise UserError(
+            f"transformers cannot build the {what} of the backbone in {path} "
+            f"({type(exc).__name__}: {reason}): check the folder (model.path / model.root), "
+            "or download it again"
+        ) from None
+
+
 def load_tokenizer(backbone: Backbone) -> PreTrainedTokenizerBase:
     """Load the tokenizer; decoders get a pad token (their eos) if they have none."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        backbone.path, trust_remote_code=backbone.trust_remote_code
+    tokenizer = built_from_folder(
+        backbone.path,
+        "tokenizer",
+        lambda: AutoTokenizer.from_pretrained(
+            backbone.path, trust_remote_code=backbone.trust_remote_code
+        ),
     )
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:

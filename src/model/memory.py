@@ -27,13 +27,13 @@ Checked against the tensor-level peak of a training step measured on tiny models
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from src.config.schema import Precision
+from src.errors import json_record
 from src.model.methods import method_named, method_of
 from src.model.precision import Device, resolve_precision
 from src.model.processes import under_torchrun, world_size
@@ -195,7 +195,7 @@ def shape_from_config(config: dict[str, Any]) -> Shape:
 
 def shape_of(path: Path) -> Shape:
     """The shape of a checkpoint directory (its config.json)."""
-    return shape_from_config(json.loads((Path(path) / "config.json").read_text()))
+    return shape_from_config(json_record(Path(path) / "config.json", "the model's config"))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import importlib.util
 import logging
 import math
 import os
@@ -18,7 +19,8 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +30,14 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution, check_distribution_compatibility
 from optuna.samplers import BaseSampler
 from optuna.storages import RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from src.config.private_api import OPTUNA_QUEUED_KEYS, check_private_api, job_result
-from src.errors import Interrupted, UserError
+from src.errors import Interrupted, UserError, writable_place
 from src.sweep import results
 from src.sweep.custom_space import SpaceExtender, extend_trial, load_extender
 from src.sweep.devices import (
@@ -59,13 +62,15 @@ from src.sweep.objectives import (
     objective_values,
 )
 from src.sweep.search_space import (
+    SearchSpace,
     coerce,
+    describe_distribution,
     grid_space,
     param_overrides,
     parse_search_space,
     quote,
 )
-from src.sweep.settings import PrunerName, SweeperSettings
+from src.sweep.settings import PrunerName, SamplerConf, SamplerName, SweeperSettings
 from src.sweep.storage import journal_path, normalize_storage_url, open_storage, tool_commands
 from src.sweep.trial import build_pruner
 from src.tracking.names import (
@@ -137,25 +142,12 @@ class OptunaSweep:
         """Run trials until the study has n_trials finished ones; return the best so far."""
         assert self.config is not None and self.hydra_context is not None
         s = self.settings
-        cwd = Path(str(self.config.hydra.runtime.cwd))
-        self.space = parse_search_space(s.params, arguments, self.hydra_context.config_loader)
-        self.extender: SpaceExtender | None = load_extender(s.custom_search_space)
-        if not self.space.distributions and self.extender is None:
-            raise UserError(
-                "clfsweep_optuna: nothing to search: set hydra.sweeper.params or give sweep "
-                "overrides (a,b or interval(...)) on the command line"
-            )
+        plan = check_sweep(s, self.config, arguments, self.hydra_context.config_loader)
+        self.space, self.extender = plan.space, plan.extender
         self.directions = s.directions
-        self.metric_names = objective_names(self.config, len(self.directions))
-        self.study_dir = Path(s.study_dir or cwd / "sweeps" / s.study_name)
-        if not self.study_dir.is_absolute():
-            self.study_dir = cwd / self.study_dir
-        self.storage_url = normalize_storage_url(
-            s.storage or str(self.study_dir / "journal.log"), cwd
-        )
-        self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        if not self.sweep_dir.is_absolute():
-            self.sweep_dir = cwd / self.sweep_dir
+        self.metric_names = plan.metric_names
+        self.study_dir, self.storage_url = plan.study_dir, plan.storage_url
+        self.sweep_dir = plan.sweep_dir
         self.study_dir.mkdir(parents=True, exist_ok=True)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
@@ -259,7 +251,7 @@ class OptunaSweep:
                 study_name=s.study_name,
                 storage=self.storage,
                 sampler=optuna.samplers.RandomSampler(),
-                pruner=build_pruner(pruner_spec),
+                pruner=checked_pruner(pruner_spec),
                 directions=[StudyDirection[d.upper()] for d in self.directions],
                 load_if_exists=True,
             )
@@ -285,42 +277,12 @@ class OptunaSweep:
         index = sum(1 for k in attrs if k.startswith(WORKER_PREFIX))
         worker = self.worker.to_attr("none") | {"index": index}
         set_attr(self.study_id, WORKER_PREFIX + uuid.uuid4().hex[:12], worker)
-        study.sampler = self._sampler(index)
+        check_space_unchanged(study, self.space, s.study_name)
+        study.sampler = build_sampler(s.sampler, self.space, index)
+        if s.sampler.name == SamplerName.grid:
+            grid = grid_space(self.space)
+            self.n_target = min(self.n_target, math.prod(len(v) for v in grid.values()))
         return study
-
-    def _sampler(self, worker_index: int) -> BaseSampler:
-        """The configured sampler; random-stream samplers get a per-worker seed."""
-        name = self.settings.sampler.name.value
-        seed = self.settings.sampler.seed
-        kwargs = dict(self.settings.sampler.kwargs)
-        if seed is not None and name in ("tpe", "nsgaii", "random", "cmaes", "gp"):
-            # Each worker (and each re-run) continues with its own stream: the same seed
-            # twice would propose the same points again.
-            seed = int(seed) + worker_index
-        with _quiet():
-            if name == "tpe":
-                return optuna.samplers.TPESampler(seed=seed, **kwargs)
-            if name == "nsgaii":
-                return optuna.samplers.NSGAIISampler(seed=seed, **kwargs)
-            if name == "random":
-                return optuna.samplers.RandomSampler(seed=seed)
-            if name == "grid":
-                grid = grid_space(self.space)
-                self.n_target = min(self.n_target, math.prod(len(v) for v in grid.values()))
-                return _GridSampler(grid, seed=seed)
-            if name == "cmaes":
-                try:
-                    import cmaes  # noqa: F401
-                except ImportError:
-                    raise UserError(
-                        "sampler cmaes needs the cmaes package: pip install cmaes"
-                    ) from None
-                return optuna.samplers.CmaEsSampler(seed=seed, **kwargs)
-            if name == "gp":
-                return optuna.samplers.GPSampler(seed=seed, **kwargs)
-            if name == "qmc":
-                return optuna.samplers.QMCSampler(seed=seed, **kwargs)
-        raise UserError(f"unknown sampler {name!r}: tpe, nsgaii, random, grid, cmaes, gp or qmc")
 
     def _enqueue(self) -> None:
         """Queue the configured trials that this study has not queued or run yet."""
@@ -807,6 +769,134 @@ class OptunaSweep:
             return {"pareto_front": [{"trial": t.number, "values": t.values} for t in best]}
         (top,) = best
         return {"best_value": top.value, "best_params": dict(top.params), "trial": top.number}
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep will search and where it writes, worked out before anything is written."""
+
+    space: SearchSpace
+    extender: SpaceExtender | None
+    metric_names: list[str] | None
+    study_dir: Path
+    storage_url: str
+    sweep_dir: Path
+
+
+def check_sweep(
+    s: SweeperSettings, config: DictConfig, arguments: Sequence[str], config_loader: Any
+) -> SweepPlan:
+    """Everything a sweep builds from its settings, built once without writing anything: the
+    search space, the objectives, the sampler and pruner with their kwargs (a library's refusal
+    is one line naming the setting), and storage places that can be created. The multirun's
+    first callback runs it before the parent MLflow run exists (src.sweep.preflight)."""
+    cwd = Path(str(config.hydra.runtime.cwd))
+    space = parse_search_space(s.params, arguments, config_loader)
+    extender = load_extender(s.custom_search_space)
+    if not space.distributions and extender is None:
+        raise UserError(
+            "clfsweep_optuna: nothing to search: set hydra.sweeper.params or give sweep "
+            "overrides (a,b or interval(...)) on the command line"
+        )
+    metric_names = objective_names(config, len(s.directions))
+    study_dir = Path(s.study_dir or cwd / "sweeps" / s.study_name)
+    if not study_dir.is_absolute():
+        study_dir = cwd / study_dir
+    storage_url = normalize_storage_url(s.storage or str(study_dir / "journal.log"), cwd)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    if not sweep_dir.is_absolute():
+        sweep_dir = cwd / sweep_dir
+    build_sampler(s.sampler, space, 0)
+    checked_pruner(s.pruner.spec())
+    places = {"hydra.sweeper.study_dir": study_dir, "hydra.sweep.dir": sweep_dir}
+    usable = {key: writable_place(place) for key, place in places.items()}
+    storage_file = journal_path(storage_url)
+    if storage_file is None and storage_url.startswith("sqlite:///"):
+        storage_file = Path(storage_url.removeprefix("sqlite:///"))
+    if storage_file is not None and storage_url != "sqlite:///:memory:":
+        places["hydra.sweeper.storage"] = storage_file  # a file: written where it is
+        usable["hydra.sweeper.storage"] = (
+            os.access(storage_file, os.W_OK)
+            if storage_file.is_file()
+            else writable_place(storage_file)
+        )
+    for key, ok in usable.items():
+        if not ok:
+            place = places[key]
+            raise UserError(
+                f"{key}={place} cannot be created or written (a file in the way, or a folder "
+                "this user may not write): choose a writable place"
+            )
+    return SweepPlan(space, extender, metric_names, study_dir, storage_url, sweep_dir)
+
+
+SAMPLERS: dict[SamplerName, Callable[..., BaseSampler]] = {
+    SamplerName.tpe: optuna.samplers.TPESampler,
+    SamplerName.nsgaii: optuna.samplers.NSGAIISampler,
+    SamplerName.random: optuna.samplers.RandomSampler,
+    SamplerName.cmaes: optuna.samplers.CmaEsSampler,
+    SamplerName.gp: optuna.samplers.GPSampler,
+    SamplerName.qmc: optuna.samplers.QMCSampler,
+}
+# Samplers drawing from a random stream: each worker (and each re-run) continues with its own
+# seed, as the same seed twice would propose the same points again.
+STREAM_SAMPLERS = (SamplerName.tpe, SamplerName.nsgaii, SamplerName.random, SamplerName.cmaes)
+
+
+def build_sampler(conf: SamplerConf, space: SearchSpace, worker_index: int) -> BaseSampler:
+    """The configured Optuna sampler, built by Optuna itself: settings it refuses (an unknown
+    or invalid kwarg) are one line naming hydra.sweeper.sampler."""
+    seed = conf.seed
+    if seed is not None and conf.name in (*STREAM_SAMPLERS, SamplerName.gp):
+        seed = int(seed) + worker_index
+    kwargs = dict(conf.kwargs)
+    if conf.name == SamplerName.cmaes and importlib.util.find_spec("cmaes") is None:
+        raise UserError("sampler cmaes needs the cmaes package: pip install cmaes")
+    try:
+        with _quiet():
+            if conf.name == SamplerName.grid:
+                return _GridSampler(grid_space(space), seed=seed, **kwargs)
+            return SAMPLERS[conf.name](seed=seed, **kwargs)
+    except (TypeError, ValueError) as exc:
+        shown = _describe_spec(conf.name.value, {"seed": conf.seed, **conf.kwargs})
+        raise UserError(
+            f"hydra.sweeper.sampler: Optuna refuses {shown} ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}); fix hydra.sweeper.sampler.kwargs or the seed"
+        ) from None
+
+
+def checked_pruner(spec: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    """The configured pruner, built by Optuna itself: settings it refuses (a percentile out of
+    range, an unknown kwarg) are one line naming hydra.sweeper.pruner."""
+    try:
+        return build_pruner(spec)
+    except (TypeError, ValueError) as exc:
+        raise UserError(
+            f"hydra.sweeper.pruner: Optuna refuses {_describe_spec(spec['name'], spec)} "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())}); fix the hydra.sweeper.pruner "
+            "settings"
+        ) from None
+
+
+def check_space_unchanged(study: optuna.Study, space: SearchSpace, name: str) -> None:
+    """A resumed study whose trials sampled a parameter from a distribution Optuna cannot mix
+    with this command's (a choice now an interval, say) is refused before any trial starts."""
+    held: dict[str, BaseDistribution] = {}
+    for trial in study.get_trials(deepcopy=False):
+        held.update(trial.distributions)
+    for key, new in space.distributions.items():
+        old = held.get(key)
+        if old is None:
+            continue
+        try:
+            check_distribution_compatibility(old, new)
+        except ValueError:
+            raise UserError(
+                f"study {name} holds trials that sampled {key} as {describe_distribution(old)}; "
+                f"this command searches it as {describe_distribution(new)}, which Optuna cannot "
+                "mix in one study: give a new hydra.sweeper.study_name for the new space, or "
+                "search the study's own space again"
+            ) from None
 
 
 class _GridSampler(optuna.samplers.GridSampler):

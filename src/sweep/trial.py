@@ -19,6 +19,21 @@ from src.tracking.names import PRUNER_ATTR
 log = logging.getLogger(__name__)
 
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
+# The settings of hydra.sweeper.pruner each pruner takes (besides `kwargs`, passed through).
+_PRUNING = ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials")
+PRUNER_SETTINGS: dict[str, tuple[str, ...]] = {
+    "median": _PRUNING,
+    "percentile": ("percentile", *_PRUNING),
+    "hyperband": ("min_resource", "max_resource", "reduction_factor", "bootstrap_count"),
+    "successive_halving": (
+        "min_resource",
+        "reduction_factor",
+        "min_early_stopping_rate",
+        "bootstrap_count",
+    ),
+    "none": (),
+    "nop": (),
+}
 _JOB_STORAGES: dict[str, BaseStorage] = {}  # storages opened by jobs of this process
 
 
@@ -27,24 +42,22 @@ def build_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
     spec = dict(spec or {"name": "none"})
     name = str(spec.pop("name", "none") or "none").lower()
     spec = {k: v for k, v in spec.items() if v is not None}
-    pick = _pick_kwargs
+    if name not in PRUNER_SETTINGS:
+        raise ValueError(f"unknown pruner {name!r}: choose one of {', '.join(PRUNERS)}")
+    unused = sorted(set(spec) - {"kwargs", *PRUNER_SETTINGS[name]})
+    if unused:  # they would be dropped here, changing nothing while logged as the sweep's
+        raise ValueError(f"pruner {name} takes no {', '.join(unused)}")
+    kwargs = _pick_kwargs(spec, PRUNER_SETTINGS[name])
     if name == "median":
-        keys = ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials")
-        return optuna.pruners.MedianPruner(**pick(spec, keys))
+        return optuna.pruners.MedianPruner(**kwargs)
     if name == "percentile":
-        keys = ("percentile", "n_startup_trials", "n_warmup_steps", "interval_steps")
-        kwargs = pick(spec, (*keys, "n_min_trials"))
         kwargs.setdefault("percentile", 25.0)
         return optuna.pruners.PercentilePruner(**kwargs)
     if name == "hyperband":
-        keys = ("min_resource", "max_resource", "reduction_factor", "bootstrap_count")
-        return optuna.pruners.HyperbandPruner(**pick(spec, keys))
+        return optuna.pruners.HyperbandPruner(**kwargs)
     if name == "successive_halving":
-        keys = ("min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count")
-        return optuna.pruners.SuccessiveHalvingPruner(**pick(spec, keys))
-    if name in ("none", "nop"):
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"unknown pruner {name!r}: choose one of {', '.join(PRUNERS)}")
+        return optuna.pruners.SuccessiveHalvingPruner(**kwargs)
+    return optuna.pruners.NopPruner()
 
 
 def _pick_kwargs(spec: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

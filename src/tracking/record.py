@@ -17,7 +17,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -305,16 +305,20 @@ def mark_orphaned_runs(experiment_id: str) -> list[str]:
     return killed
 
 
-def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Flatten a nested config into `a.b.c` keys with string values (MLflow params)."""
+def flatten(cfg: DictConfig, resolved: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """The config as MLflow params: one `a.b.c` key per setting, its resolved value as text.
+    Only the schema's own sections (dataclasses) are opened: a mapping of the user's keys
+    (data.label_descriptions) is one JSON value, so no user text becomes a key whose characters
+    MLflow refuses."""
     out: dict[str, str] = {}
-    for key, value in cfg.items():
+    for key, value in resolved.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and is_dataclass(OmegaConf.get_type(node)):
+            out.update(flatten(node, value, f"{name}."))
         else:
-            text = redact(str(value)) if isinstance(value, str) else json.dumps(value)
-            out[name] = text[:MAX_PARAM_LEN]
+            text = str(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            out[name] = redact(text)[:MAX_PARAM_LEN]
     return out
 
 
@@ -391,12 +395,14 @@ def run(
 
 @main_process_only
 @retry_locked  # the jobs stopped by the same signal may be writing their own ends
-def end_parent_run(reason: str, killed: bool = False) -> None:
+def end_parent_run(reason: str, killed: bool = False, only_running: bool = False) -> None:
     """Mark this multirun's parent run FAILED (or KILLED, by a signal) with the reason (a no-op
-    outside multiruns)."""
+    outside multiruns); `only_running`: unless it has already ended."""
     parent = os.environ.get(PARENT_ENV)
     if parent:
         client = mlflow.MlflowClient()
+        if only_running and client.get_run(parent).info.status != "RUNNING":
+            return
         client.set_tag(parent, ERROR_TAG, reason[:MAX_ERROR_LEN])
         if killed:
             client.set_tag(parent, STATE_TAG, RunState.killed)
@@ -411,7 +417,7 @@ def log_config(cfg: DictConfig, tags: dict[str, str]) -> None:
     URIs hidden in all three)."""
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert isinstance(resolved, dict)
-    mlflow.log_params(flatten({str(k): v for k, v in resolved.items()}))
+    mlflow.log_params(flatten(cfg, {str(k): v for k, v in resolved.items()}))
     mlflow.set_tags(redact_values(tags))
     mlflow.log_text(redact(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from src.config.schema import TrackingConfig
-from src.errors import UserError, writable_place
+from src.errors import UserError, regular_file, writable_place
 from src.tracking.uris import redact, tracking_uri
 
 PROBE_TIMEOUT = 5.0  # seconds a server or database may take to answer the probe
@@ -25,6 +25,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy dialects MLflow stores runs in
 DATABRICKS = ("databricks", "databricks-uc", "uc")  # hosted: credentials from the Databricks CLI
 EXAMPLES = "sqlite:///path/mlflow.db, http://host:5000 (mlflow server) or postgresql://…"
+DEFAULT_DIR = "mlruns"  # the store's folder, under the working directory, when nothing names one
 
 
 def check_tracking(cfg: TrackingConfig) -> None:
@@ -51,7 +52,40 @@ def check_tracking(cfg: TrackingConfig) -> None:
         check_database(uri, key)
     elif scheme in ("", "file"):
         check_file_store(uri, key)
-    elif scheme not in DATABRICKS and scheme not in plugin_schemes():
+    else:
+        check_known_scheme(scheme, key)
+
+
+def store_to_read(given: str | None) -> str:
+    """The tracking URI a reading command (`src.predict`, `src.report`, `src.summary`) opens,
+    from --tracking-uri, $MLFLOW_TRACKING_URI or the default store, checked as `src.train`
+    checks its own: a known scheme, a server or database that answers, and an SQLite file that
+    exists (MLflow would create an empty one, and every run would then be "not found")."""
+    cfg = TrackingConfig(uri=given, dir=DEFAULT_DIR)
+    uri = tracking_uri(cfg)
+    source = "--tracking-uri" if given else uri_source(cfg).replace("tracking.dir", "the default")
+    key = f"{source}={redact(uri)}"
+    scheme = urlsplit(uri).scheme.split("+")[0].lower()
+    if scheme == "sqlite":
+        db = sqlite_path(uri, key)
+        if not db.is_file():
+            raise UserError(
+                f"{key}: {db} does not exist, so it holds no runs: point --tracking-uri at the "
+                "mlflow.db your runs wrote (by default mlruns/mlflow.db where src.train ran)"
+            )
+        check_is_sqlite(db, key)
+    elif scheme in ("http", "https"):
+        check_server(uri, key)
+    elif scheme in DATABASES:
+        check_database(uri, key)
+    elif scheme not in ("", "file"):
+        check_known_scheme(scheme, key)
+    return uri
+
+
+def check_known_scheme(scheme: str, key: str) -> None:
+    """A scheme MLflow can open: hosted Databricks, or one an installed plugin registers."""
+    if scheme not in DATABRICKS and scheme not in plugin_schemes():
         raise UserError(f"{key}: unknown tracking URI scheme '{scheme}:'; use {EXAMPLES}")
 
 
@@ -81,15 +115,7 @@ def sqlite_path(uri: str, key: str) -> Path:
 def check_sqlite(db: Path, key: str) -> None:
     """An SQLite file (or a place to create one) this process can read and write."""
     if db.exists():
-        if not db.is_file():
-            raise UserError(f"{key}: {db} is not a file; point the URI at an SQLite file")
-        with db.open("rb") as f:
-            header = f.read(len(SQLITE_HEADER))
-        if header and header != SQLITE_HEADER:
-            raise UserError(
-                f"{key}: {db} is not an SQLite database (it starts with {header[:8]!r}); point"
-                " the URI at an mlflow.db or at a file that does not exist yet"
-            )
+        check_is_sqlite(db, key)
         if not os.access(db, os.R_OK | os.W_OK) or not os.access(db.parent, os.W_OK | os.X_OK):
             raise UserError(
                 f"{key}: {db} is read-only for this user (SQLite also writes a journal next to"
@@ -100,6 +126,18 @@ def check_sqlite(db: Path, key: str) -> None:
         raise UserError(
             f"{key}: cannot create {db} there (not a writable folder): choose a writable place"
             " for the store"
+        )
+
+
+def check_is_sqlite(db: Path, key: str) -> None:
+    """An existing store file is an SQLite database (or still empty)."""
+    regular_file(db, key.split("=", 1)[0])
+    with db.open("rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:
+        raise UserError(
+            f"{key}: {db} is not an SQLite database (it starts with {header[:8]!r}); point"
+            " the URI at an mlflow.db or at a file that does not exist yet"
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +72,19 @@ def fsdp_arguments(layers: Sequence[str], checkpointing: bool = False) -> dict[s
     return {"fsdp": True, "fsdp_config": config, "activation_checkpointing": False}
 
 
+def scratch_dir(output_dir: Path) -> Path:
+    """The Trainer's checkpoint folder of this run alone, under its output folder: runs started
+    at once with the same hydra.run.dir never share it (one would remove another's epoch
+    checkpoints), while the processes of one torchrun job (same rendezvous) do."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        owner = "-".join(
+            os.environ.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT")
+        )
+    else:
+        owner = f"{socket.gethostname()}-{os.getpid()}"
+    return output_dir / f"trainer-{owner}"
+
+
 def training_arguments(
     cfg: TrainerConfig,
     output_dir: Path,
@@ -88,43 +103,50 @@ def training_arguments(
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        learning_rate=cfg.lr,
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.eval_batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_ratio,
-        train_sampling_strategy="sequential" if ordered else "group_by_length",
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=1,
-        # The Trainer refuses FSDP with save_only_model and load_best_model_at_end together:
-        # a sharded run's checkpoints keep the optimizer states as well (more disk, not memory).
-        save_only_model=not fsdp_layers,
-        load_best_model_at_end=True,
-        metric_for_best_model=metric.removeprefix("eval_"),
-        greater_is_better=greater_is_better(metric),
-        logging_strategy="steps",
-        logging_steps=cfg.logging_steps,
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        bf16=precision == Precision.bf16,
-        fp16=precision == Precision.fp16,
-        optim="adamw_torch_fused" if cuda else "adamw_torch",
-        torch_compile=cfg.compile,
-        dataloader_num_workers=cfg.num_workers,
-        dataloader_pin_memory=cuda,
-        use_cpu=not cuda,
-        disable_tqdm=True,
-        logging_nan_inf_filter=False,  # a NaN / inf loss must stop training (StopOnNonFinite)
-        # A classification loss is a mean over the batch already: the Trainer's token averaging
-        # multiplies it by the number of processes, so a 2-process run's gradients are twice a
-        # 1-process run's (seen with transformers 5.24 on a tiny Qwen2: grad norm 3.81 vs 1.90),
-        # which changes the result wherever clipping at max_grad_norm=1.0 acts.
-        average_tokens_across_devices=False,
-        **fsdp_arguments(fsdp_layers, cfg.gradient_checkpointing),
-    )
+    try:
+        return TrainingArguments(
+            output_dir=str(output_dir),
+            learning_rate=cfg.lr,
+            num_train_epochs=cfg.epochs,
+            per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.eval_batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            weight_decay=cfg.weight_decay,
+            warmup_steps=cfg.warmup_ratio,
+            train_sampling_strategy="sequential" if ordered else "group_by_length",
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            save_total_limit=1,
+            # The Trainer refuses FSDP with save_only_model and load_best_model_at_end together:
+            # a sharded run's checkpoints keep the optimizer states as well (more disk, not memory).
+            save_only_model=not fsdp_layers,
+            load_best_model_at_end=True,
+            metric_for_best_model=metric.removeprefix("eval_"),
+            greater_is_better=greater_is_better(metric),
+            logging_strategy="steps",
+            logging_steps=cfg.logging_steps,
+            report_to="none",
+            seed=seed,
+            data_seed=seed,
+            bf16=precision == Precision.bf16,
+            fp16=precision == Precision.fp16,
+            optim="adamw_torch_fused" if cuda else "adamw_torch",
+            torch_compile=cfg.compile,
+            dataloader_num_workers=cfg.num_workers,
+            dataloader_pin_memory=cuda,
+            use_cpu=not cuda,
+            disable_tqdm=True,
+            logging_nan_inf_filter=False,  # a NaN / inf loss must stop training (StopOnNonFinite)
+            # A classification loss is a mean over the batch already: the Trainer's token averaging
+            # multiplies it by the number of processes, so a 2-process run's gradients are twice a
+            # 1-process run's (seen with transformers 5.24 on a tiny Qwen2: grad norm 3.81 vs 1.90),
+            # which changes the result wherever clipping at max_grad_norm=1.0 acts.
+            average_tokens_across_devices=False,
+            **fsdp_arguments(fsdp_layers, cfg.gradient_checkpointing),
+        )
+    except (ValueError, TypeError, ImportError) as exc:  # transformers' own checks of them
+        raise UserError(
+            f"the trainer.* settings (trainer.precision={precision.value}) cannot become "
+            f"transformers' TrainingArguments ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:400]}); change the setting it names"
+        ) from None

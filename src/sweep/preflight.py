@@ -1,0 +1,93 @@
+"""Before a multirun's first job, folder or MLflow parent run: the work it would do is there.
+(And before a single run's folder: its config's keys are the schema's.)
+
+A Hydra callback (conf/hydra/default.yaml, the first one), for every Hydra command: the base
+config's keys are the schema's, a grid has at least one job (Hydra's basic sweeper launches 0
+jobs for `trainer.epochs=range(1,1)` and reports success), and the clfsweep Optuna sweeper's
+settings are built into the objects the sweep will use (`src.sweep.loop.check_sweep`), so a
+setting Optuna refuses is one line while nothing exists yet.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, cast
+
+from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from src.config import register_resolvers
+from src.config.cli import check_keys
+from src.errors import UserError, report_user_error
+from src.model.grid import job_overrides
+from src.tracking.names import DEVICE_WORKER_ENV
+
+
+class MultirunChecks(Callback):
+    """Stops a multirun with one line before anything exists when it would do nothing, or
+    could not do what it says; and a single run whose config has a key no code reads, before
+    Hydra makes its folder."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_keys(config)
+        except UserError as exc:
+            raise SystemExit(report_user_error(exc)) from None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        register_resolvers()  # its jobs' folder names use them
+        if DEVICE_WORKER_ENV in os.environ:
+            return  # a device pool's worker: its supervisor checked the same settings
+        try:
+            arguments = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task))
+            if "clfsweep" in str(config.hydra.sweeper.get("_target_", "")):
+                check_optuna_sweep(config, arguments)
+            else:
+                check_grid(config, arguments)
+            check_first_job(config, kwargs.get("config_name"))
+        except UserError as exc:
+            # Hydra turns a callback's exception into a warning and goes on with the jobs.
+            raise SystemExit(report_user_error(exc)) from None
+
+
+def check_grid(config: DictConfig, arguments: list[str]) -> None:
+    """Every swept key of a grid (`hydra.sweeper.params`, then the command line, which wins)
+    gives at least one value: an empty one makes the grid zero jobs."""
+    params = config.hydra.sweeper.get("params") or {}
+    lines = [f"{key}={value}" for key, value in params.items()] + arguments
+    axes = {}
+    for override in OverridesParser.create().parse_overrides(lines):
+        axes[override.get_key_element()] = override
+    for override in axes.values():
+        if override.is_discrete_sweep() and not list(override.sweep_string_iterator()):
+            raise UserError(
+                f"{override.input_line} gives no values, so the multirun would launch 0 jobs "
+                "and report success: give at least one (range(a,b) stops before b, e.g. "
+                "range(1,4) is 1, 2, 3)"
+            )
+
+
+def check_first_job(config: DictConfig, config_name: str | None) -> None:
+    """The keys of the first job's config (its sweeps at their first values, so a `+key=a,b`
+    sweep is seen too) are the schema's; its interpolations resolve per job, once Hydra sets
+    them (src.config.cli.job_boundary)."""
+    check_keys(config)
+    first = job_overrides(config)[0]
+    if first:
+        check_keys(compose(config_name, overrides=first))
+
+
+def check_optuna_sweep(config: DictConfig, arguments: list[str]) -> None:
+    """The clfsweep sweeper's settings, search space, sampler, pruner and storage places,
+    checked by building them as the sweep will."""
+    from src.sweep.loop import check_sweep
+    from src.sweep.settings import SweeperSettings
+
+    given = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+    assert isinstance(given, dict)
+    given.pop("_target_", None)
+    settings = SweeperSettings.from_kwargs({str(k): v for k, v in given.items()})
+    check_sweep(settings, config, arguments, GlobalHydra.instance().config_loader())
