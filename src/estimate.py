@@ -17,10 +17,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from src.cli.boundary import command
+from src.cli.hydra_commands import hydra_command, job_boundary
 from src.config import CONF_DIR
-from src.config.cli import hydra_command, job_boundary
+from src.config.errors import UserError
 from src.config.schema import register_configs
-from src.errors import UserError, command
 from src.model.memory import GIB, num_labels_of, plan_from_config, report, shape_for, visible_gpu
 
 register_configs("train")
@@ -33,7 +34,7 @@ QUIET = ("hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdou
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     """Print the estimate of the run the same arguments would start with `python -m src.train`."""
-    from src.config.checks import check_estimate
+    from src.cli.checks import check_estimate
 
     with job_boundary(cfg):
         check_estimate(cfg)

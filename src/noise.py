@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig
 
+from src.cli.hydra_commands import hydra_command, job_boundary
 from src.config import CONF_DIR
-from src.config.cli import hydra_command, job_boundary
 from src.config.schema import register_configs
 from src.tracking.console import quiet_libraries
 
@@ -144,7 +144,7 @@ def model_scorer(cfg: DictConfig, label_names: Sequence[str]) -> FoldScorer:
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     quiet_libraries()
-    from src.config.checks import check_config
+    from src.cli.checks import check_config
     from src.data.label_noise import write_outputs
 
     with job_boundary(cfg):

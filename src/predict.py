@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from src.cli.boundary import ArgumentParser, command
+from src.config.errors import UserError
 from src.config.outputs import STDOUT, check_output, open_output
-from src.errors import ArgumentParser, UserError, command
 from src.tracking.console import quiet_libraries
 from src.tracking.stores import store_to_read
 

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig
 
+from src.cli.hydra_commands import hydra_command, job_boundary
 from src.config import CONF_DIR
-from src.config.cli import hydra_command, job_boundary
+from src.config.errors import UserError, stop_on_signals
 from src.config.schema import Arch, LongText, register_configs
-from src.errors import UserError, stop_on_signals
 
 if TYPE_CHECKING:  # the recipe imports its parts when it runs: `--help` stays fast
     from transformers import PreTrainedModel
@@ -60,7 +60,7 @@ def pretrain(cfg: DictConfig) -> str:
         set_seed,
     )
 
-    from src.config.checks import check_pretrain
+    from src.cli.checks import check_pretrain
     from src.inputs.long_text import InputSpec, encode
     from src.model.backbones import (
         LINEAGE_FILE,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from src.analysis import stats
-from src.errors import ArgumentParser, command
+from src.cli.boundary import ArgumentParser, command
 from src.tracking.console import quiet_libraries
 from src.tracking.stores import store_to_read
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from src.errors import ArgumentParser, command
+from src.cli.boundary import ArgumentParser, command
 from src.tracking.console import PIPED_WIDTH, quiet_libraries
 from src.tracking.stores import store_to_read
 from src.tracking.uris import redact

@@ -19,10 +19,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from src.cli.hydra_commands import hydra_command, job_boundary
 from src.config import CONF_DIR
-from src.config.cli import hydra_command, job_boundary
+from src.config.errors import TrainingDiverged, disk_space_guard, stop_on_signals
 from src.config.schema import Arch, register_configs
-from src.errors import TrainingDiverged, disk_space_guard, stop_on_signals
 
 if TYPE_CHECKING:  # the recipe imports its parts when it runs: `--help` stays fast
     from transformers import (
@@ -72,7 +72,7 @@ def main(cfg: DictConfig) -> float | list[float]:
 def train(cfg: DictConfig) -> float | list[float]:
     """Check the config, read the data, then fine-tune (or fit the classical row): every
     mistake in the config or the data stops here, before a model loads or a run exists."""
-    from src.config.checks import check_config
+    from src.cli.checks import check_config
     from src.data.mixing import mix_training
     from src.data.sources import load_splits
 

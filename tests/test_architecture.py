@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from src.config.errors import UserError
 from src.config.private_api import OPTUNA_QUEUED_KEYS, PRIVATE_USES, check_private_api
-from src.errors import UserError
 from tests.conftest import ROOT
 
 PACKAGES = ("src", "hydra_plugins")

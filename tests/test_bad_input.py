@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from src.errors import UserError
+from src.config.errors import UserError
 from src.train import train
 from tests.conftest import QUICK, Store, run_module
 

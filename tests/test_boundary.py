@@ -1,7 +1,7 @@
-"""One error boundary for every command, and checks by construction (src/errors.py,
-src/config/cli.py, src/sweep/preflight.py): a user's mistake is one `error:` line on stderr and
-exit status 2, before any MLflow run, Optuna study or folder exists; settings no code reads,
-work that would do nothing and settings a library refuses are refused the same way.
+"""One error boundary for every command, and checks by construction (src/cli/boundary.py,
+src/cli/hydra_commands.py, src/sweep/preflight.py): a user's mistake is one `error:` line on
+stderr and exit status 2, before any MLflow run, Optuna study or folder exists; settings no code
+reads, work that would do nothing and settings a library refuses are refused the same way.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
-from src.config.cli import check_composed
+from src.cli.hydra_commands import check_composed
+from src.config.errors import UserError, json_record, regular_file
 from src.config.schema import PromptConfig, register_configs
-from src.errors import UserError, json_record, regular_file
 from src.inputs.prompts import check_prompt
 from src.sweep.loop import build_sampler, check_space_unchanged, checked_pruner
 from src.sweep.search_space import SearchSpace
@@ -158,7 +158,7 @@ def test_every_preset_composes_to_keys_the_schema_has() -> None:
 
 def check_composed_keys(cfg) -> None:
     """The key part of the boundary's check (a composed config's `${hydra:...}` needs a job)."""
-    from src.config.cli import check_keys
+    from src.cli.hydra_commands import check_keys
 
     check_keys(cfg)
 
@@ -468,7 +468,7 @@ def test_a_multirun_stopped_by_an_uncaught_error_never_leaves_its_parent_run_run
 ) -> None:
     import mlflow
 
-    from src.config.cli import fail_open_parent
+    from src.cli.hydra_commands import fail_open_parent
     from src.tracking.names import DEVICE_WORKER_ENV, ERROR_TAG, PARENT_ENV
 
     client = store.client()

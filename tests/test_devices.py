@@ -27,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from src.errors import UserError
+from src.config.errors import UserError
 from src.sweep import devices as pool
 from src.sweep.multi_gpu import TorchrunTask, find_task_function, rank_error
 from src.sweep.settings import SweeperSettings

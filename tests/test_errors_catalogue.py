@@ -28,7 +28,7 @@ from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassificat
 
 from src import report
 from src.checkpoint.files import CheckpointInfo, write_checkpoint
-from src.errors import UserError
+from src.config.errors import UserError
 from src.model.tiny import train_wordpiece
 from src.predict import main as predict_main
 from src.sweep.search_space import parse_search_space

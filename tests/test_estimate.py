@@ -20,7 +20,7 @@ import yaml
 from torch.profiler import ProfilerActivity, profile
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from src.errors import UserError
+from src.config.errors import UserError
 from src.model import memory as est
 from src.model.backbones import Backbone, load_classifier, load_tokenizer
 from src.model.methods import apply_method, methods

@@ -25,9 +25,9 @@ from mlflow.entities import LoggedModelStatus
 from optuna.trial import TrialState
 
 from hydra_plugins.clfsweep_optuna_sweeper.optuna_sweeper import _one_line_errors
-from src.config.cli import stopped
+from src.cli.hydra_commands import stopped
+from src.config.errors import STOP_SIGNALS, Interrupted, UserError, stop_on_signals
 from src.config.schema import TrackingConfig
-from src.errors import STOP_SIGNALS, Interrupted, UserError, stop_on_signals
 from src.predict import main as predict_main
 from src.sweep.storage import open_storage
 from src.tracking import names, record

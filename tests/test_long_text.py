@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from src.checkpoint.classifier import classify
+from src.config.errors import UserError
 from src.config.schema import DataConfig, LongText, Truncation
 from src.data.sources import load_splits
-from src.errors import UserError
 from src.inputs.long_text import (
     InputSpec,
     aggregate,

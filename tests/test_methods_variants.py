@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
+from src.config.errors import UserError
 from src.config.schema import (
     Arch,
     MethodConfig,
@@ -22,7 +23,6 @@ from src.config.schema import (
     TinyArchConfig,
     TrainerConfig,
 )
-from src.errors import UserError
 from src.model.backbones import Backbone, load_classifier, load_tokenizer
 from src.model.memory import Plan, shape_from_config, trainable_parameters
 from src.model.methods import (

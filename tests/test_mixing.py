@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from src.config.errors import UserError
 from src.config.schema import DataConfig, MixConfig, MixLabels, MixOrder, OnMismatch, SourceConfig
 from src.data.mixing import check_mix, guard_lengths, length_comparison, mix_training
 from src.data.sources import load_splits
-from src.errors import UserError
 from tests.conftest import Store
 from tests.levers import checkpoint_info, logged_checkpoint, predictions, train_run
 

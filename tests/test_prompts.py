@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from src.config.errors import UserError
 from src.config.schema import DataConfig, PromptConfig
 from src.data.sources import load_splits
-from src.errors import UserError
 from src.inputs.long_text import InputSpec, encode, special_tokens_around
 from src.inputs.prompts import Prompt, build_prompt, check_prompt, few_shot_examples
 from src.model.tiny import train_byte_bpe

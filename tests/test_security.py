@@ -13,8 +13,8 @@ import transformers
 
 from src.checkpoint import files as checkpoint
 from src.checkpoint.files import load_checkpoint
+from src.config.errors import UserError
 from src.config.schema import Arch
-from src.errors import UserError
 from src.model import backbones as models
 from src.model.backbones import (
     Backbone,

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pytest
 
-from src.errors import UserError
+from src.config.errors import UserError
 from src.tracking.stores import check_server
 
 

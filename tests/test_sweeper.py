@@ -22,8 +22,8 @@ from optuna.trial import TrialState
 
 from hydra_plugins.clfsweep_optuna_sweeper.config import ClfsweepOptunaSweeperConf
 from hydra_plugins.clfsweep_optuna_sweeper.optuna_sweeper import ClfsweepOptunaSweeper
+from src.config.errors import UserError
 from src.config.schema import TrialConfig, register_configs
-from src.errors import UserError
 from src.sweep.custom_space import extend_trial, load_extender, method_levers
 from src.sweep.liveness import (
     HEARTBEAT_ATTR,

@@ -25,7 +25,7 @@ import yaml
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from optuna.trial import FrozenTrial, TrialState
 
-from src.errors import UserError
+from src.config.errors import UserError
 from src.sweep.storage import open_storage
 from src.tracking.models import registered_model_id, resolve_model_dir
 from src.tracking.names import FAIL_REASON_ATTR, WORKER_ATTR

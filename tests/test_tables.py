@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from src.config.errors import UserError
 from src.config.schema import DataConfig
 from src.data.sources import excluded_ids, load_splits
 from src.data.tables import decode, lines, read_lines, read_table
-from src.errors import UserError
 from src.predict import input_texts
 from tests.conftest import Store
 from tests.levers import PREDICTIONS, train_run

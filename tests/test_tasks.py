@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from src.config.errors import UserError
 from src.config.schema import DataConfig, TaskConfig
 from src.data.sources import Splits, load_splits
-from src.errors import UserError
 from src.task.heads import MultiLabel, Regression, SingleLabel, make_task
 from src.task.metrics import best_threshold, greater_is_better
 from tests.conftest import Store

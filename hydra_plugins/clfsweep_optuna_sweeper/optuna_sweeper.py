@@ -20,14 +20,15 @@ def _one_line_errors(fn: Callable[[], T]) -> T:
     the multirun's parent MLflow run (if any) ends FAILED with it instead of staying RUNNING.
     A stop by SIGTERM or Ctrl-C, once the sweep loop has re-queued the running trials, exits
     with one line and 128 + the signal, the parent run KILLED; the same command continues."""
-    from src.errors import UserError, report_user_error
+    from src.cli.boundary import report_user_error
+    from src.config.errors import UserError
 
     try:
         return fn()
     except UserError as exc:  # the one boundary every command's mistakes go through
         raise SystemExit(report_user_error(exc)) from None
     except KeyboardInterrupt as exc:
-        from src.config.cli import exit_stopped
+        from src.cli.hydra_commands import exit_stopped
 
         exit_stopped(exc, study=True)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from src.analysis import stats
-from src.errors import UserError
+from src.config.errors import UserError
 from src.tracking.names import (
     ERROR_TAG,
     OPTUNA_STUDY_TAG,

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from src.checkpoint.files import CheckpointInfo, load_checkpoint
+from src.config.errors import UserError
 from src.config.schema import TaskConfig
-from src.errors import UserError
 from src.inputs.long_text import InputSpec, encode
 from src.task.heads import make_task
 from src.training.inference import predict_logits

@@ -16,8 +16,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from src.config.errors import UserError, json_record
 from src.config.schema import LongText, Truncation
-from src.errors import UserError, json_record
 from src.model.backbones import check_checkpoint_dir
 from src.task.heads import TASKS
 

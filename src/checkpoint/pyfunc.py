@@ -25,7 +25,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from src.errors import UserError
+from src.config.errors import UserError
 
 TEXT_COLUMN = "text"
 

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from src.errors import UserError, writable_place
+from src.config.errors import UserError, writable_place
 
 STDOUT = "-"
 

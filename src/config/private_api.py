@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from src.errors import UserError
+from src.config.errors import UserError
 
 if TYPE_CHECKING:
     from hydra.core.utils import JobReturn

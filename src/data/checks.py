@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from src.config.errors import UserError
 from src.data.tables import rows_text
-from src.errors import UserError
 from src.task.labels import Labels
 
 log = logging.getLogger(__name__)

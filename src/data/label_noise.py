@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src.config.errors import UserError
 from src.config.outputs import output_folder, write_text
 from src.config.schema import NoiseConfig
-from src.errors import UserError
 from src.model.presets import check_tfidf
 
 log = logging.getLogger(__name__)

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from src.config.errors import UserError
 from src.config.schema import MixConfig, MixLabels, MixOrder, OnMismatch
 from src.data.checks import text_key
 from src.data.sources import Splits, load_splits
 from src.data.splitting import stratified_sample
 from src.data.streams import Stream, rng
-from src.errors import UserError
 
 log = logging.getLogger(__name__)
 

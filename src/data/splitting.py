@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from src.config.errors import UserError
 from src.config.schema import SourceConfig
 from src.data.checks import text_key
 from src.data.streams import Stream, rng
-from src.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.errors import UserError, regular_file
+from src.config.errors import UserError, regular_file
 
 TABLE_FORMATS = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".arrow")
 LINE_END = re.compile(r"\r\n|\r|\n")  # the only line ends of every format we read

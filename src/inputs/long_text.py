@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from src.config.errors import UserError
 from src.config.schema import Aggregation, DataConfig, LongText, Truncation
-from src.errors import UserError
 from src.inputs.prompts import Prompt
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from src.config.errors import UserError
 from src.config.schema import DataConfig, PromptConfig
 from src.data import streams
-from src.errors import UserError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from src.config.errors import UserError, json_record
 from src.config.private_api import set_name_or_path
 from src.config.schema import Arch, Hub, MethodConfig, ModelConfig
-from src.errors import UserError, json_record
 from src.model.methods import check_method_fits
 
 if TYPE_CHECKING:  # torch and transformers load where a model does: a grid's check needs neither

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from src.config.errors import json_record
 from src.config.schema import Precision
-from src.errors import json_record
 from src.model.methods import method_named, method_of
 from src.model.precision import Device, resolve_precision
 from src.model.processes import under_torchrun, world_size
@@ -475,8 +475,8 @@ def plan_from_config(cfg: Any, num_labels: int = 2, device: str = "cuda") -> Pla
 def shape_for(cfg: Any) -> tuple[Shape, str]:
     """The architecture of the configured model: model.path or the tiny preset's config.json,
     else the size table of the Hub presets (or a config.json in the local HF cache)."""
+    from src.config.errors import UserError
     from src.config.schema import Arch
-    from src.errors import UserError
 
     model = cfg.model
     if model.arch == Arch.classical:

@@ -19,8 +19,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from src.config.errors import UserError
 from src.config.schema import ModelConfig
-from src.errors import UserError
 
 # Sources of weights that name one checkpoint: several presets cannot share one.
 SINGLE_CHECKPOINT_KEYS = ("path", "from_run")

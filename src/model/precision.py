@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from src.config.errors import UserError
 from src.config.schema import Precision
-from src.errors import UserError
 
 
 @dataclass(frozen=True)

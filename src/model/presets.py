@@ -1,14 +1,14 @@
 """The `model=` settings a preset may combine, checked before anything loads.
 
-Light on purpose (no torch, transformers or scikit-learn): `src.config.checks` runs these before
+Light on purpose (no torch, transformers or scikit-learn): `src.cli.checks` runs these before
 any data is read. What only the backbone's own config can tell (attention, LoRA targets,
 positions) is `src.model.backbones.check_backbone`, after the checkpoint is found.
 """
 
 from __future__ import annotations
 
+from src.config.errors import UserError
 from src.config.schema import Arch, ModelConfig, TfidfConfig, TinyArchConfig
-from src.errors import UserError
 
 TINY_FAMILIES = {"bert": Arch.encoder, "qwen2": Arch.decoder, "llama": Arch.decoder}
 TFIDF_ANALYZERS = ("char", "char_wb", "word")  # scikit-learn's TfidfVectorizer

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from src.config.errors import UserError
 from src.config.schema import Strategy
-from src.errors import UserError
 from src.model.memory import (
     GIB,
     HEADROOM,

@@ -38,8 +38,8 @@ from transformers import (
     Qwen2Model,
 )
 
+from src.config.errors import UserError
 from src.config.schema import TinyArchConfig
-from src.errors import UserError
 
 log = logging.getLogger(__name__)
 

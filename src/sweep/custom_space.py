@@ -11,7 +11,7 @@ import optuna
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
-from src.errors import UserError
+from src.config.errors import UserError
 from src.model.methods import method_named
 
 SpaceExtender = Callable[[DictConfig, optuna.Trial], None]

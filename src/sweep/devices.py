@@ -28,8 +28,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from src.config.errors import UserError
 from src.config.private_api import BASIC_LAUNCHER
-from src.errors import UserError
 from src.sweep.placement import Placer
 from src.sweep.search_space import quote
 from src.tracking.names import DEVICE_WORKER_ENV

@@ -36,8 +36,8 @@ from optuna.storages import RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from src.config.errors import Interrupted, UserError, writable_place
 from src.config.private_api import OPTUNA_QUEUED_KEYS, check_private_api, job_result
-from src.errors import Interrupted, UserError, writable_place
 from src.sweep import results
 from src.sweep.custom_space import SpaceExtender, extend_trial, load_extender
 from src.sweep.devices import (

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from torch.distributed.elastic.multiprocessing.errors import record
 from torch.distributed.launcher.api import LaunchConfig
 
-from src.errors import Interrupted
+from src.config.errors import Interrupted
 from src.sweep.devices import restored_signal_handlers
 
 # The signals torchrun's agent takes over while it runs (LaunchConfig.signals_to_handle).

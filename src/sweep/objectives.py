@@ -11,7 +11,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial
 
-from src.errors import UserError
+from src.config.errors import UserError
 
 
 def objective_names(config: DictConfig, n_directions: int) -> list[str] | None:

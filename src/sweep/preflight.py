@@ -19,10 +19,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from src.cli.boundary import report_user_error
+from src.cli.hydra_commands import check_keys
 from src.config import register_resolvers
-from src.config.cli import check_keys
-from src.errors import UserError, report_user_error
-from src.model.grid import job_overrides
+from src.config.errors import UserError
+from src.model.multirun_weights import job_overrides
 from src.tracking.names import DEVICE_WORKER_ENV
 
 
@@ -73,7 +74,7 @@ def check_grid(config: DictConfig, arguments: list[str]) -> None:
 def check_first_job(config: DictConfig, config_name: str | None) -> None:
     """The keys of the first job's config (its sweeps at their first values, so a `+key=a,b`
     sweep is seen too) are the schema's; its interpolations resolve per job, once Hydra sets
-    them (src.config.cli.job_boundary)."""
+    them (src.cli.hydra_commands.job_boundary)."""
     check_keys(config)
     first = job_overrides(config)[0]
     if first:

@@ -25,7 +25,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from src.errors import UserError
+from src.config.errors import UserError
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from src.errors import UserError
+from src.config.errors import UserError
 
 
 class Direction(Enum):

@@ -19,7 +19,7 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
-from src.errors import UserError
+from src.config.errors import UserError
 from src.tracking.uris import redact
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from src.config.errors import UserError
 from src.config.schema import DataConfig, TaskConfig
-from src.errors import UserError
 from src.task.metrics import (
     CLASSIFICATION_METRICS,
     MULTILABEL_METRICS,

@@ -32,9 +32,9 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from src.config.errors import UserError
 from src.config.schema import SourceConfig
 from src.data.tables import Column, as_name, is_missing
-from src.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.checkpoint.files import CheckpointInfo
+from src.config.errors import disk_space_guard
 from src.config.schema import MixConfig
 from src.data.mixing import TrainingSet, guard_lengths, length_comparison
 from src.data.sources import Splits
-from src.errors import disk_space_guard
 from src.inputs.long_text import Inputs, length_stats
 from src.model.backbones import Backbone
 from src.tracking import record

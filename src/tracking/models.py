@@ -10,7 +10,7 @@ import mlflow
 from mlflow.entities import LoggedModelStatus
 
 from src.checkpoint.files import MODEL_SUBDIR
-from src.errors import UserError
+from src.config.errors import UserError
 from src.tracking.uris import redact
 
 

@@ -15,8 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from src.config.errors import UserError
 from src.config.schema import TrackingConfig
-from src.errors import UserError
 from src.tracking.console import print_runs, quiet_libraries
 from src.tracking.names import (
     DEVICE_WORKER_ENV,

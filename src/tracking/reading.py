@@ -11,7 +11,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from src.errors import UserError
+from src.config.errors import UserError
 
 log = logging.getLogger(__name__)
 

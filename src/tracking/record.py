@@ -27,8 +27,8 @@ import pandas as pd
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
+from src.config.errors import Interrupted, UserError, out_of_space
 from src.config.schema import ModelConfig, TrackingConfig
-from src.errors import Interrupted, UserError, out_of_space
 from src.tracking.names import (
     ERROR_TAG,
     HOST_TAG,

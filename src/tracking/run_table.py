@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from src.errors import UserError
+from src.config.errors import UserError
 from src.tracking.names import (
     JOB_TAG,
     METHOD_TAG,

@@ -16,8 +16,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from src.config.errors import UserError, regular_file, writable_place
 from src.config.schema import TrackingConfig
-from src.errors import UserError, regular_file, writable_place
 from src.tracking.uris import redact, tracking_uri
 
 PROBE_TIMEOUT = 5.0  # seconds a server or database may take to answer the probe

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from src.config.errors import UserError
 from src.config.schema import Precision, TrainerConfig
-from src.errors import UserError
 from src.task.metrics import greater_is_better
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from src.errors import TrainingDiverged, disk_space_guard
+from src.config.errors import TrainingDiverged, disk_space_guard
 from src.inputs.long_text import Inputs
 from src.task.heads import Task
 from src.training.batching import LengthBucketSampler, longest_first

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from src.config.errors import UserError
 from src.config.schema import SourceConfig
 from src.data.checks import check_classes, check_overlap
 from src.data.sources.base import SPLIT_NAMES, Origin, Source, source_for
 from src.data.splitting import CAPS, cap, split_missing
 from src.data.tables import TABLE_FORMATS, as_name, is_missing, read_lines, read_table
-from src.errors import UserError
 from src.task.labels import Labels, configured_names, label_kind
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
+from src.config.errors import UserError
 from src.config.schema import SourceConfig
 from src.data.checks import check_classes, check_shared_ids, warn_conflicts
 from src.data.tables import Column, as_name, ids, require_columns, texts
-from src.errors import UserError
 from src.task.labels import Labels, configured_names
 
 log = logging.getLogger(__name__)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from src.config.errors import UserError, regular_file
 from src.data.checks import EVAL_SPLITS
 from src.data.sources.base import SPLIT_NAMES, Origin, Read, Source, encode, table
 from src.data.tables import read_table
-from src.errors import UserError
 from src.task.labels import Labels
 
 
@@ -42,6 +42,8 @@ class Custom(Source):
 
     def read(self, labels: Labels) -> Read:
         cfg, paths = self.cfg, self.paths()
+        for split, path in paths.items():  # before they are compared by where they lead
+            regular_file(Path(path), f"data.{split}_path")
         _check_distinct_files(paths, cfg.allow_overlap)
         tables = {
             split: table(cfg, split, read_table(path), path, labels)

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from src.config.errors import UserError
 from src.config.schema import SourceConfig
 from src.data.sources.base import SPLIT_NAMES, Origin, Read, Source, encode, table
 from src.data.tables import arrow_rows
-from src.errors import UserError
 from src.task.labels import Labels
 
 if TYPE_CHECKING:

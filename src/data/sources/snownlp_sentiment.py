@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from src.config.errors import UserError
 from src.data.sources.base import Origin, Read, Source, display_names, frame
 from src.data.tables import read_lines
-from src.errors import UserError
 from src.task.labels import Labels
 
 log = logging.getLogger(__name__)

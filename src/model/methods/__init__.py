@@ -10,8 +10,8 @@ import importlib
 import pkgutil
 from typing import TYPE_CHECKING, Any
 
+from src.config.errors import UserError
 from src.config.schema import MethodConfig, ModelConfig
-from src.errors import UserError
 from src.model.methods.method import (
     Method,
     count_parameters,

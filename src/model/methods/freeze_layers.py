@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from src.config.errors import UserError
 from src.config.schema import ModelConfig
-from src.errors import UserError
 from src.model.methods.method import Method
 
 if TYPE_CHECKING:

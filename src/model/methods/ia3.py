@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from src.config.errors import UserError
 from src.config.schema import MethodConfig, ModelConfig
-from src.errors import UserError
 from src.model.methods.method import Method, built, check_targets, head_size
 
 if TYPE_CHECKING:

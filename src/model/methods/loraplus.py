@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from src.config.errors import UserError
 from src.config.schema import MethodConfig
-from src.errors import UserError
 from src.model.methods.lora import Lora
 
 

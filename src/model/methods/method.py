@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from src.config.errors import UserError
 from src.config.schema import MethodConfig, ModelConfig, Precision
-from src.errors import UserError
 from src.model.precision import storage_precision
 
 if TYPE_CHECKING:  # torch, peft and transformers load when a model is built, not on import

@@ -6,8 +6,8 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING
 
+from src.config.errors import UserError
 from src.config.schema import ModelConfig
-from src.errors import UserError
 from src.model.methods.lora import Lora
 
 if TYPE_CHECKING:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from src.config.errors import UserError, regular_file, writable_place
 from src.config.schema import Arch
 from src.data.label_noise import check_noise
 from src.data.mixing import check_mix
 from src.data.sources import check_config as check_source
-from src.errors import UserError, regular_file, writable_place
 from src.inputs.long_text import check_long_text
 from src.inputs.prompts import check_prompt
 from src.model.methods import check_method
@@ -115,7 +115,7 @@ CHECKED_BY: dict[str, str] = {
     "model.tiny.init_seed": "src.model.presets:check_tiny",
     "model.lora_target_modules": "src.model.backbones:check_backbone",
     "model.attn_implementation": "src.model.backbones:check_backbone",
-    "model.cache_dir": "src.config.checks:check_locations",
+    "model.cache_dir": "src.cli.checks:check_locations",
     "model.from_run": "src.tracking.record:run_checkpoint",
     "model.tfidf.analyzer": "src.model.presets:check_tfidf",
     "model.tfidf.ngram_min": "src.model.presets:check_tfidf",
@@ -183,16 +183,16 @@ CHECKED_BY: dict[str, str] = {
     "trainer.logging_steps": "src.training.arguments:check_trainer",
     "trainer.num_workers": "src.training.arguments:check_trainer",
     "tracking.uri": "src.tracking.stores:check_tracking",
-    "tracking.dir": "src.config.checks:check_locations",
+    "tracking.dir": "src.cli.checks:check_locations",
     "tracking.experiment": "src.tracking.stores:check_tracking",
     "tracking.system_metrics_interval": "src.tracking.stores:check_tracking",
     "model.root": "src.model.backbones:local_weights",
     "seed": "src.model.presets:check_seed",
-    "seeds": "src.config.checks:check_config",
+    "seeds": "src.cli.checks:check_config",
     "optimized_metric": "src.task.heads:check_metric_name",
-    "output_dir": "src.config.checks:check_locations",
-    "texts_path": "src.config.checks:check_pretrain",
-    "mlm_probability": "src.config.checks:check_pretrain",
+    "output_dir": "src.cli.checks:check_locations",
+    "texts_path": "src.cli.checks:check_pretrain",
+    "mlm_probability": "src.cli.checks:check_pretrain",
     "noise.scorer": "src.data.label_noise:check_noise",
     "noise.folds": "src.data.label_noise:check_noise",
     "noise.tfidf.analyzer": "src.model.presets:check_tfidf",

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, ListConfig, Node, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from src.cli.boundary import report_user_error
+from src.config.errors import Interrupted, UserError, stop_on_signals
 from src.config.private_api import caching_repository, hydra_args_parser, hydra_config_loader
-from src.errors import Interrupted, UserError, report_user_error, stop_on_signals
 from src.tracking.console import quiet_libraries
 from src.tracking.names import DEVICE_WORKER_ENV, PARENT_ENV
 from src.tracking.uris import redact
@@ -121,30 +122,34 @@ def omegaconf_reason(exc: Exception) -> str:
     return re.split(r"\s+(?:full_key|reference_type|object_type)[:=]", text)[0]
 
 
-def schema_mismatches(node: Node, path: str = "") -> tuple[list[tuple[str, list[str]]], list[str]]:
+def schema_mismatches(
+    node: DictConfig | ListConfig, path: str = ""
+) -> tuple[list[tuple[str, list[str]]], list[str]]:
     """Keys of `node` (and below) that its schema's dataclass lacks, with the ones it has, and
     the dataclass fields deleted from it. Open mappings (dict fields such as
     data.label_descriptions) take any key; Hydra's own `hydra` node is not the app's."""
     unknown: list[tuple[str, list[str]]] = []
     deleted: list[str] = []
-    if node._is_none() or node._is_missing() or node._is_interpolation():
-        return unknown, deleted
+    children: list[tuple[str, Any]]
     if isinstance(node, ListConfig):
-        for i in range(len(node)):
-            below = schema_mismatches(node._get_node(i), f"{path}{i}.")  # type: ignore[arg-type]
+        children = [(str(i), i) for i in range(len(node))]
+    else:
+        kind = OmegaConf.get_type(node)
+        fields = (
+            [f.name for f in dataclasses.fields(kind)] if dataclasses.is_dataclass(kind) else None
+        )
+        keys = [str(k) for k in node if not (path == "" and k == "hydra")]
+        if fields is not None:
+            unknown += [(path + k, fields) for k in keys if k not in fields]
+            deleted += [path + f for f in fields if f not in keys]
+        children = [(k, k) for k in keys]
+    for name, key in children:
+        if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
+            continue
+        value = node[key]
+        if isinstance(value, DictConfig | ListConfig):
+            below = schema_mismatches(value, f"{path}{name}.")
             unknown, deleted = unknown + below[0], deleted + below[1]
-        return unknown, deleted
-    if not isinstance(node, DictConfig):
-        return unknown, deleted
-    kind = OmegaConf.get_type(node)
-    fields = [f.name for f in dataclasses.fields(kind)] if dataclasses.is_dataclass(kind) else None
-    keys = [str(k) for k in node if not (path == "" and k == "hydra")]
-    if fields is not None:
-        unknown += [(path + k, fields) for k in keys if k not in fields]
-        deleted += [path + f for f in fields if f not in keys]
-    for key in keys:
-        below = schema_mismatches(node._get_node(key), f"{path}{key}.")  # type: ignore[arg-type]
-        unknown, deleted = unknown + below[0], deleted + below[1]
     return unknown, deleted
 
 

@@ -1,28 +1,21 @@
 """User-facing errors: one clear line each (docs/errors.md), raised before any training starts
-where possible; a full disk while saving is turned into one too. `report_user_error` is the one
-way any command ends on one (Hydra commands reach it through `src.config.cli.job_boundary`)."""
+where possible; a full disk while saving is turned into one too; how a path or a record we read
+is checked. `src.cli.boundary.report_user_error` is the one way any command ends on one."""
 
 from __future__ import annotations
 
-import argparse
 import errno
-import functools
 import json
 import os
 import signal
 import stat
-import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, ParamSpec
-
-from src.tracking.names import DEVICE_WORKER_ENV, PARENT_ENV
-
-P = ParamSpec("P")
+from typing import Any
 
 # What SLURM, Kubernetes and `docker stop` send (SIGTERM), and Ctrl-C (SIGINT).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -33,40 +26,6 @@ class UserError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
-
-
-def report_user_error(exc: UserError) -> int:
-    """The one way a user's mistake ends a command: its line on stderr, a multirun's parent
-    MLflow run ended FAILED with it (never left RUNNING), and exit status 2 to return."""
-    print(f"error: {exc}", file=sys.stderr)
-    # MLflow loads only then; a device pool's worker leaves the parent run to its supervisor.
-    if os.environ.get(PARENT_ENV) and DEVICE_WORKER_ENV not in os.environ:
-        from src.tracking.record import end_parent_run
-
-        end_parent_run(f"the multirun stopped: {exc}")
-    return 2
-
-
-def command(main: Callable[P, int]) -> Callable[P, int]:
-    """The error boundary of a command that reads its own arguments (`src.predict`,
-    `src.report`, `src.summary`): a UserError anywhere in it is one line and exit status 2."""
-
-    @functools.wraps(main)
-    def run(*args: P.args, **kwargs: P.kwargs) -> int:
-        try:
-            return main(*args, **kwargs)
-        except UserError as exc:
-            return report_user_error(exc)
-
-    return run
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse for our commands: a bad argument is a UserError, so the command's boundary
-    prints it as its one line (argparse's own is a usage block and a second line)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 class TrainingDiverged(FloatingPointError):
