@@ -86,11 +86,32 @@ def import_edges() -> list[Edge]:
 
 def part(module: str) -> str:
     """The part a module belongs to: its folder under src/ (`config`, `model`, ...), `commands`
-    for the modules directly under src/, `plugin` for the Hydra plugin."""
+    for the modules directly under src/, `plugin` for the Hydra plugins."""
     pieces = module.split(".")
     if pieces[0] == "hydra_plugins":
         return "plugin"
-    return pieces[1] if len(pieces) > 2 else "commands"
+    if len(pieces) == 1:
+        return "commands"  # src/__init__.py
+    return pieces[1] if (ROOT / "src" / pieces[1]).is_dir() else "commands"
+
+
+# The parts from the lowest up (docs/architecture.md): a part imports only parts below it or
+# beside it, never one above.
+LAYERS = {
+    "config": 0,
+    "data": 1,
+    "task": 1,
+    "inputs": 1,
+    "model": 2,
+    "training": 3,
+    "checkpoint": 3,
+    "tracking": 4,
+    "sweep": 5,
+    "analysis": 5,
+    "cli": 6,
+    "commands": 7,
+    "plugin": 8,
+}
 
 
 def cycles(edges: list[Edge]) -> list[list[str]]:
@@ -150,6 +171,15 @@ def library_importers(library: str) -> set[str]:
 
 def test_no_import_cycle_not_even_through_imports_inside_functions() -> None:
     assert cycles(import_edges()) == []
+
+
+def test_every_part_has_its_layer() -> None:
+    assert {part(m) for m in our_modules()} <= set(LAYERS)
+
+
+def test_no_part_imports_one_above_it() -> None:
+    edges = import_edges()
+    assert [e for e in edges if LAYERS[part(e.target)] > LAYERS[part(e.source)]] == []
 
 
 def test_config_is_the_lowest_part_and_imports_no_other() -> None:

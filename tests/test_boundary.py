@@ -1,5 +1,5 @@
 """One error boundary for every command, and checks by construction (src/cli/boundary.py,
-src/cli/hydra_commands.py, src/sweep/preflight.py): a user's mistake is one `error:` line on
+src/cli/hydra_commands.py, src/cli/preflight.py): a user's mistake is one `error:` line on
 stderr and exit status 2, before any MLflow run, Optuna study or folder exists; settings no code
 reads, work that would do nothing and settings a library refuses are refused the same way.
 """

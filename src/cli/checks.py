@@ -26,7 +26,7 @@ from src.data.sources import check_config as check_source
 from src.inputs.long_text import check_long_text
 from src.inputs.prompts import check_prompt
 from src.model.methods import check_method
-from src.model.presets import check_model, check_seed
+from src.model.presets import check_model, check_seed, check_tfidf
 from src.task.heads import check_optimized_metric, check_task
 from src.tracking.stores import check_tracking
 from src.training.arguments import check_trainer
@@ -50,6 +50,7 @@ def check_config(cfg: DictConfig) -> None:
     check_mix(cfg.data.mix, cfg.task.name)
     if "noise" in cfg:
         check_noise(cfg.noise)
+        check_tfidf(cfg.noise.tfidf, "noise.tfidf")
     check_locations(cfg)
 
 

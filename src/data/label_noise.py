@@ -21,7 +21,6 @@ import pandas as pd
 from src.config.errors import UserError
 from src.config.outputs import output_folder, write_text
 from src.config.schema import NoiseConfig
-from src.model.presets import check_tfidf
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +29,11 @@ SCORERS = ("tfidf", "model")
 
 
 def check_noise(cfg: NoiseConfig) -> None:
-    """Reject an unknown scorer, fewer than 2 folds and TF-IDF settings scikit-learn refuses."""
+    """Reject an unknown scorer and fewer than 2 folds (noise.tfidf: `presets.check_tfidf`)."""
     if cfg.scorer not in SCORERS:
         raise UserError(f"noise.scorer={cfg.scorer} is not one of {', '.join(SCORERS)}")
     if cfg.folds < 2:
         raise UserError(f"noise.folds={cfg.folds}: cross-fitting needs at least 2 folds")
-    check_tfidf(cfg.tfidf, "noise.tfidf")
 
 
 # fold training rows -> held-out rows -> probabilities (held-out rows x labels)

@@ -789,7 +789,7 @@ def check_sweep(
     """Everything a sweep builds from its settings, built once without writing anything: the
     search space, the objectives, the sampler and pruner with their kwargs (a library's refusal
     is one line naming the setting), and storage places that can be created. The multirun's
-    first callback runs it before the parent MLflow run exists (src.sweep.preflight)."""
+    first callback runs it before the parent MLflow run exists (src.cli.preflight)."""
     cwd = Path(str(config.hydra.runtime.cwd))
     space = parse_search_space(s.params, arguments, config_loader)
     extender = load_extender(s.custom_search_space)

@@ -313,9 +313,8 @@ def flatten(cfg: DictConfig, resolved: Mapping[str, Any], prefix: str = "") -> d
     out: dict[str, str] = {}
     for key, value in resolved.items():
         name = f"{prefix}{key}"
-        node = cfg._get_node(key)
-        if isinstance(node, DictConfig) and is_dataclass(OmegaConf.get_type(node)):
-            out.update(flatten(node, value, f"{name}."))
+        if isinstance(value, dict) and is_dataclass(OmegaConf.get_type(cfg, str(key))):
+            out.update(flatten(cfg[key], value, f"{name}."))
         else:
             text = str(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
             out[name] = redact(text)[:MAX_PARAM_LEN]
