@@ -34,7 +34,7 @@ QUIET = ("hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdou
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     """Print the estimate of the run the same arguments would start with `python -m src.train`."""
-    from src.cli.checks import check_estimate
+    from src.cli.config_checks import check_estimate
 
     with job_boundary(cfg):
         check_estimate(cfg)

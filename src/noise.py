@@ -144,7 +144,7 @@ def model_scorer(cfg: DictConfig, label_names: Sequence[str]) -> FoldScorer:
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     quiet_libraries()
-    from src.cli.checks import check_config
+    from src.cli.config_checks import check_config
     from src.data.label_noise import write_outputs
 
     with job_boundary(cfg):

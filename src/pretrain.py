@@ -60,7 +60,7 @@ def pretrain(cfg: DictConfig) -> str:
         set_seed,
     )
 
-    from src.cli.checks import check_pretrain
+    from src.cli.config_checks import check_pretrain
     from src.inputs.long_text import InputSpec, encode
     from src.model.backbones import (
         LINEAGE_FILE,

@@ -72,13 +72,11 @@ def main(cfg: DictConfig) -> float | list[float]:
 def train(cfg: DictConfig) -> float | list[float]:
     """Check the config, read the data, then fine-tune (or fit the classical row): every
     mistake in the config or the data stops here, before a model loads or a run exists."""
-    from src.cli.checks import check_config
-    from src.data.mixing import mix_training
-    from src.data.sources import load_splits
+    from src.cli.config_checks import check_config
+    from src.data.mixing import read_data
 
     check_config(cfg)
-    splits = load_splits(cfg.data, cfg.seed, cfg.task.name)
-    training = mix_training(splits, cfg.data.mix, cfg.seed)
+    splits, training = read_data(cfg.data, cfg.seed, cfg.task.name)
     if cfg.model.arch == Arch.classical:
         return train_baseline(cfg, splits, training)
     return fine_tune(cfg, splits, training)
@@ -93,8 +91,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
     from src.model.sharding import run_strategy
     from src.sweep.trial import open_trial, pruning_hook
     from src.task.heads import make_task, selection_metric
-    from src.tracking import console, record
-    from src.tracking import fine_tuning as run_record
+    from src.tracking import console, fine_tuning, record
     from src.tracking.names import STRATEGY_TAG
     from src.training import evaluate
     from src.training.trainer import EpochEnd, StepLogger, StepsDone
@@ -103,12 +100,12 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
     experiment_id = record.setup(cfg.tracking)
     trial = open_trial(cfg.trial)
     strategy = run_strategy(cfg, prepared.backbone.path, len(training.head_labels))
-    tags = run_record.run_tags(cfg) | run_record.lineage_tags(prepared.backbone)
+    tags = fine_tuning.run_tags(cfg) | fine_tuning.lineage_tags(prepared.backbone)
     tags[STRATEGY_TAG] = strategy
-    with run_record.training_run(cfg, experiment_id, tags, splits, training) as active:
+    with fine_tuning.training_run(cfg, experiment_id, tags, splits, training) as active:
         if torch.cuda.is_available():  # before the weights load: will the run fit the GPU?
             record.log_metrics(preflight(cfg, prepared.backbone.path, len(training.head_labels)))
-        run_record.log_token_lengths(prepared.inputs, training, cfg.data.mix)
+        fine_tuning.log_token_lengths(prepared.inputs, training, cfg.data.mix)
         task = make_task(cfg.task, splits.label_names)
         built = build_model(cfg, prepared, training, task)
         size = {"trainable_params": built.trainable, "total_params": built.total}
@@ -121,14 +118,14 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
         )
         selection = selection_metric(cfg.optimized_metric, cfg.task.metric)
         hooks: list[Callable[[int, dict[str, float]], None]] = [
-            run_record.log_epoch,
+            fine_tuning.log_epoch,
             console.epoch_line(selection, cfg.trainer.epochs),
         ]
         if trial is not None:
             hooks.append(pruning_hook(trial, selection))
         callbacks = [
             EpochEnd(hooks),
-            StepLogger(run_record.log_train_step),
+            StepLogger(fine_tuning.log_train_step),
             StepsDone(console.StepProgress),
         ]
         trained = train_model(cfg, prepared, built, splits, training, task, callbacks, strategy)
@@ -141,7 +138,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
         task = evaluate.calibrate(task, exported, tokenizer, prepared.inputs.valid, splits.valid)
         logits, test_speed = evaluate.test_logits(exported, tokenizer, prepared.inputs.test)
         outcome = evaluate.test_outcome(task, splits.test, logits)
-        run_record.log_test_outcome(outcome)
+        fine_tuning.log_test_outcome(outcome)
         final |= outcome.metrics | {"test_samples_per_second": test_speed}
         record.log_metrics(final)
         if cfg.tracking.log_model:
@@ -154,7 +151,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
                 threshold=getattr(task, "threshold", None),
                 inputs=asdict(prepared.spec),
             )
-            run_record.log_checkpoint(exported, tokenizer, info, Path(cfg.output_dir))
+            fine_tuning.log_checkpoint(exported, tokenizer, info, Path(cfg.output_dir))
     show_result(active.info.run_id if active is not None else None)
     return evaluate.optimized_value(final | size, cfg.optimized_metric)
 
@@ -285,14 +282,13 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
     from src.model.baseline import baseline_logits, fit_baseline
     from src.task.heads import make_task, selection_metric
     from src.task.metrics import prefixed
-    from src.tracking import fine_tuning as run_record
-    from src.tracking import record
+    from src.tracking import fine_tuning, record
     from src.tracking.names import METHOD_TAG
     from src.training import evaluate
 
     experiment_id = record.setup(cfg.tracking)
-    tags = run_record.run_tags(cfg) | {METHOD_TAG: "none"}  # method= does not apply to it
-    with run_record.training_run(cfg, experiment_id, tags, splits, training) as active:
+    tags = fine_tuning.run_tags(cfg) | {METHOD_TAG: "none"}  # method= does not apply to it
+    with fine_tuning.training_run(cfg, experiment_id, tags, splits, training) as active:
         task = make_task(cfg.task, splits.label_names)
         train_texts = training.frame.text.tolist()
         train_y = task.targets(training.frame.label.tolist())
@@ -300,7 +296,7 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
         n_outputs = len(training.head_labels)
         valid_logits, _ = baseline_logits(pipeline, task, splits.valid.text.tolist(), n_outputs)
         valid = prefixed(task.metrics(splits.valid.label.tolist(), valid_logits), "eval")
-        run_record.log_epoch(1, valid)  # one "epoch": tables and sweeps read it like any other
+        fine_tuning.log_epoch(1, valid)  # one "epoch": tables and sweeps read it like any other
         selection = selection_metric(cfg.optimized_metric, cfg.task.metric)
         final = evaluate.best_epoch_metrics(valid.get(selection), 1, selection)
         final["train_samples_per_second"] = train_speed
@@ -308,7 +304,7 @@ def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> fl
         test_texts = splits.test.text.tolist()
         test_logits, test_speed = baseline_logits(pipeline, task, test_texts, n_outputs)
         outcome = evaluate.test_outcome(task, splits.test, test_logits)
-        run_record.log_test_outcome(outcome)
+        fine_tuning.log_test_outcome(outcome)
         final |= outcome.metrics | {"test_samples_per_second": test_speed}
         record.log_metrics(final)
         if cfg.tracking.log_model:

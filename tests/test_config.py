@@ -20,7 +20,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from src.cli.checks import CHECKED_BY, NO_CHECK_NEEDED, check_config
+from src.cli.config_checks import CHECKED_BY, NO_CHECK_NEEDED, check_config
 from src.config.errors import UserError
 from src.config.schema import Arch, MethodConfig, NoiseRunConfig, PretrainConfig, TrainConfig
 from src.model.methods import methods
@@ -127,7 +127,7 @@ ALL_FIELDS = sorted(
 
 # A method's own fields (its schema's beyond MethodConfig's) are checked by the method object
 # (`Method.check`, or `check_fits` building the PEFT config), or it says why not: adding a
-# method adds no line to src/cli/checks.py, but each such field needs a bad value here.
+# method adds no line to src/cli/config_checks.py, but each such field needs a bad value here.
 SHARED_METHOD_FIELDS = {f.name for f in dataclasses.fields(MethodConfig)}
 METHOD_OWN_FIELDS = {
     f"method.{name}": cls
@@ -142,10 +142,11 @@ def test_every_schema_field_has_a_check_or_a_reason_for_none() -> None:
     missing = [f for f in ALL_FIELDS if f not in listed]
     assert not missing, (
         f"config fields without a check: {missing}; add each to CHECKED_BY (the function that"
-        " refuses its bad values) or NO_CHECK_NEEDED (why none is needed) in src/cli/checks.py"
+        " refuses its bad values) or NO_CHECK_NEEDED (why none is needed) in"
+        " src/cli/config_checks.py"
     )
     stale = sorted(listed - set(ALL_FIELDS))
-    assert not stale, f"src/cli/checks.py lists fields the schemas lack: {stale}"
+    assert not stale, f"src/cli/config_checks.py lists fields the schemas lack: {stale}"
     assert not set(CHECKED_BY) & set(NO_CHECK_NEEDED)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from src.config.errors import UserError
-from src.config.schema import MixConfig, MixLabels, MixOrder, OnMismatch
+from src.config.schema import DataConfig, MixConfig, MixLabels, MixOrder, OnMismatch
 from src.data.checks import text_key
 from src.data.sources import Splits, load_splits
 from src.data.splitting import stratified_sample
@@ -60,6 +60,13 @@ def check_mix(cfg: MixConfig, task: str) -> None:
         )
     if cfg.ratio > 0 and task != "single_label":
         raise UserError(f"data.mix works with task=single_label, not task={task}")
+
+
+def read_data(cfg: DataConfig, seed: int, task: str) -> tuple[Splits, TrainingSet]:
+    """The data set's splits and the rows a model trains on: the recipe's first step, for every
+    command that trains or sizes a model (src.train, src.estimate)."""
+    splits = load_splits(cfg, seed, task)
+    return splits, mix_training(splits, cfg.mix, seed)
 
 
 def mix_training(splits: Splits, cfg: MixConfig, seed: int) -> TrainingSet:

@@ -503,14 +503,13 @@ def shape_for(cfg: Any) -> tuple[Shape, str]:
 
 
 def tiny_checkpoint(cfg: Any) -> Path:
-    """The tiny preset's checkpoint, built (or found in the cache) as a training run does."""
-    from src.data.mixing import mix_training
-    from src.data.sources import load_splits
+    """The tiny preset's checkpoint, built (or found in the cache) from the training texts a
+    training run reads."""
+    from src.data.mixing import read_data
     from src.model.backbones import resolve_backbone
 
-    splits = load_splits(cfg.data, cfg.seed, cfg.task.name)
-    texts = mix_training(splits, cfg.data.mix, cfg.seed).frame.text.tolist()
-    return resolve_backbone(cfg.model, texts).path
+    _, training = read_data(cfg.data, cfg.seed, cfg.task.name)
+    return resolve_backbone(cfg.model, training.frame.text.tolist()).path
 
 
 def num_labels_of(cfg: Any) -> int:

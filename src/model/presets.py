@@ -1,6 +1,6 @@
 """The `model=` settings a preset may combine, checked before anything loads.
 
-Light on purpose (no torch, transformers or scikit-learn): `src.cli.checks` runs these before
+Light on purpose (no torch, transformers or scikit-learn): `src.cli.config_checks` runs these before
 any data is read. What only the backbone's own config can tell (attention, LoRA targets,
 positions) is `src.model.backbones.check_backbone`, after the checkpoint is found.
 """

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from src.config.errors import UserError, regular_file, writable_place
-from src.config.schema import TrackingConfig
+from src.config.schema import DEFAULT_STORE_DIR, TrackingConfig
 from src.tracking.uris import redact, tracking_uri
 
 PROBE_TIMEOUT = 5.0  # seconds a server or database may take to answer the probe
@@ -25,7 +25,6 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy dialects MLflow stores runs in
 DATABRICKS = ("databricks", "databricks-uc", "uc")  # hosted: credentials from the Databricks CLI
 EXAMPLES = "sqlite:///path/mlflow.db, http://host:5000 (mlflow server) or postgresql://…"
-DEFAULT_DIR = "mlruns"  # the store's folder, under the working directory, when nothing names one
 
 
 def check_tracking(cfg: TrackingConfig) -> None:
@@ -61,7 +60,7 @@ def store_to_read(given: str | None) -> str:
     from --tracking-uri, $MLFLOW_TRACKING_URI or the default store, checked as `src.train`
     checks its own: a known scheme, a server or database that answers, and an SQLite file that
     exists (MLflow would create an empty one, and every run would then be "not found")."""
-    cfg = TrackingConfig(uri=given, dir=DEFAULT_DIR)
+    cfg = TrackingConfig(uri=given, dir=DEFAULT_STORE_DIR)
     uri = tracking_uri(cfg)
     source = "--tracking-uri" if given else uri_source(cfg).replace("tracking.dir", "the default")
     key = f"{source}={redact(uri)}"

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from src.config.schema import DEFAULT_STORE_DIR, TrackingConfig
+from src.config.schema import TrackingConfig
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
@@ -18,12 +18,6 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{Path(cfg.dir).resolve() / 'mlflow.db'}"
-
-
-def command_tracking_uri(uri: str | None = None) -> str:
-    """A command's `--tracking-uri`, else $MLFLOW_TRACKING_URI, else the store `src.train` writes
-    when run from this folder."""
-    return tracking_uri(TrackingConfig(uri=uri, dir=str(Path.cwd() / DEFAULT_STORE_DIR)))
 
 
 def redact_values(values: Mapping[str, Any]) -> dict[str, str]:
