@@ -133,8 +133,64 @@ class PoolResult:
     errors: list[tuple[str, int]]
 
 
-class DevicePool:
+def spawn(
+    command: Sequence[str], cwd: Path, env: Mapping[str, str], group: tuple[str, ...]
+) -> Worker:
+    """A process on `group`'s devices, in a session of its own (the terminal's Ctrl-C reaches the
+    supervisor alone, which stops each process exactly once), its output relayed line by line
+    with the devices as prefix."""
+    process = subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    prefix = f"[{label(group)}] "
+    assert process.stdout is not None and process.stderr is not None
+    pipes = [
+        _relay(process.stdout, sys.stdout, prefix),
+        _relay(process.stderr, sys.stderr, prefix),
+    ]
+    return Worker(group, process, pipes)
+
+
+class Supervisor:
+    """What both pools share: the processes they started, stopped together on Ctrl-C or
+    SIGTERM: the first signal stops each as on Ctrl-C (its trial failed and re-queued), a
+    second one kills them."""
+
+    stopped_by: int | None = None
+    kind = "processes"  # what the processes are, for the stop's log line
+
+    def processes(self) -> list[Worker]:
+        """The processes running now."""
+        raise NotImplementedError
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        again = self.stopped_by is not None
+        self.stopped_by = self.stopped_by or signum
+        if not again:
+            log.warning(
+                "%s: stopping %d %s; their trials go back to the queue",
+                signal.Signals(signum).name,
+                len(self.processes()),
+                self.kind,
+            )
+        self._stop(signal.SIGKILL if again else signal.SIGINT)
+
+    def _stop(self, signum: int) -> None:
+        """Send `signum` to every process's session."""
+        for worker in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.process.pid, signum)
+
+
+class DevicePool(Supervisor):
     """Workers on device groups, replaced when they die in a trial, stopped together."""
+
+    kind = "workers"
 
     def __init__(
         self,
@@ -166,25 +222,14 @@ class DevicePool:
                 self._reap()
         return PoolResult(self.stopped_by, self.errors)
 
+    def processes(self) -> list[Worker]:
+        return self.workers
+
     def _start(self, group: tuple[str, ...]) -> None:
-        """A worker on `group`, in a session of its own: the terminal's Ctrl-C reaches this
-        process alone, which stops each worker exactly once."""
-        process = subprocess.Popen(
-            self.command,
-            cwd=self.cwd,
-            env=worker_env(self.env, group, self.threads),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        prefix = f"[{label(group)}] "
-        assert process.stdout is not None and process.stderr is not None
-        pipes = [
-            _relay(process.stdout, sys.stdout, prefix),
-            _relay(process.stderr, sys.stderr, prefix),
-        ]
-        self.workers.append(Worker(group, process, pipes))
-        log.info("worker %d on %s started", process.pid, label(group))
+        """A worker on `group`."""
+        worker = spawn(self.command, self.cwd, worker_env(self.env, group, self.threads), group)
+        self.workers.append(worker)
+        log.info("worker %d on %s started", worker.process.pid, label(group))
 
     def _reap(self) -> None:
         """Collect ended workers; replace those that died in a trial."""
@@ -211,23 +256,8 @@ class DevicePool:
             elif code != 0 and self.stopped_by is None:
                 self.errors.append((name, code))
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """First Ctrl-C / SIGTERM: each worker stops as on Ctrl-C (its running trial failed and
-        re-queued); a second one kills them."""
-        again = self.stopped_by is not None
-        self.stopped_by = self.stopped_by or signum
-        if not again:
-            log.warning(
-                "%s: stopping %d workers; their running trials go back to the queue",
-                signal.Signals(signum).name,
-                len(self.workers),
-            )
-        for worker in self.workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.process.pid, signal.SIGKILL if again else signal.SIGINT)
 
-
-class PlacedPool:
+class PlacedPool(Supervisor):
     """Trials of different sizes on free devices, one process per trial (`src.sweep.placement`
     decides which trial starts where); stopped together on Ctrl-C or SIGTERM.
 
@@ -253,7 +283,6 @@ class PlacedPool:
         self.ask, self.ended, self.abandon = ask, ended, abandon
         self.threads = threads_per_process(len(devices))
         self.running: dict[int, Worker] = {}
-        self.stopped_by: int | None = None
 
     def run(self) -> int | None:
         """Place trials until the study needs no more and every process has ended; the signal
@@ -296,24 +325,14 @@ class PlacedPool:
                 return
             time.sleep(POLL_S)
 
+    def processes(self) -> list[Worker]:
+        return list(self.running.values())
+
     def _start(self, trial: int, group: tuple[str, ...]) -> None:
-        """The process of `trial` on `group`, in a session of its own (see DevicePool)."""
-        process = subprocess.Popen(
-            self.command,
-            cwd=self.cwd,
-            env=trial_env(self.env, group, self.threads, trial),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        prefix = f"[{label(group)}] "
-        assert process.stdout is not None and process.stderr is not None
-        pipes = [
-            _relay(process.stdout, sys.stdout, prefix),
-            _relay(process.stderr, sys.stderr, prefix),
-        ]
-        self.running[trial] = Worker(group, process, pipes)
-        log.info("trial %d on %s started (process %d)", trial, label(group), process.pid)
+        """The process of `trial` on `group`."""
+        env = trial_env(self.env, group, self.threads, trial)
+        worker = self.running[trial] = spawn(self.command, self.cwd, env, group)
+        log.info("trial %d on %s started (process %d)", trial, label(group), worker.process.pid)
 
     def _reap(self) -> None:
         """Free the devices of ended trial processes."""
@@ -326,25 +345,6 @@ class PlacedPool:
                 pipe.join(timeout=5)
             self.placer.release(worker.group)
             self.ended(trial, code)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """First Ctrl-C / SIGTERM: every trial process stops as on Ctrl-C (its trial failed and
-        re-queued); a second one kills them."""
-        again = self.stopped_by is not None
-        self.stopped_by = self.stopped_by or signum
-        if not again:
-            log.warning(
-                "%s: stopping %d trials; they go back to the queue",
-                signal.Signals(signum).name,
-                len(self.running),
-            )
-        self._stop(signal.SIGKILL if again else signal.SIGINT)
-
-    def _stop(self, signum: int) -> None:
-        """Send `signum` to every trial process's session."""
-        for worker in self.running.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.process.pid, signum)
 
 
 def _relay(stream: IO[bytes], sink: IO[str], prefix: str) -> threading.Thread:
