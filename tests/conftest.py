@@ -32,6 +32,13 @@ os.environ.pop("CLFSWEEP_PARENT_RUN_ID", None)
 os.environ.pop("CLFSWEEP_MODELS", None)  # a machine's models root must not reach the tests
 
 
+@pytest.fixture(autouse=True)
+def no_parent_run_left_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that opened a multirun's parent run in this process leaves no parent run for the
+    next: every test starts outside a multirun, as every command does."""
+    monkeypatch.delenv("CLFSWEEP_PARENT_RUN_ID", raising=False)
+
+
 def compose_train(overrides: list[str], tmp_path: Path, config_name: str = "train") -> DictConfig:
     """The composed `train` (or `pretrain`, `noise`) config with Hydra's runtime set, writing
     only under `tmp_path`."""
