@@ -508,6 +508,22 @@ def test_build_pruner(spec: dict[str, object] | None, kind: type) -> None:
     assert isinstance(build_pruner(spec), kind)
 
 
+def test_turning_pruning_off_or_sampling_a_grid_drops_the_tuning_of_a_preset_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from src.sweep.loop import build_sampler, checked_pruner
+    from src.sweep.settings import SamplerConf
+
+    preset_pruner = {"name": "none", "n_startup_trials": 2, "n_warmup_steps": 1}
+    assert isinstance(checked_pruner(preset_pruner), optuna.pruners.NopPruner)
+    space = parse_search_space({"x": "choice(1,2)"}, [])
+    grid = build_sampler(SamplerConf(SamplerName.grid, 0, {"n_startup_trials": 3}), space, 0)
+    assert isinstance(grid, optuna.samplers.GridSampler)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("n_startup_trials" in w and "no trial is pruned" in w for w in warned)
+    assert any("n_startup_trials" in w and "a grid tries every combination" in w for w in warned)
+
+
 def test_build_pruner_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="unknown pruner"):
         build_pruner({"name": "nope"})

@@ -850,6 +850,13 @@ def build_sampler(conf: SamplerConf, space: SearchSpace, worker_index: int) -> B
     if seed is not None and conf.name in (*STREAM_SAMPLERS, SamplerName.gp):
         seed = int(seed) + worker_index
     kwargs = dict(conf.kwargs)
+    if conf.name == SamplerName.grid and kwargs:  # a grid samples nothing: tuning is moot
+        log.warning(
+            "hydra.sweeper.sampler.name=grid: its kwargs %s do not apply (a grid tries every "
+            "combination)",
+            sorted(kwargs),
+        )
+        kwargs = {}
     if conf.name == SamplerName.cmaes and importlib.util.find_spec("cmaes") is None:
         raise UserError("sampler cmaes needs the cmaes package: pip install cmaes")
     try:
@@ -868,6 +875,12 @@ def build_sampler(conf: SamplerConf, space: SearchSpace, worker_index: int) -> B
 def checked_pruner(spec: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     """The configured pruner, built by Optuna itself: settings it refuses (a percentile out of
     range, an unknown kwarg) are one line naming hydra.sweeper.pruner."""
+    moot = sorted(k for k, v in spec.items() if k != "name" and v not in (None, {}))
+    if str(spec.get("name")).lower() in ("none", "nop") and moot:
+        log.warning(
+            "hydra.sweeper.pruner.name=none: its settings %s do not apply (no trial is pruned)",
+            moot,
+        )
     try:
         return build_pruner(spec)
     except (TypeError, ValueError) as exc:

@@ -44,6 +44,8 @@ def build_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
     spec = {k: v for k, v in spec.items() if v is not None}
     if name not in PRUNER_SETTINGS:
         raise ValueError(f"unknown pruner {name!r}: choose one of {', '.join(PRUNERS)}")
+    if name in ("none", "nop"):  # pruning off: the other pruners' settings are moot
+        return optuna.pruners.NopPruner()
     unused = sorted(set(spec) - {"kwargs", *PRUNER_SETTINGS[name]})
     if unused:  # they would be dropped here, changing nothing while logged as the sweep's
         raise ValueError(f"pruner {name} takes no {', '.join(unused)}")
