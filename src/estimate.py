@@ -112,13 +112,15 @@ def plan_text(arguments: Sequence[str]) -> str:
         f"plan: {len(cells)} cells on {len(devices)} devices [{','.join(devices)}] of "
         f"{capacity / GIB:.0f} GiB ({card}), in the order the pool starts them "
         "(wave: trials of one wave start together when all take equally long)",
-        f"{'wave':>4}  {'devices':<11} {'GPUs':>4}  {'strategy':<8} {'GiB/GPU':>8}  overrides",
+        f"{'wave':>4}  {'devices':<11} {'GPUs':>4}  {'strategy':<8} {'grad ckpt':<9} "
+        f"{'GiB/GPU':>8}  overrides",
     ]
     for wave, index, taken in plan_order([r.gpus for r in rows], devices):
         row = rows[index]
         lines.append(
             f"{wave:>4}  {','.join(taken):<11} {row.gpus:>4}  {STRATEGY_NAMES[row.strategy]:<8} "
-            f"{row.per_gpu / GIB:8.1f}  {' '.join(cells[index])}"
+            f"{'on' if row.checkpointing else 'off':<9} {row.per_gpu / GIB:8.1f}  "
+            f"{' '.join(cells[index])}"
         )
     return "\n".join(lines)
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the recipe imports its parts when it runs: `--help` stays f
     from src.inputs.long_text import Inputs, InputSpec
     from src.model.backbones import Backbone
     from src.model.build import Built
+    from src.model.sharding import Placement
     from src.task.heads import Task
     from src.training.trainer import Fitted
 
@@ -88,23 +89,30 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
 
     from src.checkpoint.files import CheckpointInfo
     from src.model.memory import preflight
-    from src.model.sharding import run_strategy
     from src.sweep.trial import open_trial, pruning_hook
     from src.task.heads import make_task, selection_metric
     from src.tracking import console, fine_tuning, record
-    from src.tracking.names import STRATEGY_TAG
+    from src.tracking.names import CHECKPOINTING_TAG, STRATEGY_TAG
     from src.training import evaluate
     from src.training.trainer import EpochEnd, StepLogger, StepsDone
 
     prepared = prepare(cfg, splits, training)
     experiment_id = record.setup(cfg.tracking)
     trial = open_trial(cfg.trial)
-    strategy = run_strategy(cfg, prepared.backbone.path, len(training.head_labels))
+    placed = prepared.placement
     tags = fine_tuning.run_tags(cfg) | fine_tuning.lineage_tags(prepared.backbone)
-    tags[STRATEGY_TAG] = strategy
+    tags[STRATEGY_TAG] = placed.strategy
+    tags[CHECKPOINTING_TAG] = str(placed.checkpointing).lower()
     with fine_tuning.training_run(cfg, experiment_id, tags, splits, training) as active:
         if torch.cuda.is_available():  # before the weights load: will the run fit the GPU?
-            record.log_metrics(preflight(cfg, prepared.backbone.path, len(training.head_labels)))
+            estimate = preflight(
+                cfg,
+                prepared.backbone.path,
+                len(training.head_labels),
+                placed.checkpointing,
+                fsdp=placed.strategy == "fsdp",
+            )
+            record.log_metrics(estimate)
         fine_tuning.log_token_lengths(prepared.inputs, training, cfg.data.mix)
         task = make_task(cfg.task, splits.label_names)
         built = build_model(cfg, prepared, training, task)
@@ -128,7 +136,7 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
             StepLogger(fine_tuning.log_train_step),
             StepsDone(console.StepProgress),
         ]
-        trained = train_model(cfg, prepared, built, splits, training, task, callbacks, strategy)
+        trained = train_model(cfg, prepared, built, splits, training, task, callbacks)
         final = evaluate.best_epoch_metrics(
             trained.fitted.best_metric, trained.fitted.best_epoch, selection
         )
@@ -159,14 +167,15 @@ def fine_tune(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float |
 @dataclass
 class Prepared:
     """The recipe before a model is built: the backbone, its tokenizer, how a text becomes token
-    ids (saved with the model), every split as token ids, the training precision, and the
-    Trainer's settings with the scratch folder of this run alone."""
+    ids (saved with the model), every split as token ids, the training precision, how the run
+    uses its GPUs, and the Trainer's settings with the scratch folder of this run alone."""
 
     backbone: Backbone
     tokenizer: PreTrainedTokenizerBase
     spec: InputSpec
     inputs: Inputs
     precision: Precision
+    placement: Placement
     arguments: TrainingArguments
 
 
@@ -187,6 +196,7 @@ def prepare(cfg: DictConfig, splits: Splits, training: TrainingSet) -> Prepared:
     from src.model.backbones import check_backbone, load_tokenizer, resolve_backbone
     from src.model.precision import resolve_precision
     from src.model.processes import world_size
+    from src.model.sharding import run_layout
     from src.task.heads import selection_metric
     from src.tracking.record import run_checkpoint
     from src.training.arguments import check_batches, scratch_dir, training_arguments
@@ -202,6 +212,7 @@ def prepare(cfg: DictConfig, splits: Splits, training: TrainingSet) -> Prepared:
     check_batches(cfg.trainer, len(inputs.train.inputs), world_size())
     precision = resolve_precision(cfg.trainer.precision)
     selection = selection_metric(cfg.optimized_metric, cfg.task.metric)
+    placed = run_layout(cfg, backbone.path, len(training.head_labels))
     arguments = training_arguments(
         cfg.trainer,
         scratch_dir(Path(cfg.output_dir)),
@@ -209,8 +220,9 @@ def prepare(cfg: DictConfig, splits: Splits, training: TrainingSet) -> Prepared:
         selection,
         precision,
         ordered=training.ordered,
+        checkpointing=placed.checkpointing,
     )
-    return Prepared(backbone, tokenizer, spec, inputs, precision, arguments)
+    return Prepared(backbone, tokenizer, spec, inputs, precision, placed, arguments)
 
 
 def build_model(cfg: DictConfig, prepared: Prepared, training: TrainingSet, task: Task) -> Built:
@@ -239,11 +251,10 @@ def train_model(
     training: TrainingSet,
     task: Task,
     callbacks: Sequence[TrainerCallback] = (),
-    strategy: str = "single",
 ) -> Trained:
     """Train with validation every epoch (at the method's learning rates), keep the best epoch by
-    the selection metric, export. `strategy` (single, ddp, fsdp) says how this run's processes
-    share the work. The Trainer's own files (under the job's folder) go when it is done."""
+    the selection metric, export; sharded with FSDP where the run's placement says so. The
+    Trainer's own files (under the job's folder) go when it is done."""
     from src.model.methods import restrict_head
     from src.model.sharding import block_classes, gathered
     from src.task.heads import selection_metric
@@ -252,7 +263,7 @@ def train_model(
     from src.training.trainer import fit, training_datasets
 
     arguments, scratch = prepared.arguments, Path(str(prepared.arguments.output_dir))
-    if strategy == "fsdp":  # the checked settings, sharded by this model's blocks
+    if prepared.placement.strategy == "fsdp":  # the checked settings, sharded by its blocks
         arguments = training_arguments(
             cfg.trainer,
             scratch,
@@ -261,6 +272,7 @@ def train_model(
             prepared.precision,
             ordered=training.ordered,
             fsdp_layers=block_classes(built.model),
+            checkpointing=prepared.placement.checkpointing,
         )
     fitted = fit(
         built.model,

@@ -31,6 +31,7 @@ from src.config.errors import UserError
 from src.sweep import devices as pool
 from src.sweep.multi_gpu import TorchrunTask, find_task_function, rank_error
 from src.sweep.settings import SweeperSettings
+from src.sweep.storage import open_storage
 from src.sweep.trial import report
 from src.tracking.names import DEVICE_WORKER_ENV, FAIL_REASON_ATTR
 from src.tracking.processes import process_alive
@@ -633,36 +634,58 @@ def test_placement_of_1_and_2_gpu_trials_on_four_fake_devices_shares_none_uses_a
 
 
 @pytest.mark.slow  # six src.train trials, two of them as two ranks, on a CPU: minutes
-def test_placement_of_src_train_trials_by_their_memory_estimate_on_four_fake_devices(
+def test_placement_of_src_train_grid_cells_by_their_memory_estimate_on_four_fake_devices(
     tmp_path: Path, compose_cfg: Callable[..., Any]
 ) -> None:
-    """A grid of LoRA and full fine-tuning cells with a per-device memory between the two
-    estimates: the full fine-tunes get two devices each (two ranks), the LoRA cells one."""
+    """The node command (`src.train -m <grid> hydra.sweeper.devices=[...]`) on a grid of LoRA
+    and full fine-tuning cells, with a per-device memory between the two estimates: the full
+    fine-tunes get two devices each (two ranks), the LoRA cells one; each cell once."""
     from src.model.memory import GIB
     from src.model.sharding import placement
 
     common = ["model=tiny_qwen2", "data.max_train=64", "trainer.max_len=64", "trainer.batch_size=8"]
+    common.append("trainer.gradient_checkpointing=false")  # else it could fit sft on one device
     needs = {
         m: placement(compose_cfg(*common, f"method={m}"), GIB).per_gpu for m in ("lora", "sft")
     }
     assert needs["lora"] < needs["sft"]
     card = (needs["lora"] + needs["sft"]) / 2 / 0.9 / GIB  # LoRA fits, a full fine-tune does not
-    trials, runs = train_sweep(
-        tmp_path,
-        "hydra.sweeper.devices=[0,1,2,3]",
-        f"hydra.sweeper.gpu_memory_gib={card}",
-        "hydra.sweeper.sampler.name=grid",
-        "hydra.sweeper.pruner.name=none",
-        "hydra.sweeper.params=null",
-        "method=lora,sft",
-        "seed=1,2,3",
+    folder = tmp_path / "sweeps" / "grid"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.train",
+            "-m",
+            "trainer.epochs=1",
+            *common,
+            "method=lora,sft",
+            "seed=1,2,3",
+            "hydra.sweeper.devices=[0,1,2,3]",
+            f"hydra.sweeper.gpu_memory_gib={card}",
+            f"hydra.sweep.dir={folder}",
+        ],
+        cwd=tmp_path,
+        env=clean_env(OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    storage = open_storage(str(folder / "study" / "journal.log"))
+    trials = optuna.load_study(study_name="grid", storage=storage).trials
+    assert [(t.params["method"], t.params["seed"]) for t in trials] == [
+        (m, s) for m in ("lora", "sft") for s in (1, 2, 3)
+    ]
     assert len(by_state(trials, *FINISHED)) == 6
     for trial in trials:
         gpus = 2 if trial.params["method"] == "sft" else 1
         assert trial.user_attrs["gpus"] == gpus
         assert len(trial.user_attrs["devices"].split(",")) == gpus
     assert {d for t in trials for d in t.user_attrs["devices"].split(",")} == {"0", "1", "2", "3"}
-    children = children_of_one_parent(runs)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "clfsweep"]
+    children = children_of_one_parent(client.search_runs([experiment.experiment_id]))
     assert len(children) == 6  # rank 0 alone records a two-rank trial
     assert sorted(r.data.tags["strategy"] for r in children) == ["ddp"] * 3 + ["single"] * 3
+    assert {r.data.tags["gradient_checkpointing"] for r in children} == {"false"}

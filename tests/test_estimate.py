@@ -197,7 +197,7 @@ def test_preflight_measures_the_estimate(
     monkeypatch.setattr(est, "visible_gpu", lambda: ("pretend H100", 80e9))
     cfg = compose_cfg("model=tiny_qwen2", "method=lora", "data=fund_reviews")
     path = est.tiny_checkpoint(cfg)
-    metrics = est.preflight(cfg, path, 2)
+    metrics = est.preflight(cfg, path, 2, checkpointing=False)
     assert metrics["estimate_fits"] == 1.0
     assert metrics["estimate_gpu_gib"] == pytest.approx(80e9 / 2**30)
     assert 0 < metrics["estimate_total_gib"] < 2
@@ -241,7 +241,6 @@ def test_plan_places_mixed_sizes_in_waves_on_few_devices(monkeypatch: pytest.Mon
             "model=qwen2_7b_base",
             "method=sft,lora",
             "seed=1,2",
-            "trainer.gradient_checkpointing=true",
             "hydra.sweeper.devices=[0,1,2]",
         ]
     )
@@ -258,9 +257,14 @@ def test_plan_places_mixed_sizes_in_waves_on_few_devices(monkeypatch: pytest.Mon
     ("arguments", "message"),
     [
         (
-            ["model=qwen2_7b_base", "method=lora,sft", "hydra.sweeper.devices=[0,1]"],
+            [
+                "model=qwen2_7b_base",
+                "method=lora,sft",
+                "trainer.gradient_checkpointing=false",
+                "hydra.sweeper.devices=[0,1]",
+            ],
             "does not fit on 64 GPUs of 74.5 GiB by the memory estimate: "
-            "trainer.gradient_checkpointing=true fits it",
+            "trainer.gradient_checkpointing=null (on where needed) fits it",
         ),
         (["trainer.lr=interval(1e-5,1e-3)"], "the plan needs the values listed"),
         (

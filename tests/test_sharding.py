@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from src.config.schema import Strategy
 from src.model.memory import GIB, PRESETS, Plan, estimate
-from src.model.sharding import gpus_needed, resolve_strategy, sharded
+from src.model.sharding import layout, place, resolve_strategy, sharded
 from tests.conftest import QUICK, ROOT, Store
 
 H100 = 80e9
@@ -36,24 +36,56 @@ LORA = replace(SFT, method="lora", rank=16, target_modules=("all-linear",))
 TOLERANCE = 1e-5
 
 
+def gpus(plan: Plan, strategy: Strategy = Strategy.auto, checkpointing: bool | None = True) -> int:
+    """The GPUs of H100 80GB that `place` gives a Qwen2-7B run (0: it fits none)."""
+    placed = place(QWEN2_7B, plan, H100, strategy, checkpointing)
+    return placed.gpus if placed else 0
+
+
 def test_a_run_that_fits_one_gpu_gets_one_and_a_larger_one_the_fewest_fsdp_fits() -> None:
-    assert gpus_needed(QWEN2_7B, LORA, H100, Strategy.auto) == 1
-    n = gpus_needed(QWEN2_7B, SFT, H100, Strategy.auto)
-    assert n is not None and n > 1
+    assert gpus(LORA) == 1
+    n = gpus(SFT)
+    assert n > 1
     assert sharded(QWEN2_7B, SFT, n).total <= 0.9 * H100 < sharded(QWEN2_7B, SFT, n - 1).total
     assert estimate(QWEN2_7B, SFT).total / GIB > 100  # 122 GiB: it needs sharding
-    assert gpus_needed(QWEN2_7B, SFT, H100, Strategy.ddp) is None  # copies never make it fit
+    assert gpus(SFT, Strategy.ddp) == 0  # copies never make it fit
 
 
 def test_sharding_does_not_help_a_run_whose_activations_alone_exceed_the_card() -> None:
     """Batches of 16 x 512 tokens keep their activations on every GPU, however many share the
-    weights: as configured (no gradient checkpointing) LoRA's 74 GiB of activations (its
-    dropout keeps copies) fit no H100, and a full fine-tune needs 7 instead of 2."""
-    lora = replace(LORA, gradient_checkpointing=False)
-    assert estimate(QWEN2_7B, lora).activations / GIB > 70
-    assert gpus_needed(QWEN2_7B, lora, H100, Strategy.auto) is None
-    assert gpus_needed(QWEN2_7B, AS_CONFIGURED, H100, Strategy.auto) == 7
-    assert gpus_needed(QWEN2_7B, SFT, H100, Strategy.auto) == 2
+    weights: without gradient checkpointing LoRA's 74 GiB of activations (its dropout keeps
+    copies) fit no H100, and a full fine-tune needs 7 GPUs instead of 2."""
+    assert estimate(QWEN2_7B, replace(LORA, gradient_checkpointing=False)).activations / GIB > 70
+    assert gpus(LORA, checkpointing=False) == 0
+    assert gpus(SFT, checkpointing=False) == 7
+    assert gpus(SFT, checkpointing=True) == 2
+
+
+def test_auto_checkpointing_turns_on_only_where_it_saves_gpus() -> None:
+    """trainer.gradient_checkpointing=null: the fewest GPUs first, checkpointed if that is what
+    fits them (GPUs are what a node runs short of; checkpointing costs time, not results)."""
+    lora, sft = (
+        place(QWEN2_7B, LORA, H100, Strategy.auto, None),
+        place(QWEN2_7B, SFT, H100, Strategy.auto, None),
+    )
+    assert lora is not None and (lora.gpus, lora.strategy, lora.checkpointing) == (
+        1,
+        "single",
+        True,
+    )
+    assert sft is not None and (sft.gpus, sft.strategy, sft.checkpointing) == (2, "fsdp", True)
+    short = replace(LORA, batch_size=1, max_len=128)  # small activations: no need
+    small = place(QWEN2_7B, short, H100, Strategy.auto, None)
+    assert small is not None and (small.gpus, small.checkpointing) == (1, False)
+
+
+def test_auto_uses_ddp_for_a_run_one_gpu_holds_checkpointed_and_fsdp_for_one_it_cannot() -> None:
+    """On two processes, a run that fits one GPU checkpointed is copied (DDP, checkpointed);
+    one that fits none is sharded, checkpointed only if the shards need it."""
+    lora = layout(QWEN2_7B, LORA, H100, Strategy.auto, 2, None)
+    assert (lora.strategy, lora.checkpointing) == ("ddp", True)
+    sft = layout(QWEN2_7B, SFT, H100, Strategy.auto, 8, None)
+    assert (sft.strategy, sft.checkpointing) == ("fsdp", False)  # 8 shards fit it as it is
 
 
 def test_sharding_splits_weights_gradients_and_optimizer_states_but_not_activations() -> None:
@@ -92,10 +124,41 @@ def test_fsdp_asked_on_cpu_processes_runs_ddp_and_says_so(
     cfg = compose_cfg("trainer.strategy=fsdp")
     monkeypatch.setattr(src.model.sharding, "visible_gpu", lambda: None)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert src.model.sharding.run_strategy(cfg, Path("unused"), 2) == "ddp"
+    assert src.model.sharding.run_layout(cfg, Path("unused"), 2).strategy == "ddp"
     assert "trainer.strategy=fsdp needs CUDA GPUs: these CPU processes run DDP" in caplog.text
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert src.model.sharding.run_strategy(cfg, Path("unused"), 2) == "single"
+    assert src.model.sharding.run_layout(cfg, Path("unused"), 2).strategy == "single"
+
+
+@pytest.mark.parametrize(
+    ("given", "gpu", "processes", "expected"),
+    [
+        ("null", None, "1", ("single", False)),  # no GPU memory to fit: off unless asked
+        ("true", None, "1", ("single", True)),
+        ("null", H100, "1", ("single", True)),  # LoRA's activations need it on an H100
+        ("false", H100, "1", ("single", False)),  # as asked, whatever the estimate says
+        ("null", H100, "2", ("ddp", True)),
+        ("null", 400e9, "1", ("single", False)),  # a card that holds it as it is
+    ],
+)
+def test_a_run_checkpoints_activations_as_asked_or_where_its_gpu_needs_it(
+    given: str,
+    gpu: float | None,
+    processes: str,
+    expected: tuple[str, bool],
+    compose_cfg: Callable[..., DictConfig],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run decides as the device pool placed it (the same `layout`): a trial placed on one
+    H100 with checkpointing runs checkpointed there."""
+    import src.model.sharding
+
+    cfg = compose_cfg("model=qwen2_7b_base", f"trainer.gradient_checkpointing={given}")
+    monkeypatch.setattr(src.model.sharding, "shape_of", lambda path: QWEN2_7B)
+    monkeypatch.setattr(src.model.sharding, "visible_gpu", lambda: gpu and ("card", gpu))
+    monkeypatch.setenv("WORLD_SIZE", processes)
+    placed = src.model.sharding.run_layout(cfg, Path("unused"), 2)
+    assert (placed.strategy, placed.checkpointing) == expected
 
 
 def torchrun(processes: int, module: str, *arguments: str) -> subprocess.CompletedProcess[str]:

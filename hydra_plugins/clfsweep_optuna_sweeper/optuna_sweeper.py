@@ -6,16 +6,20 @@ Hydra imports every public module under ``hydra_plugins`` at start-up, so this o
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+if TYPE_CHECKING:
+    from src.sweep.settings import SweeperSettings
+
 T = TypeVar("T")
 
 
-def _one_line_errors(fn: Callable[[], T]) -> T:
+def one_line_errors(fn: Callable[[], T]) -> T:
     """Run `fn`; a user error (bad settings, too many failed trials) exits with one line, and
     the multirun's parent MLflow run (if any) ends FAILED with it instead of staying RUNNING.
     A stop by SIGTERM or Ctrl-C, once the sweep loop has re-queued the running trials, exits
@@ -40,6 +44,11 @@ class ClfsweepOptunaSweeper(Sweeper):
         self._settings = settings
         self._impl: Any = None
 
+    @classmethod
+    def of(cls, settings: SweeperSettings) -> ClfsweepOptunaSweeper:
+        """The sweeper with these settings (checked again when it is set up)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(settings)})
+
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
@@ -49,7 +58,7 @@ class ClfsweepOptunaSweeper(Sweeper):
 
         self.config = config
         self.hydra_context = hydra_context
-        self._impl = _one_line_errors(
+        self._impl = one_line_errors(
             lambda: OptunaSweep(SweeperSettings.from_kwargs(self._settings))
         )
         self._impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
@@ -58,4 +67,4 @@ class ClfsweepOptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         """Run this worker's share of the study; returns the best trial so far (or None)."""
         assert self._impl is not None, "setup() was not called"
-        return _one_line_errors(lambda: self._impl.sweep(arguments))
+        return one_line_errors(lambda: self._impl.sweep(arguments))

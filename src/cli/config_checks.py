@@ -220,7 +220,7 @@ NO_CHECK_NEEDED: dict[str, str] = {
     "data.mix.order": ENUM,
     "data.mix.labels": ENUM,
     "data.mix.on_length_mismatch": ENUM,
-    "trainer.gradient_checkpointing": FLAG,
+    "trainer.gradient_checkpointing": "true, false or null (decided by the run's placement)",
     "trainer.compile": FLAG,
     "trainer.strategy": ENUM,
     "tracking.run_name": FREE_TEXT,

@@ -66,17 +66,18 @@ def job_boundary(cfg: DictConfig) -> Iterator[None]:
 
 
 def fails_the_trial() -> bool:
-    """Whether this job is a trial of the clfsweep Optuna sweeper, whose loop fails the trial
-    with a job's error and goes on; a run or a plain grid stops at the first user error."""
+    """Whether this job is a trial of a study (the clfsweep Optuna sweeper's, a grid's on
+    devices), whose loop fails the trial with a job's error and goes on; a run or a plain grid
+    stops at the first user error."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    from src.sweep.settings import runs_a_study
 
     if not HydraConfig.initialized():
         return False
     hydra_cfg = HydraConfig.get()
-    return hydra_cfg.mode == RunMode.MULTIRUN and "clfsweep" in str(
-        hydra_cfg.sweeper.get("_target_", "")
-    )
+    return hydra_cfg.mode == RunMode.MULTIRUN and runs_a_study(hydra_cfg.sweeper)
 
 
 def check_composed(cfg: DictConfig) -> None:

@@ -3,9 +3,9 @@
 
 A Hydra callback (conf/hydra/default.yaml, the first one), for every Hydra command: the base
 config's keys are the schema's, a grid has at least one job (Hydra's basic sweeper launches 0
-jobs for `trainer.epochs=range(1,1)` and reports success), and the clfsweep Optuna sweeper's
-settings are built into the objects the sweep will use (`src.sweep.loop.check_sweep`), so a
-setting Optuna refuses is one line while nothing exists yet.
+jobs for `trainer.epochs=range(1,1)` and reports success), and the settings of a study (the
+clfsweep Optuna sweeper's, a grid's on devices) are built into the objects the sweep will use
+(`src.sweep.loop.check_sweep`), so a setting Optuna refuses is one line while nothing exists yet.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from src.cli.hydra_commands import check_keys
 from src.config import register_resolvers
 from src.config.errors import UserError
 from src.model.multirun_weights import job_overrides
+from src.sweep.settings import GRID_SWEEPER, GridSettings, runs_a_study
 from src.tracking.names import DEVICE_WORKER_ENV
 
 
@@ -44,7 +45,7 @@ class MultirunChecks(Callback):
             return  # a device pool's worker: its supervisor checked the same settings
         try:
             arguments = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task))
-            if "clfsweep" in str(config.hydra.sweeper.get("_target_", "")):
+            if runs_a_study(config.hydra.sweeper):
                 check_optuna_sweep(config, arguments)
             else:
                 check_grid(config, arguments)
@@ -55,8 +56,13 @@ class MultirunChecks(Callback):
 
 
 def check_grid(config: DictConfig, arguments: list[str]) -> None:
-    """Every swept key of a grid (`hydra.sweeper.params`, then the command line, which wins)
-    gives at least one value: an empty one makes the grid zero jobs."""
+    """The grid sweeper's settings are its schema's and can work, and every swept key of a grid
+    (`hydra.sweeper.params`, then the command line, which wins) gives at least one value: an
+    empty one makes the grid zero jobs."""
+    sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+    assert isinstance(sweeper, dict)
+    if str(sweeper.pop("_target_", "")).endswith(GRID_SWEEPER):
+        GridSettings.from_kwargs({str(key): value for key, value in sweeper.items()})
     params = config.hydra.sweeper.get("params") or {}
     lines = [f"{key}={value}" for key, value in params.items()] + arguments
     axes = {}
@@ -82,13 +88,14 @@ def check_first_job(config: DictConfig, config_name: str | None) -> None:
 
 
 def check_optuna_sweep(config: DictConfig, arguments: list[str]) -> None:
-    """The clfsweep sweeper's settings, search space, sampler, pruner and storage places,
-    checked by building them as the sweep will."""
-    from src.sweep.loop import check_sweep
-    from src.sweep.settings import SweeperSettings
+    """The settings, search space, sampler, pruner and storage places of the study the multirun
+    runs (the clfsweep Optuna sweeper's, or a grid's on devices), checked by building them as
+    the sweep will."""
+    from src.sweep.loop import check_sweep, study_settings
 
-    given = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
-    assert isinstance(given, dict)
-    given.pop("_target_", None)
-    settings = SweeperSettings.from_kwargs({str(k): v for k, v in given.items()})
-    check_sweep(settings, config, arguments, GlobalHydra.instance().config_loader())
+    loader = GlobalHydra.instance().config_loader()
+    sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+    assert isinstance(sweeper, dict)
+    given = {str(key): value for key, value in sweeper.items()}
+    settings = study_settings(given, arguments, str(config.hydra.sweep.dir), loader)
+    check_sweep(settings, config, arguments, loader)

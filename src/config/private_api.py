@@ -30,6 +30,7 @@ class PrivateUse:
 
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 # System attributes Optuna writes on a trial: `enqueue_trial`'s parameters, and the trial a
 # RetryFailedTrialCallback re-queued. A trial carrying either was put in the queue on purpose.
 OPTUNA_QUEUED_KEYS = ("fixed_params", "failed_trial")
@@ -57,6 +58,12 @@ PRIVATE_USES: tuple[PrivateUse, ...] = (
         "hydra._internal.core_plugins.basic_launcher",
         "BasicLauncher",
         "the device pool runs only under Hydra's basic launcher; its `_target_` names it",
+    ),
+    PrivateUse(
+        "hydra._internal.core_plugins.basic_sweeper",
+        "BasicSweeper",
+        "src.train's grid sweeper runs a grid without devices as Hydra's basic sweeper does, by "
+        "building it (Hydra registers it under hydra/sweeper=basic, but exports no public class)",
     ),
     PrivateUse(
         "hydra_plugins.hydra_submitit_launcher.submitit_launcher:BaseSubmititLauncher",

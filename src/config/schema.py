@@ -212,7 +212,9 @@ class TrainerConfig:
     warmup_ratio: float = 0.0
     max_len: int = 512
     precision: Precision = Precision.auto
-    gradient_checkpointing: bool = False
+    # Recompute activations in the backward pass (a second forward, the same result) instead of
+    # keeping them; null: on only where the memory estimate says this run's GPUs need it.
+    gradient_checkpointing: bool | None = None
     logging_steps: int = 50
     num_workers: int = 0
     compile: bool = False  # torch.compile the model (TrainingArguments.torch_compile), for GPUs

@@ -518,8 +518,11 @@ def num_labels_of(cfg: Any) -> int:
     return len(names) if names else 2
 
 
-def preflight(cfg: Any, checkpoint: Path, num_labels: int) -> dict[str, float]:
-    """Before the weights load on a GPU: the estimate as `estimate_*` metrics (`estimate_fits`
+def preflight(
+    cfg: Any, checkpoint: Path, num_labels: int, checkpointing: bool, fsdp: bool = False
+) -> dict[str, float]:
+    """Before the weights load on a GPU: the estimate of the run as it will run (`checkpointing`
+    activations, sharded with `fsdp` over $WORLD_SIZE) as `estimate_*` metrics (`estimate_fits`
     1 or 0), and a warning naming the options that fit if it does not. Never stops the run:
     the estimate can be off (fragmentation, kernels). Empty when the shape is unknown."""
     gpu = visible_gpu()
@@ -528,7 +531,12 @@ def preflight(cfg: Any, checkpoint: Path, num_labels: int) -> dict[str, float]:
     except (OSError, KeyError, ValueError) as exc:
         log.warning("no pre-flight memory estimate for %s: %s", checkpoint, exc)
         return {}
-    plan = plan_from_config(cfg, num_labels)
+    plan = replace(
+        plan_from_config(cfg, num_labels),
+        gradient_checkpointing=checkpointing,
+        zero_stage=3 if fsdp else 0,
+        shards=world_size() if fsdp else 1,
+    )
     est = estimate(shape, plan)
     capacity = gpu[1] if gpu else 0.0
     fits = est.total <= HEADROOM * capacity

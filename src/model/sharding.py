@@ -47,19 +47,6 @@ def fits(total: float, gpu_bytes: float) -> bool:
     return total <= HEADROOM * gpu_bytes
 
 
-def gpus_needed(shape: Shape, plan: Plan, gpu_bytes: float, strategy: Strategy) -> int | None:
-    """The fewest GPUs of `gpu_bytes` the run fits: 1 if it fits one, else the fewest FSDP
-    fits on (not with trainer.strategy=ddp); None if none up to MAX_GPUS."""
-    if fits(estimate(shape, plan).total, gpu_bytes):
-        return 1
-    if strategy == Strategy.ddp:
-        return None
-    for n in range(2, MAX_GPUS + 1):
-        if fits(sharded(shape, plan, n).total, gpu_bytes):
-            return n
-    return None
-
-
 def resolve_strategy(strategy: Strategy, processes: int, fits_one: bool) -> str:
     """What a run of `processes` processes does: single, ddp or fsdp (auto: FSDP only when the
     run does not fit one GPU)."""
@@ -70,22 +57,81 @@ def resolve_strategy(strategy: Strategy, processes: int, fits_one: bool) -> str:
     return strategy.value
 
 
-def run_strategy(cfg: Any, checkpoint: Path, num_labels: int) -> str:
-    """single, ddp or fsdp for this run of $WORLD_SIZE processes (auto: FSDP when the estimate
-    says the run does not fit this process's GPU). FSDP needs CUDA GPUs: accelerate, behind the
-    Trainer, runs the processes of a CPU run as DDP, and so does this (said, and tagged)."""
+@dataclass(frozen=True)
+class Placement:
+    """How a run uses its GPUs: how many, how its processes share the work, whether it
+    checkpoints activations, and the memory per GPU by the estimate."""
+
+    gpus: int
+    strategy: str  # single | ddp | fsdp
+    checkpointing: bool  # trainer.gradient_checkpointing, as given or as null (auto) decides
+    per_gpu: float  # bytes
+
+
+def layout(
+    shape: Shape,
+    plan: Plan,
+    gpu_bytes: float,
+    strategy: Strategy,
+    processes: int,
+    checkpointing: bool | None,
+) -> Placement:
+    """A run of `plan` on `processes` GPUs of `gpu_bytes`: the strategy (auto: FSDP only when
+    one GPU cannot hold the run even checkpointed) and gradient checkpointing (None: on only
+    when the run does not fit without it; it costs a second forward pass, never the result)."""
+    choices = (False, True) if checkpointing is None else (checkpointing,)
+    plans = [replace(plan, gradient_checkpointing=c, zero_stage=0, shards=1) for c in choices]
+    runs = resolve_strategy(strategy, processes, fits(estimate(shape, plans[-1]).total, gpu_bytes))
+
+    def per_gpu(p: Plan) -> float:
+        return sharded(shape, p, processes).total if runs == "fsdp" else estimate(shape, p).total
+
+    chosen = next((p for p in plans if fits(per_gpu(p), gpu_bytes)), plans[-1])
+    return Placement(processes, runs, chosen.gradient_checkpointing, per_gpu(chosen))
+
+
+def place(
+    shape: Shape,
+    plan: Plan,
+    gpu_bytes: float,
+    strategy: Strategy,
+    checkpointing: bool | None,
+) -> Placement | None:
+    """The run on the fewest GPUs of `gpu_bytes` it fits (checkpointed where `checkpointing` is
+    None and that saves GPUs: GPUs are what a node runs short of); None if none up to MAX_GPUS.
+    DDP copies the whole model to every GPU: with trainer.strategy=ddp only one GPU is tried."""
+    counts = range(1, 2 if strategy == Strategy.ddp else MAX_GPUS + 1)
+    for processes in counts:
+        placed = layout(shape, plan, gpu_bytes, strategy, processes, checkpointing)
+        if fits(placed.per_gpu, gpu_bytes):
+            return placed
+    return None
+
+
+def run_layout(cfg: Any, checkpoint: Path, num_labels: int) -> Placement:
+    """How this run of $WORLD_SIZE processes uses its GPUs, decided as the device pool placed
+    it (`layout`); without a GPU, DDP over several processes and no checkpointing unless asked
+    (there is no GPU memory to fit). FSDP needs CUDA GPUs: accelerate, behind the Trainer, runs
+    the processes of a CPU run as DDP, and so does this (said, and tagged)."""
     processes = world_size()
     strategy = Strategy(cfg.trainer.strategy)
+    given = cfg.trainer.gradient_checkpointing
     gpu = visible_gpu()
-    fits_one = True
-    if processes > 1 and strategy == Strategy.auto and gpu is not None:
-        plan = replace(plan_from_config(cfg, num_labels), zero_stage=0, shards=1)
-        fits_one = fits(estimate(shape_of(checkpoint), plan).total, gpu[1])
-    runs = resolve_strategy(strategy, processes, fits_one)
-    if runs == "fsdp" and gpu is None:
-        log.warning("trainer.strategy=fsdp needs CUDA GPUs: these CPU processes run DDP")
-        return "ddp"
-    return runs
+    if gpu is None:
+        runs = resolve_strategy(strategy, processes, fits_one=True)
+        if strategy == Strategy.fsdp and runs == "fsdp":
+            log.warning("trainer.strategy=fsdp needs CUDA GPUs: these CPU processes run DDP")
+            runs = "ddp"
+        return Placement(processes, runs, bool(given), 0.0)
+    try:
+        shape = shape_of(checkpoint)
+    except (OSError, KeyError, ValueError) as exc:  # no estimate: as if it fit (preflight says)
+        log.warning("no memory estimate for %s (%s): sharded only if asked", checkpoint, exc)
+        return Placement(processes, resolve_strategy(strategy, processes, True), bool(given), 0.0)
+    placed = layout(shape, plan_from_config(cfg, num_labels), gpu[1], strategy, processes, given)
+    if given is None and placed.checkpointing:
+        log.info("gradient checkpointing on: without it the run does not fit %s", gpu[0])
+    return placed
 
 
 def block_classes(model: Any) -> list[str]:
@@ -121,38 +167,28 @@ def gathered(model: Any, rebuild: Callable[[], Any]) -> Any:
     return fresh.to(device)
 
 
-@dataclass(frozen=True)
-class Placement:
-    """What one job needs: GPUs, how its processes share the work, memory per GPU."""
-
-    gpus: int
-    strategy: str  # single | ddp | fsdp
-    per_gpu: float  # bytes, by the estimate
-
-
 def placement(cfg: Any, gpu_bytes: float, fixed_gpus: int | None = None) -> Placement:
-    """The GPUs, strategy and per-GPU memory of a job of `cfg` on cards of `gpu_bytes`
-    (`fixed_gpus`: hydra.sweeper.gpus_per_trial as the user fixed it)."""
+    """How a job of `cfg` runs on cards of `gpu_bytes`: on the fewest GPUs it fits, or on
+    `fixed_gpus` (hydra.sweeper.gpus_per_trial as the user fixed it)."""
     shape, name = shape_for(cfg)
-    plan = replace(plan_from_config(cfg, num_labels_of(cfg)), zero_stage=0, shards=1)
+    plan = plan_from_config(cfg, num_labels_of(cfg))
     strategy = Strategy(cfg.trainer.strategy)
-    alone = estimate(shape, plan).total
-    gpus = fixed_gpus or gpus_needed(shape, plan, gpu_bytes, strategy)
-    if gpus is None:
-        checkpointed = replace(plan, gradient_checkpointing=True)
+    given = cfg.trainer.gradient_checkpointing
+    if fixed_gpus:
+        return layout(shape, plan, gpu_bytes, strategy, fixed_gpus, given)
+    placed = place(shape, plan, gpu_bytes, strategy, given)
+    if placed is None:
         hint = (
-            "trainer.gradient_checkpointing=true fits it (activations are not sharded)"
-            if not plan.gradient_checkpointing
-            and gpus_needed(shape, checkpointed, gpu_bytes, strategy)
+            "trainer.gradient_checkpointing=null (on where needed) fits it (activations are not "
+            "sharded)"
+            if given is False and place(shape, plan, gpu_bytes, strategy, None)
             else "python -m src.estimate with the same arguments shows what does"
         )
         raise UserError(
             f"{name} ({plan.method}, batch {plan.batch_size} x {plan.max_len}) does not fit on "
             f"{MAX_GPUS} GPUs of {gpu_bytes / GIB:.3g} GiB by the memory estimate: {hint}"
         )
-    runs = resolve_strategy(strategy, gpus, fits(alone, gpu_bytes))
-    per_gpu = sharded(shape, plan, gpus).total if runs == "fsdp" else alone
-    return Placement(gpus, runs, per_gpu)
+    return placed
 
 
 def trial_gpus(cfg: Any, gpu_memory_gib: float | None) -> int:

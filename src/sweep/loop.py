@@ -11,8 +11,8 @@ import contextlib
 import copy
 import fcntl
 import importlib.util
+import itertools
 import logging
-import math
 import os
 import signal
 import sys
@@ -65,12 +65,20 @@ from src.sweep.search_space import (
     SearchSpace,
     coerce,
     describe_distribution,
+    grid_size,
     grid_space,
     param_overrides,
     parse_search_space,
     quote,
 )
-from src.sweep.settings import PrunerName, SamplerConf, SamplerName, SweeperSettings
+from src.sweep.settings import (
+    GRID_SWEEPER,
+    GridSettings,
+    PrunerName,
+    SamplerConf,
+    SamplerName,
+    SweeperSettings,
+)
 from src.sweep.storage import journal_path, normalize_storage_url, open_storage, tool_commands
 from src.sweep.trial import build_pruner
 from src.tracking.names import (
@@ -195,7 +203,10 @@ class OptunaSweep:
             self._loop()
         if self.in_pool:
             return None  # its pool's supervisor writes the results, once
-        return self._finish()
+        best = self._finish()
+        if self.is_grid:
+            self._check_cells_finished()
+        return best
 
     @property
     def in_pool(self) -> bool:
@@ -280,12 +291,12 @@ class OptunaSweep:
         check_space_unchanged(study, self.space, s.study_name)
         study.sampler = build_sampler(s.sampler, self.space, index)
         if s.sampler.name == SamplerName.grid:
-            grid = grid_space(self.space)
-            self.n_target = min(self.n_target, math.prod(len(v) for v in grid.values()))
+            self.n_target = min(self.n_target, grid_size(self.space))
         return study
 
     def _enqueue(self) -> None:
-        """Queue the configured trials that this study has not queued or run yet."""
+        """Queue the configured trials, then a grid's cells, that this study has not queued or
+        run yet."""
         for i, entry in enumerate(self.settings.enqueue):
             params: dict[str, Any] = {}
             for key, value in entry.items():
@@ -302,6 +313,38 @@ class OptunaSweep:
                 params[key] = coerce(key, value, dist)
             with _quiet():
                 self.study.enqueue_trial(params, skip_if_exists=True)
+        if self.is_grid and not self.in_pool:
+            # Optuna's GridSampler shuffles the cells; queued, they run in the order the
+            # command lists them, as Hydra's basic sweeper runs a grid (and the plan of
+            # `python -m src.estimate -m` shows). A cell already finished, running or queued is
+            # not queued again; one whose trials all failed is, once per command (a re-run
+            # retries it), by the command the user ran, not by the pool's processes.
+            grid = grid_space(self.space)
+            live = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+            taken = [
+                t.params or t.system_attrs.get(OPTUNA_QUEUED_KEYS[0], {})
+                for t in self._trials()
+                if t.state in live
+            ]
+            for cell in itertools.product(*grid.values()):
+                params = dict(zip(grid, cell, strict=True))
+                if params not in taken:
+                    with _quiet():
+                        self.study.enqueue_trial(params)
+
+    @property
+    def is_grid(self) -> bool:
+        """Whether the study is a grid: each cell queued once, the sampler never asked."""
+        return self.settings.sampler.name == SamplerName.grid
+
+    def _left_to_ask(self, trials: Sequence[FrozenTrial]) -> int:
+        """How many more trials to ask now: up to n_trials finished or running, and for a grid
+        no more than its queued cells (each cell once a run; a failed one waits for a re-run)."""
+        busy = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
+        left = self.n_target - busy
+        if self.is_grid:
+            left = min(left, sum(t.state == TrialState.WAITING for t in trials))
+        return max(left, 0)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -315,7 +358,8 @@ class OptunaSweep:
                 trials = self._trials()
                 finished = sum(t.state in FINISHED for t in trials)
                 running = sum(t.state == TrialState.RUNNING for t in trials)
-                if finished + running >= self.n_target:
+                left = self._left_to_ask(trials)
+                if not left:
                     log.info(
                         "study %s: %d finished, %d running of n_trials=%d: this worker is done",
                         s.study_name,
@@ -337,8 +381,7 @@ class OptunaSweep:
                         failed,
                     )
                     return
-                n = min(s.n_jobs, self.n_target - finished - running)
-                batch = [self._ask() for _ in range(n)]
+                batch = [self._ask() for _ in range(min(s.n_jobs, left))]
             batch = self._drop_excess(batch)
             if batch:
                 self._run(batch)
@@ -405,9 +448,7 @@ class OptunaSweep:
             return None  # as a worker's loop: no new trial after the timeout
         with self._lock():
             self._fail_stale()
-            trials = self._trials()
-            busy = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
-            if busy >= self.n_target:
+            if not self._left_to_ask(self._trials()):
                 return None
             trial = self._ask()
         try:
@@ -686,6 +727,25 @@ class OptunaSweep:
             f"command to continue the study (storage {redact(self.storage_url)})"
         )
 
+    def _check_cells_finished(self) -> None:
+        """A grid whose cells did not all finish (failed, or not run before a timeout) ends with
+        one line naming the first, not as a success with rows missing from its table."""
+        grid = grid_space(self.space)
+        done = [t.params for t in self._trials() if t.state in FINISHED]
+        cells = [dict(zip(grid, c, strict=True)) for c in itertools.product(*grid.values())]
+        missing = [cell for cell in cells if cell not in done]
+        if not missing:
+            return
+        first = missing[0]
+        failed = [t for t in self._trials() if t.state == TrialState.FAIL and t.params == first]
+        reason = failed[-1].user_attrs.get(FAIL_REASON_ATTR, "?") if failed else "not run"
+        raise UserError(
+            f"grid: {len(missing)} of {len(cells)} cells did not finish, e.g. "
+            f"{' '.join(param_overrides(first))} ({reason}); fix the cause and re-run the "
+            f"same command with hydra.sweep.dir={quote(str(self.sweep_dir))} to run them (the "
+            "finished cells are kept)"
+        )
+
     def _fail_stale(self) -> None:
         """Fail RUNNING trials whose worker is gone and re-queue their configuration once."""
         storage = self.storage
@@ -783,6 +843,21 @@ class SweepPlan:
     sweep_dir: Path
 
 
+def study_settings(
+    sweeper: Mapping[str, Any], arguments: Sequence[str], sweep_dir: str, config_loader: Any
+) -> SweeperSettings:
+    """The checked settings of the study a multirun runs (`runs_a_study`): the clfsweep Optuna
+    sweeper's own, or the study of a grid on devices (`GridSettings.study`)."""
+    given = {str(k): v for k, v in sweeper.items() if k != "_target_"}
+    if not str(sweeper.get("_target_", "")).endswith(GRID_SWEEPER):
+        return SweeperSettings.from_kwargs(given)
+    grid = GridSettings.from_kwargs(given)
+    space = parse_search_space(grid.params, arguments, config_loader)
+    study = grid.study(grid_size(space), sweep_dir)
+    study.check()
+    return study
+
+
 def check_sweep(
     s: SweeperSettings, config: DictConfig, arguments: Sequence[str], config_loader: Any
 ) -> SweepPlan:
@@ -793,7 +868,7 @@ def check_sweep(
     cwd = Path(str(config.hydra.runtime.cwd))
     space = parse_search_space(s.params, arguments, config_loader)
     extender = load_extender(s.custom_search_space)
-    if not space.distributions and extender is None:
+    if not space.distributions and extender is None and s.sampler.name != SamplerName.grid:
         raise UserError(
             "clfsweep_optuna: nothing to search: set hydra.sweeper.params or give sweep "
             "overrides (a,b or interval(...)) on the command line"

@@ -267,3 +267,8 @@ def grid_space(space: SearchSpace) -> dict[str, list[Any]]:
                 "use choice(...) or range(...) for every parameter"
             )
     return grid
+
+
+def grid_size(space: SearchSpace) -> int:
+    """How many cells a grid over `space` has (1 without a parameter: the one job)."""
+    return math.prod(len(values) for values in grid_space(space).values())

@@ -10,11 +10,37 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 
 from src.config.errors import UserError
+
+T = TypeVar("T")
+OPTUNA_SWEEPER = "ClfsweepOptunaSweeper"  # the classes the two sweepers' `_target_` names
+GRID_SWEEPER = "ClfsweepGridSweeper"
+GRID_STUDY = "grid"  # the study of a grid placed on devices, in the multirun's own folder
+
+
+def typed(cls: type[T], kwargs: Mapping[str, Any]) -> T:
+    """The dataclass `cls` from the keyword arguments Hydra instantiated a sweeper with (a
+    value of the wrong type is OmegaConf's one-line error)."""
+    plain = {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        for k, v in kwargs.items()
+    }
+    settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), plain))
+    assert isinstance(settings, cls)
+    return settings
+
+
+def runs_a_study(sweeper: Mapping[str, Any]) -> bool:
+    """Whether the jobs of a multirun with these `hydra.sweeper` settings are trials of an Optuna
+    study: with the clfsweep Optuna sweeper, and with a grid placed on devices."""
+    target = str(sweeper.get("_target_", ""))
+    return target.endswith(OPTUNA_SWEEPER) or (
+        target.endswith(GRID_SWEEPER) and bool(sweeper.get("devices"))
+    )
 
 
 class Direction(Enum):
@@ -137,13 +163,7 @@ class SweeperSettings:
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> SweeperSettings:
         """The checked settings from the keyword arguments Hydra instantiated the sweeper with."""
-        plain = {
-            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k, v in kwargs.items()
-        }
-        node = OmegaConf.merge(OmegaConf.structured(cls), plain)
-        settings = OmegaConf.to_object(node)
-        assert isinstance(settings, cls)
+        settings = typed(cls, kwargs)
         settings.check()
         return settings
 
@@ -221,3 +241,56 @@ class SweeperSettings:
                 f"hydra.sweeper.n_jobs={self.n_jobs} with devices: each device group runs one "
                 "trial at a time; leave n_jobs at 1"
             )
+
+
+@dataclass
+class GridSettings:
+    """Settings under ``hydra.sweeper`` of the default sweeper of ``src.train -m`` (Hydra's
+    basic sweeper's two, and the devices of a node to place the grid on)."""
+
+    # Jobs per launcher call; null: all of them (Hydra's basic sweeper).
+    max_batch_size: int | None = None
+    # Axes of the grid, as on the command line (which wins): {trainer.lr: "1e-4,3e-4"}.
+    params: dict[str, str] | None = None
+    # The node's GPUs, as for hydra/sweeper=clfsweep_optuna: each cell runs on the GPUs its
+    # memory estimate asks for, placed on free ones as they fit; []: one job after another here.
+    devices: list[str] = field(default_factory=list)
+    gpus_per_trial: int | None = None  # null: each cell's own, from its memory estimate
+    gpu_memory_gib: float | None = None  # null: the visible GPU's
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> GridSettings:
+        """The checked settings from the keyword arguments Hydra instantiated the sweeper with."""
+        settings = typed(cls, kwargs)
+        if settings.max_batch_size is not None and settings.max_batch_size < 1:
+            raise UserError(
+                f"hydra.sweeper.max_batch_size={settings.max_batch_size} must be at least 1 "
+                "(null: every job in one batch)"
+            )
+        if not settings.devices:
+            moot = [k for k in ("gpus_per_trial", "gpu_memory_gib") if getattr(settings, k)]
+            if moot:
+                raise UserError(
+                    f"hydra.sweeper.{moot[0]} places the grid on devices: set "
+                    "hydra.sweeper.devices too, e.g. '[0,1,2,3]'"
+                )
+        settings.study(1, "unused").check()
+        return settings
+
+    def study(self, cells: int, sweep_dir: str) -> SweeperSettings:
+        """The grid as the study the device pool places: each of its `cells` once, in the order
+        the command lists them, none pruned; its journal in the multirun's folder (`sweep_dir`),
+        so a grid never resumes another and the same `hydra.sweep.dir` resumes this one."""
+        return SweeperSettings(
+            n_trials=cells,
+            study_name=GRID_STUDY,
+            study_dir=f"{sweep_dir}/study",
+            sampler=SamplerConf(name=SamplerName.grid),
+            pruner=PrunerConf(name=PrunerName.none),
+            devices=list(self.devices),
+            gpus_per_trial=self.gpus_per_trial,
+            gpu_memory_gib=self.gpu_memory_gib,
+            params=dict(self.params) if self.params else None,
+            plots=False,
+            register_model=False,
+        )

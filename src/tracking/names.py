@@ -19,6 +19,7 @@ MODEL_TAG = "model"
 METHOD_TAG = "method"
 DATA_TAG = "data"
 STRATEGY_TAG = "strategy"  # how a run's processes shared the work: single, ddp or fsdp
+CHECKPOINTING_TAG = "gradient_checkpointing"  # whether the run checkpointed activations
 SWEEP_DIR_TAG = "sweep.dir"  # on a multirun's parent run: Hydra's sweep folder
 OPTUNA_STUDY_TAG = "optuna.study"
 OPTUNA_TRIAL_TAG = "optuna.trial_id"  # on a trial's run: the Optuna trial id

@@ -93,11 +93,13 @@ def training_arguments(
     precision: Precision,
     ordered: bool = False,
     fsdp_layers: Sequence[str] = (),
+    checkpointing: bool = False,
 ) -> TrainingArguments:
     """Trainer settings: evaluate and keep the best epoch by `metric`, no third-party loggers.
 
     `ordered`: batches follow the training set's order (data.mix main_first / aux_first);
-    `fsdp_layers`: the block classes FSDP shards by, for a sharded run.
+    `fsdp_layers`: the block classes FSDP shards by, for a sharded run; `checkpointing`:
+    gradient checkpointing, as the run's placement decided (src.model.sharding.run_layout).
     """
     import torch
     from transformers import TrainingArguments
@@ -142,7 +144,7 @@ def training_arguments(
             # 1-process run's (seen with transformers 5.24 on a tiny Qwen2: grad norm 3.81 vs 1.90),
             # which changes the result wherever clipping at max_grad_norm=1.0 acts.
             average_tokens_across_devices=False,
-            **fsdp_arguments(fsdp_layers, cfg.gradient_checkpointing),
+            **fsdp_arguments(fsdp_layers, checkpointing),
         )
     except (ValueError, TypeError, ImportError) as exc:  # transformers' own checks of them
         raise UserError(
