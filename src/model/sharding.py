@@ -8,8 +8,6 @@ speeds up a run that fits, it never makes one fit.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,6 @@ from src.model.memory import (
 from src.model.processes import world_size
 
 MAX_GPUS = 64
-log = logging.getLogger(__name__)
 
 STRATEGY_NAMES = {"single": "one GPU", "ddp": "DDP", "fsdp": "FSDP"}
 
@@ -72,8 +69,7 @@ def resolve_strategy(strategy: Strategy, processes: int, fits_one: bool) -> str:
 
 def run_strategy(cfg: Any, checkpoint: Path, num_labels: int) -> str:
     """single, ddp or fsdp for this run of $WORLD_SIZE processes (auto: FSDP when the estimate
-    says the run does not fit this process's GPU). FSDP needs CUDA GPUs: accelerate, behind the
-    Trainer, runs the processes of a CPU run as DDP, and so does this (said, and tagged)."""
+    says the run does not fit this process's GPU)."""
     processes = world_size()
     strategy = Strategy(cfg.trainer.strategy)
     gpu = visible_gpu()
@@ -81,11 +77,7 @@ def run_strategy(cfg: Any, checkpoint: Path, num_labels: int) -> str:
     if processes > 1 and strategy == Strategy.auto and gpu is not None:
         plan = replace(plan_from_config(cfg, num_labels), zero_stage=0, shards=1)
         fits_one = fits(estimate(shape_of(checkpoint), plan).total, gpu[1])
-    runs = resolve_strategy(strategy, processes, fits_one)
-    if runs == "fsdp" and gpu is None:
-        log.warning("trainer.strategy=fsdp needs CUDA GPUs: these CPU processes run DDP")
-        return "ddp"
-    return runs
+    return resolve_strategy(strategy, processes, fits_one)
 
 
 def block_classes(model: Any) -> list[str]:
@@ -105,20 +97,22 @@ def is_sharded(model: Any) -> bool:
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
-def gathered(model: Any, rebuild: Callable[[], Any]) -> Any:
-    """A sharded model's full weights in a fresh unsharded model, on every rank (a collective:
-    every rank calls it), so that the LoRA merge, evaluation and the checkpoint see one ordinary
-    model as after a DDP run; an unsharded model as it is."""
-    if not is_sharded(model):
-        return model
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+def shard(model: Any) -> None:
+    """Shard `model` (method applied) over this run's processes with torch's FSDP2: each block
+    (`block_classes`), then the root for the rest, as accelerate does on GPUs. We shard, not
+    accelerate: on CPU processes it runs DDP instead, and sharding before PEFT (transformers'
+    sharded loading) breaks PEFT's copy of the head. The Trainer is told, so it neither wraps
+    the model in DDP nor shards it again; GPUs and CPUs take this one path."""
+    from torch.distributed.fsdp import fully_shard
 
-    device = next(model.parameters()).device  # where this rank's shard lives
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
-    fresh = rebuild()
-    fresh.load_state_dict(full)
-    del full  # one full copy at a time on the device: a 7B model's fp32 weights are 28 GB
-    return fresh.to(device)
+    from src.config.private_api import declare_sharded
+
+    blocks = set(block_classes(model))
+    for module in model.modules():
+        if type(module).__name__ in blocks:
+            fully_shard(module)
+    fully_shard(model)
+    declare_sharded(model)
 
 
 @dataclass(frozen=True)
