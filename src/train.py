@@ -255,15 +255,21 @@ def train_model(
     """Train with validation every epoch (at the method's learning rates), keep the best epoch by
     the selection metric, export; sharded with FSDP where the run's placement says so. The
     Trainer's own files (under the job's folder) go when it is done."""
+    from torch.distributed.tensor import DTensor
+
     from src.model.methods import restrict_head
-    from src.model.sharding import block_classes, gathered
+    from src.model.sharding import shard
     from src.task.heads import selection_metric
     from src.training import evaluate
     from src.training.arguments import training_arguments
     from src.training.trainer import fit, training_datasets
 
     arguments, scratch = prepared.arguments, Path(str(prepared.arguments.output_dir))
-    if prepared.placement.strategy == "fsdp":  # the checked settings, sharded by its blocks
+    sharded = prepared.placement.strategy == "fsdp"
+    if sharded:  # the checked settings, for a model sharded by its blocks
+        shard(built.model)
+        held = sum(p.to_local().numel() for p in built.model.parameters() if isinstance(p, DTensor))
+        log.info("FSDP2: this process holds %d of the model's %d weights", held, built.total)
         arguments = training_arguments(
             cfg.trainer,
             scratch,
@@ -271,7 +277,7 @@ def train_model(
             selection_metric(cfg.optimized_metric, cfg.task.metric),
             prepared.precision,
             ordered=training.ordered,
-            fsdp_layers=block_classes(built.model),
+            sharded=True,
             checkpointing=prepared.placement.checkpointing,
         )
     fitted = fit(
@@ -282,11 +288,10 @@ def train_model(
         evaluate.validation_score(task, prepared.inputs.valid, splits.valid),
         callbacks=callbacks,
         learning_rate=built.method.learning_rate,
+        rebuild=(lambda: build_model(cfg, prepared, training, task).model) if sharded else None,
     )
     shutil.rmtree(scratch, ignore_errors=True)
-    # FSDP's shards gathered into a fresh model on every rank (a collective), as after DDP
-    full = gathered(fitted.model, lambda: build_model(cfg, prepared, training, task).model)
-    return Trained(fitted, restrict_head(built.method.export(full), task.outputs))
+    return Trained(fitted, restrict_head(built.method.export(fitted.model), task.outputs))
 
 
 def train_baseline(cfg: DictConfig, splits: Splits, training: TrainingSet) -> float | list[float]:

@@ -20,7 +20,6 @@ from mlflow.entities import LoggedModelStatus
 
 from src.config.schema import TrackingConfig
 from src.tracking import names, record
-from src.training.arguments import fsdp_arguments
 from tests.conftest import QUICK, ROOT, Store
 
 EPOCHS = 2
@@ -81,38 +80,25 @@ def test_only_rank_0_records(monkeypatch, tmp_path: Path) -> None:
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_fsdp_becomes_fsdp2_trainer_arguments_sharding_by_the_backbones_blocks() -> None:
-    assert fsdp_arguments(()) == {"activation_checkpointing": False}
-    assert fsdp_arguments((), checkpointing=True) == {"activation_checkpointing": True}
-    assert fsdp_arguments(["Qwen2DecoderLayer"], checkpointing=True) == {
-        "fsdp": True,
-        "fsdp_config": {
-            "fsdp_version": 2,
-            "reshard_after_forward": True,
-            "transformer_layer_cls_to_wrap": ["Qwen2DecoderLayer"],
-            "activation_checkpointing": True,  # FSDP's own: one gather per block, not two
-        },
-        "activation_checkpointing": False,
-    }
-
-
-def test_a_sharded_run_keeps_the_best_epoch_as_the_trainer_allows_it_with_fsdp(
+def test_a_sharded_run_saves_each_epoch_and_leaves_loading_the_best_to_us(
     tmp_path: Path,
 ) -> None:
-    """transformers refuses FSDP with save_only_model and load_best_model_at_end together."""
+    """The Trainer cannot copy a checkpoint into FSDP's sharded parameters: a sharded run keeps
+    its best epoch's checkpoint and src.training.trainer.fit loads it into an unsharded model."""
     from src.config.schema import Precision, TrainerConfig
     from src.training.arguments import training_arguments
 
-    def arguments(layers: list[str]) -> Any:
+    def arguments(sharded: bool) -> Any:
         return training_arguments(
-            TrainerConfig(), tmp_path, 0, "eval_macro_f1", Precision.fp32, fsdp_layers=layers
+            TrainerConfig(), tmp_path, 0, "eval_macro_f1", Precision.fp32, sharded=sharded
         )
 
-    sharded = arguments(["Qwen2DecoderLayer"])
-    assert sharded.fsdp and sharded.load_best_model_at_end and not sharded.save_only_model
-    assert sharded.fsdp_config["transformer_layer_cls_to_wrap"] == ["Qwen2DecoderLayer"]
-    alone = arguments([])
-    assert not alone.fsdp and alone.save_only_model and alone.load_best_model_at_end
+    sharded = arguments(True)
+    assert not sharded.fsdp  # accelerate shards nothing: src.model.sharding.shard did
+    assert sharded.save_only_model and not sharded.load_best_model_at_end
+    assert sharded.metric_for_best_model == "macro_f1"  # the best checkpoint is still kept
+    alone = arguments(False)
+    assert alone.save_only_model and alone.load_best_model_at_end
     assert not alone.average_tokens_across_devices  # a batch mean, not a token sum
 
 

@@ -24,7 +24,7 @@ import pytest
 from mlflow.entities import LoggedModelStatus
 from optuna.trial import TrialState
 
-from hydra_plugins.clfsweep_optuna_sweeper.optuna_sweeper import _one_line_errors
+from hydra_plugins.clfsweep_optuna_sweeper.optuna_sweeper import one_line_errors
 from src.cli.hydra_commands import stopped
 from src.config.errors import STOP_SIGNALS, Interrupted, UserError, stop_on_signals
 from src.config.schema import TrackingConfig
@@ -446,7 +446,7 @@ def test_a_sweep_stopped_by_a_signal_exits_128_plus_it_with_its_parent_run_kille
         raise stop
 
     with pytest.raises(SystemExit) as exit:
-        _one_line_errors(stopped_sweep)
+        one_line_errors(stopped_sweep)
     assert exit.value.code == code
     assert one_error_line(capsys.readouterr().err) == (
         f"error: stopped by {name}: the multirun's parent run is marked KILLED; run the same "
@@ -472,7 +472,7 @@ def test_a_device_workers_stop_leaves_the_parent_run_to_its_supervisor(
         raise stop
 
     with pytest.raises(SystemExit) as exit:
-        _one_line_errors(stopped_sweep)
+        one_line_errors(stopped_sweep)
     assert exit.value.code == 130
     line = one_error_line(capsys.readouterr().err)
     assert line.startswith("error: stopped by SIGINT: MLflow run job-run is marked KILLED;")

@@ -12,6 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from src.sweep.storage import open_storage
+from src.tracking.names import FAIL_REASON_ATTR
 from tests.conftest import one_error_line
 from tests.test_sweeper_e2e import APP, run
 
@@ -81,8 +82,11 @@ def test_a_grid_on_devices_with_failed_cells_fails_and_the_same_folder_runs_only
     second = run(tmp_path, grid_command(*GRID, devices, folder, f"calls_file={log}"))
     assert second.returncode == 0, second.stderr[-3000:]
     assert calls(log) == [(2, "b"), (2, "a")]
-    finished = [t for t in grid_trials(tmp_path) if t.state == TrialState.COMPLETE]
+    trials = grid_trials(tmp_path)
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
     assert sorted((t.params["x"], t.params["cat"]) for t in finished) == sorted(IN_ORDER)
+    failed = [t for t in trials if t.state == TrialState.FAIL]  # kept, with their reasons
+    assert [t.user_attrs[FAIL_REASON_ATTR] for t in failed] == ["ValueError: x=2 is above 1.5"] * 2
 
 
 @pytest.mark.parametrize(
@@ -94,13 +98,20 @@ def test_a_grid_on_devices_with_failed_cells_fails_and_the_same_folder_runs_only
         (["hydra.sweeper.devices=[0,0]"], "lists a device twice"),
         (["hydra.sweeper.devices=[0,1,2]", "hydra.sweeper.gpus_per_trial=2"], "would stay idle"),
         (["hydra.sweeper.devices=[0,1]", "x=interval(0,1)"], "use choice(...) or range(...)"),
-        (["hydra.sweeper.n_trials=3"], "Key 'n_trials' not in 'ClfsweepGridSweeperConf'"),
     ],
 )
 def test_grid_settings_that_cannot_work_stop_with_one_line_before_anything_exists(
     tmp_path: Path, overrides: list[str], message: str
 ) -> None:
     done = run(tmp_path, grid_command(*GRID, *overrides))
-    assert done.returncode != 0
-    assert message in done.stderr, done.stderr[-3000:]
-    assert not (tmp_path / "sweeps").exists()
+    assert done.returncode == 2
+    assert message in one_error_line(done.stderr)
+    assert not list(tmp_path.rglob("journal.log"))  # no study
+    assert not (tmp_path / "sweeps").exists()  # no job folder
+
+
+def test_an_optuna_setting_given_to_a_grid_fails_at_compose_time(tmp_path: Path) -> None:
+    """The grid's settings are a schema: an Optuna sweeper's key is Hydra's error, naming it."""
+    done = run(tmp_path, grid_command(*GRID, "hydra.sweeper.n_trials=3"))
+    assert done.returncode == 1
+    assert "Key 'n_trials' not in 'ClfsweepGridSweeperConf'" in done.stderr

@@ -7,6 +7,7 @@ with FSDP2, as a trial on two GPUs of a node would.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -113,20 +114,19 @@ def test_auto_shards_only_a_run_that_does_not_fit_one_gpu(
     assert resolve_strategy(strategy, processes, fits_one) == runs
 
 
-def test_fsdp_asked_on_cpu_processes_runs_ddp_and_says_so(
-    compose_cfg: Callable[..., DictConfig],
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+def test_fsdp_asked_on_cpu_processes_shards_and_auto_copies(
+    compose_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """accelerate shards a Trainer's model on CUDA GPUs only: the run says what it does."""
+    """Without a GPU there is no memory to fit: auto copies the model (DDP), fsdp shards it."""
     import src.model.sharding
 
-    cfg = compose_cfg("trainer.strategy=fsdp")
     monkeypatch.setattr(src.model.sharding, "visible_gpu", lambda: None)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert src.model.sharding.run_layout(cfg, Path("unused"), 2).strategy == "ddp"
-    assert "trainer.strategy=fsdp needs CUDA GPUs: these CPU processes run DDP" in caplog.text
+    for strategy, runs in (("auto", "ddp"), ("fsdp", "fsdp"), ("ddp", "ddp")):
+        cfg = compose_cfg(f"trainer.strategy={strategy}")
+        assert src.model.sharding.run_layout(cfg, Path("unused"), 2).strategy == runs
     monkeypatch.setenv("WORLD_SIZE", "1")
+    cfg = compose_cfg("trainer.strategy=fsdp")
     assert src.model.sharding.run_layout(cfg, Path("unused"), 2).strategy == "single"
 
 
@@ -181,10 +181,10 @@ def torchrun(processes: int, module: str, *arguments: str) -> subprocess.Complet
 def test_fsdp_on_two_ranks_trains_as_one_process_and_its_export_reloads_with_its_logits(
     tmp_path: Path,
 ) -> None:
-    """The model sharded by block with torch's fully_shard on two gloo ranks (what accelerate
-    does to the Trainer's model for FSDP2 on GPUs), one AdamW step on half the batch each, then
-    gathered and exported as src.train does: the same model as one process on the whole batch,
-    and the checkpoint (LoRA merged, head kept) reloads with the sharded model's logits."""
+    """The model sharded by block with src.model.sharding.shard on two gloo ranks, one AdamW
+    step on half the batch each (no Trainer), then gathered and exported: the same model as one
+    process on the whole batch, and the checkpoint (LoRA merged, head kept) reloads with the
+    sharded model's logits."""
     from transformers import AutoModelForSequenceClassification
 
     from tests.sharded.fsdp_step import inputs
@@ -211,9 +211,9 @@ def test_fsdp_on_two_ranks_trains_as_one_process_and_its_export_reloads_with_its
 def test_two_processes_train_as_one_record_one_run_and_export_a_model_that_reloads(
     tmp_path: Path, compose_cfg: Callable[..., DictConfig]
 ) -> None:
-    """src.train on two processes (DDP on a CPU: accelerate runs FSDP on CUDA GPUs only) sees
-    the 12 training reviews in one optimizer step an epoch, as one process does with batches of
-    12: the same losses and validation metrics."""
+    """src.train with trainer.strategy=fsdp on two gloo processes shards the model (FSDP2, the
+    path a GPU run takes) and sees the 12 training reviews in one optimizer step an epoch, as one
+    process does with batches of 12: the same losses and validation metrics."""
     from src.checkpoint.classifier import classify
     from src.data.sources import load_splits
 
@@ -231,11 +231,13 @@ def test_two_processes_train_as_one_record_one_run_and_export_a_model_that_reloa
         *shared.overrides(),
     )
     assert two.returncode == 0, two.stderr[-4000:]
-    assert "trainer.strategy=fsdp needs CUDA GPUs: these CPU processes run DDP" in two.stdout
+    held = re.search(r"FSDP2: this process holds (\d+) of the model's (\d+) weights", two.stdout)
+    assert held is not None, two.stdout[-4000:]
+    assert int(held[1]) < int(held[2])  # a shard (blocks split on dim 0: about half)
 
     (single,) = alone.runs()
     (run,) = shared.runs()  # rank 0 alone records
-    assert (run.data.tags["strategy"], single.data.tags["strategy"]) == ("ddp", "single")
+    assert (run.data.tags["strategy"], single.data.tags["strategy"]) == ("fsdp", "single")
     client = shared.client()
     for name in ("eval_loss", "eval_macro_f1", "train_loss"):
         sharded_run = [m.value for m in client.get_metric_history(run.info.run_id, name)]

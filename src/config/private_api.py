@@ -87,6 +87,14 @@ PRIVATE_USES: tuple[PrivateUse, ...] = (
         "_get_eval_sampler",
         "the Trainer's sampler hook, overridden for longest-first evaluation batches",
     ),
+    PrivateUse(
+        "transformers:PreTrainedModel",
+        "_is_distributed_loading_by_transformers",
+        "the Trainer leaves a model FSDP2 already shards alone only when this says so; else"
+        " accelerate wraps it in DDP, which refuses its DTensors (accelerate runs FSDP itself on"
+        " GPUs only; transformers' sharded loading shards before PEFT, whose copy of the head"
+        " then fails: src/model/sharding.py)",
+    ),
 )
 
 
@@ -124,6 +132,14 @@ def submitit_cluster(launcher: Any) -> str:
 def set_name_or_path(model: PreTrainedModel, path: str) -> None:
     """Record where a model's weights came from, in the model and its saved config."""
     model.name_or_path = model.config._name_or_path = path
+
+
+def declare_sharded(model: Any) -> None:
+    """Tell the Trainer that `model`'s processes already shard it (FSDP2), as transformers' own
+    sharded loading does: it then neither wraps it in DDP nor shards it again, and FSDP2 alone
+    reduces the gradients. A PEFT model answers with the model it wraps."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base._is_distributed_loading_by_transformers = True
 
 
 def check_private_api(import_all: bool = False) -> None:

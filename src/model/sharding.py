@@ -3,13 +3,15 @@
 A run that fits one GPU by the memory estimate (`src.model.memory`) gets one; a larger one the
 fewest GPUs on which FSDP (torch's `fully_shard`: parameters, gradients and optimizer states
 split over the processes, like ZeRO-3) fits it. DDP copies the whole model to every GPU: it
-speeds up a run that fits, it never makes one fit.
+speeds up a run that fits, it never makes one fit. Activations are not sharded: where they are
+what does not fit, trainer.gradient_checkpointing=null turns checkpointing on. The plan
+(`python -m src.estimate -m`), the device pool and the run itself decide with one function,
+`layout`, so a trial runs as it was placed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -110,19 +112,14 @@ def place(
 
 def run_layout(cfg: Any, checkpoint: Path, num_labels: int) -> Placement:
     """How this run of $WORLD_SIZE processes uses its GPUs, decided as the device pool placed
-    it (`layout`); without a GPU, DDP over several processes and no checkpointing unless asked
-    (there is no GPU memory to fit). FSDP needs CUDA GPUs: accelerate, behind the Trainer, runs
-    the processes of a CPU run as DDP, and so does this (said, and tagged)."""
+    it (`layout`); without a GPU (CPU processes), sharded only if asked and no checkpointing
+    unless asked: there is no GPU memory to fit."""
     processes = world_size()
     strategy = Strategy(cfg.trainer.strategy)
     given = cfg.trainer.gradient_checkpointing
     gpu = visible_gpu()
     if gpu is None:
-        runs = resolve_strategy(strategy, processes, fits_one=True)
-        if strategy == Strategy.fsdp and runs == "fsdp":
-            log.warning("trainer.strategy=fsdp needs CUDA GPUs: these CPU processes run DDP")
-            runs = "ddp"
-        return Placement(processes, runs, bool(given), 0.0)
+        return Placement(processes, resolve_strategy(strategy, processes, True), bool(given), 0.0)
     try:
         shape = shape_of(checkpoint)
     except (OSError, KeyError, ValueError) as exc:  # no estimate: as if it fit (preflight says)
@@ -151,20 +148,22 @@ def is_sharded(model: Any) -> bool:
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
-def gathered(model: Any, rebuild: Callable[[], Any]) -> Any:
-    """A sharded model's full weights in a fresh unsharded model, on every rank (a collective:
-    every rank calls it), so that the LoRA merge, evaluation and the checkpoint see one ordinary
-    model as after a DDP run; an unsharded model as it is."""
-    if not is_sharded(model):
-        return model
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+def shard(model: Any) -> None:
+    """Shard `model` (method applied) over this run's processes with torch's FSDP2: each block
+    (`block_classes`), then the root for the rest, as accelerate does on GPUs. We shard, not
+    accelerate: on CPU processes it runs DDP instead, and sharding before PEFT (transformers'
+    sharded loading) breaks PEFT's copy of the head. The Trainer is told, so it neither wraps
+    the model in DDP nor shards it again; GPUs and CPUs take this one path."""
+    from torch.distributed.fsdp import fully_shard
 
-    device = next(model.parameters()).device  # where this rank's shard lives
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
-    fresh = rebuild()
-    fresh.load_state_dict(full)
-    del full  # one full copy at a time on the device: a 7B model's fp32 weights are 28 GB
-    return fresh.to(device)
+    from src.config.private_api import declare_sharded
+
+    blocks = set(block_classes(model))
+    for module in model.modules():
+        if type(module).__name__ in blocks:
+            fully_shard(module)
+    fully_shard(model)
+    declare_sharded(model)
 
 
 def placement(cfg: Any, gpu_bytes: float, fixed_gpus: int | None = None) -> Placement:

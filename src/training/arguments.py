@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from src.config.errors import UserError
 from src.config.schema import Precision, TrainerConfig
@@ -57,21 +56,6 @@ def check_batches(cfg: TrainerConfig, n_inputs: int, world_size: int = 1) -> Non
         )
 
 
-def fsdp_arguments(layers: Sequence[str], checkpointing: bool = False) -> dict[str, Any]:
-    """TrainingArguments that shard the model with torch's FSDP2 (`fully_shard`), one unit per
-    block of the classes `layers` (the model's `_no_split_modules`); none: no FSDP. Gradient
-    checkpointing is then FSDP's own (the Trainer's would gather each block's weights twice)."""
-    if not layers:
-        return {"activation_checkpointing": checkpointing}
-    config = {
-        "fsdp_version": 2,
-        "reshard_after_forward": True,
-        "transformer_layer_cls_to_wrap": list(layers),
-        "activation_checkpointing": checkpointing,
-    }
-    return {"fsdp": True, "fsdp_config": config, "activation_checkpointing": False}
-
-
 def scratch_dir(output_dir: Path) -> Path:
     """The Trainer's checkpoint folder of this run alone, under its output folder: runs started
     at once with the same hydra.run.dir never share it (one would remove another's epoch
@@ -92,14 +76,16 @@ def training_arguments(
     metric: str,
     precision: Precision,
     ordered: bool = False,
-    fsdp_layers: Sequence[str] = (),
+    sharded: bool = False,
     checkpointing: bool = False,
 ) -> TrainingArguments:
     """Trainer settings: evaluate and keep the best epoch by `metric`, no third-party loggers.
 
     `ordered`: batches follow the training set's order (data.mix main_first / aux_first);
-    `fsdp_layers`: the block classes FSDP shards by, for a sharded run; `checkpointing`:
-    gradient checkpointing, as the run's placement decided (src.model.sharding.run_layout).
+    `sharded`: the model is sharded with FSDP (src.model.sharding.shard); the best epoch is then
+    loaded after training from its checkpoint (src.training.trainer.best_weights), as the
+    Trainer cannot copy a checkpoint into sharded parameters; `checkpointing`: gradient
+    checkpointing, as the run's placement decided (src.model.sharding.run_layout).
     """
     import torch
     from transformers import TrainingArguments
@@ -118,11 +104,9 @@ def training_arguments(
             train_sampling_strategy="sequential" if ordered else "group_by_length",
             eval_strategy="epoch",
             save_strategy="epoch",
-            save_total_limit=1,
-            # The Trainer refuses FSDP with save_only_model and load_best_model_at_end together:
-            # a sharded run's checkpoints keep the optimizer states as well (more disk, not memory).
-            save_only_model=not fsdp_layers,
-            load_best_model_at_end=True,
+            save_total_limit=1,  # the best epoch's checkpoint is kept as well
+            save_only_model=True,
+            load_best_model_at_end=not sharded,
             metric_for_best_model=metric.removeprefix("eval_"),
             greater_is_better=greater_is_better(metric),
             logging_strategy="steps",
@@ -144,7 +128,7 @@ def training_arguments(
             # 1-process run's (seen with transformers 5.24 on a tiny Qwen2: grad norm 3.81 vs 1.90),
             # which changes the result wherever clipping at max_grad_norm=1.0 acts.
             average_tokens_across_devices=False,
-            **fsdp_arguments(fsdp_layers, checkpointing),
+            activation_checkpointing=checkpointing,
         )
     except (ValueError, TypeError, ImportError) as exc:  # transformers' own checks of them
         raise UserError(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -144,6 +145,23 @@ class ClassifierTrainer(Trainer):
         loss = super().training_step(*args, **kwargs)
         StopOnNonFinite.check(loss, self.state)
         return loss
+
+    def save_model(self, output_dir: str | None = None, *args: Any, **kwargs: Any) -> None:
+        """The Trainer's save; for a sharded model its full weights, gathered on the first
+        process (a collective: every process calls it) and written by it alone. The Trainer's
+        own save would write that process's shard of each weight as if it were the whole."""
+        from src.model.sharding import is_sharded
+
+        if not is_sharded(self.model):
+            super().save_model(output_dir, *args, **kwargs)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model = cast("PreTrainedModel", self.model)
+        full = get_model_state_dict(model, options=options)
+        if self.args.should_save:
+            model.save_pretrained(str(output_dir or self.args.output_dir), state_dict=full)
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer, each parameter moved into a group at the method's learning
@@ -295,10 +313,14 @@ def fit(
     score: Callable[[np.ndarray], dict[str, float]],
     callbacks: Sequence[TrainerCallback],
     learning_rate: LearningRate | None = None,
+    rebuild: Callable[[], PreTrainedModel] | None = None,
 ) -> Fitted:
     """Train with per-epoch validation; the best epoch's weights are loaded at the end.
 
-    `score` turns the validation logits into metrics (see `compute_metrics_fn`).
+    `score` turns the validation logits into metrics (see `compute_metrics_fn`). `rebuild`, for
+    a sharded model: a fresh unsharded one of the same build, which gets the best epoch's
+    weights on every process, so that the LoRA merge, evaluation and the checkpoint see one
+    ordinary model as after a DDP run.
     """
     trainer = ClassifierTrainer(
         model=model,
@@ -315,7 +337,16 @@ def fit(
     trainer.remove_callback(PrinterCallback)
     with disk_space_guard(args.output_dir or ".", "a Trainer checkpoint"):
         result = trainer.train()
-    # Every rank has loaded the best epoch before the caller removes the checkpoints (DDP).
+    trained = trainer.model
+    if rebuild is not None and trainer.state.best_model_checkpoint:
+        # The optimizer's states go first: a full copy of the weights joins the shards on the GPU.
+        trainer.optimizer = trainer.lr_scheduler = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        trained = rebuild()
+        best_weights(trained, trainer.state.best_model_checkpoint)
+        trained = trained.to(trainer.args.device)  # type: ignore[arg-type]
+    # Every rank has loaded the best epoch before the caller removes the checkpoints.
     trainer.accelerator.wait_for_everyone()
     history = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
     best_epoch = None
@@ -323,12 +354,27 @@ def fit(
         best_step = int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1])
         best_epoch = next((round(e["epoch"]) for e in history if e.get("step") == best_step), None)
     return Fitted(
-        model=trainer.model,  # type: ignore[arg-type]
+        model=trained,  # type: ignore[arg-type]
         best_metric=trainer.state.best_metric,
         best_epoch=best_epoch,
         train_samples_per_second=float(result.metrics.get("train_samples_per_second", 0.0)),
         train_runtime=float(result.metrics.get("train_runtime", 0.0)),
     )
+
+
+def best_weights(model: PreTrainedModel, checkpoint: str) -> None:
+    """Load a Trainer checkpoint's weights into an unsharded `model` of the same build, as the
+    Trainer's load_best_model_at_end does: a PEFT model its adapter and head, another all."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    if isinstance(model, PeftModel):
+        model.load_adapter(checkpoint, model.active_adapter)
+        return
+    state: dict[str, torch.Tensor] = {}
+    for part in sorted(Path(checkpoint).glob("*.safetensors")):  # a large model: several
+        state |= load_file(part)
+    model.load_state_dict(state)
 
 
 def training_datasets(

@@ -1,6 +1,6 @@
 """One training step of a tiny classifier on each of $WORLD_SIZE gloo ranks (torchrun), sharded
-with torch's `fully_shard` by block as accelerate shards a Trainer's model for FSDP2 on GPUs;
-then `src.model.sharding.gathered` and the export, as `src.train` does after training.
+by `src.model.sharding.shard` (FSDP2 by block) as src.train shards it, without the Trainer; then
+its full weights gathered into an unsharded model and exported.
 
 python -m torch.distributed.run --nproc-per-node=2 -m tests.sharded.fsdp_step OUT sft lora
 
@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from src.model.methods import export_model
-from src.model.sharding import block_classes, gathered, is_sharded
+from src.model.sharding import is_sharded, shard
 
 BATCH = 8
 LENGTH = 12
@@ -52,15 +52,15 @@ def build(method: str) -> Any:
     return model
 
 
-def shard(model: Any) -> None:
-    """FSDP2 as accelerate applies it: each block, then the root."""
-    from torch.distributed.fsdp import fully_shard
+def gathered(model: Any, method: str) -> Any:
+    """The sharded model's full weights in a fresh unsharded one (a collective)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    blocks = set(block_classes(model))
-    for module in model.modules():
-        if type(module).__name__ in blocks:
-            fully_shard(module)
-    fully_shard(model)
+    fresh = build(method)
+    fresh.load_state_dict(
+        get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    )
+    return fresh
 
 
 def inputs() -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +84,7 @@ def step(out: Path, method: str, world: int, rank: int) -> None:
     model.eval()
     with torch.no_grad():
         logits = model(input_ids=ids).logits.float().numpy()
-    full = gathered(model, lambda: build(method))
+    full = gathered(model, method) if world > 1 else model
     assert not is_sharded(full)
     exported = export_model(full)
     if rank == 0:
