@@ -7,8 +7,9 @@ torchrun --standalone --nproc-per-node=2 -m benchmarks.gpu --fsdp --methods sft 
 torchrun --standalone --nproc-per-node=2 -m benchmarks.gpu --fsdp --smoke          # on 2 CPUs
 python -m benchmarks.gpu --plan                # the article's grid placed on this node's GPUs
 
-Never run by the tests. The models are the Qwen2-0.5B / Qwen2-1.5B architectures built from their
-config with random weights (weights do not change speed). Each step is what the HF Trainer does
+The tests run only `--fsdp --smoke --plan` on 2 CPU processes (the code path). The models are
+the Qwen2-0.5B / Qwen2-1.5B architectures built from their config with random weights (weights
+do not change speed). Each step is what the HF Trainer does
 with our GPU defaults (src/training/arguments.py): bf16 autocast, the frozen backbone stored in
 bf16 for LoRA (fp32 master weights for full fine-tuning), fused AdamW, gradient clipping at 1.0,
 SDPA attention (flash-attn 2 when installed), random token ids without padding. The LoRA adapters
@@ -22,10 +23,11 @@ length, no causal discount, as in PaLM's appendix B). Peak memory is
 `torch.cuda.max_memory_allocated`, next to the pre-flight estimate of src.estimate.
 
 `--fsdp` (under torchrun, one process per GPU): the model sharded by block with torch's
-`fully_shard` as the Trainer's FSDP2 does, bf16 parameters for the matmuls and fp32 gradient
-reduction; tokens/s is the whole group's, MFU against the group's peak, peak memory rank 0's
-against the sharded estimate (`src.model.sharding.sharded`). `--plan`: the placement of the
-article's grid (`python -m src.estimate -m ...`) on the visible GPUs, printed with the results.
+`fully_shard` as src.train shards a run (`src.model.sharding.shard`: parameters stay in their
+training dtype, bf16 autocast for the matmuls, as on one GPU); tokens/s is the whole group's,
+MFU against the group's peak, peak memory rank 0's against the sharded estimate
+(`src.model.sharding.sharded`). `--plan`: the placement of the article's grid (`python -m
+src.estimate -m ...`) on the visible GPUs, printed with the results.
 """
 
 from __future__ import annotations
@@ -154,20 +156,12 @@ def world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def shard(model: Any, device: torch.device) -> None:
-    """FSDP2 as the Trainer applies it: each block, then the root; bf16 matmuls on a GPU."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+def shard(model: Any) -> None:
+    """FSDP2 as src.train shards a run's model (`src.model.sharding.shard`): what is measured
+    is what trains."""
+    from src.model.sharding import shard as shard_run
 
-    from src.model.sharding import block_classes
-
-    policy = MixedPrecisionPolicy(
-        param_dtype=torch.bfloat16 if device.type == "cuda" else None, reduce_dtype=torch.float32
-    )
-    blocks = set(block_classes(model))
-    for module in model.modules():
-        if type(module).__name__ in blocks:
-            fully_shard(module, mp_policy=policy)
-    fully_shard(model, mp_policy=policy)
+    shard_run(model)
 
 
 def train_step(
@@ -237,7 +231,7 @@ def run_one(
             torch.cuda.reset_peak_memory_stats(device)
         model = build(shape, method, attention, device)
         if fsdp:
-            shard(model, device)
+            shard(model)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
@@ -297,7 +291,6 @@ def render(results: list[Result], meta: dict[str, Any]) -> str:
 ARTICLE_GRID = [
     "model=qwen2_7b_base,qwen2_7b_instruct",
     "method=lora,sft",
-    "trainer.gradient_checkpointing=true",
 ]
 
 

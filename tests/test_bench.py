@@ -288,3 +288,34 @@ def test_table_rows() -> None:
     assert mistake_row["ours"] == 1.2 and mistake_row["ratio"] == pytest.approx(3.0)
     assert "| training samples/s | 11 | 55 | 5 |" in render_table(list(rows.values()))
     json.dumps(rows)  # the JSON report holds them as they are
+
+
+# --------------------------------------------------------------------------- the GPU benchmark
+
+
+def test_the_gpu_benchmark_runs_sharded_on_two_cpu_processes_and_plans_the_node(
+    tmp_path: Any,
+) -> None:
+    """The one script a lent GPU runs (`benchmarks/gpu.py`), rehearsed on 2 gloo processes: it
+    shards with src.train's own FSDP path, measures each cell, and prints the node's plan."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node=2", "-m", "benchmarks.gpu", "--fsdp", "--smoke", "--plan"]
+    done = subprocess.run(
+        [*command, "--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (written,) = tmp_path.glob("*-fsdp.md")
+    table = written.read_text()
+    assert "| smoke | lora fsdp |" in table and "| smoke | sft fsdp |" in table
+    assert "1,2            2  FSDP     on            58.0  model=qwen2_7b_base method=sft" in table

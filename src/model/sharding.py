@@ -159,6 +159,9 @@ def shard(model: Any) -> None:
     from src.config.private_api import declare_sharded
 
     blocks = set(block_classes(model))
+    # No MixedPrecisionPolicy: parameters keep the dtype they have on one GPU and the Trainer's
+    # autocast does the rest, so a sharded run computes what a one-GPU run does (a bf16
+    # param_dtype would halve the all-gathers but also round the norms' weights to bf16).
     for module in model.modules():
         if type(module).__name__ in blocks:
             fully_shard(module)
