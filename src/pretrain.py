@@ -90,8 +90,11 @@ def pretrain(cfg: DictConfig) -> str:
     check_batches(cfg.trainer, len(train_inputs), world_size())
     out_dir = Path(cfg.output_dir)
     scratch = scratch_dir(out_dir)  # built now: settings it refuses stop before a run
+    # No estimate of a masked-LM run: checkpointing as asked, null (the default) as off.
+    checkpointing = bool(cfg.trainer.gradient_checkpointing)
+    precision = resolve_precision(cfg.trainer.precision)
     arguments = training_arguments(
-        cfg.trainer, scratch, cfg.seed, "eval_loss", resolve_precision(cfg.trainer.precision)
+        cfg.trainer, scratch, cfg.seed, "eval_loss", precision, checkpointing
     )
     experiment_id = record.setup(cfg.tracking)
     tags = {

@@ -219,8 +219,8 @@ def prepare(cfg: DictConfig, splits: Splits, training: TrainingSet) -> Prepared:
         cfg.seed,
         selection,
         precision,
+        placed.checkpointing,
         ordered=training.ordered,
-        checkpointing=placed.checkpointing,
     )
     return Prepared(backbone, tokenizer, spec, inputs, precision, placed, arguments)
 
@@ -276,9 +276,9 @@ def train_model(
             cfg.seed,
             selection_metric(cfg.optimized_metric, cfg.task.metric),
             prepared.precision,
+            prepared.placement.checkpointing,
             ordered=training.ordered,
             sharded=True,
-            checkpointing=prepared.placement.checkpointing,
         )
     fitted = fit(
         built.model,

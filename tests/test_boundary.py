@@ -191,7 +191,7 @@ def test_settings_transformers_refuses_are_one_line_naming_the_trainer_settings(
 
     monkeypatch.setattr(transformers.TrainingArguments, "__post_init__", refuse)
     with pytest.raises(UserError, match=r"^the trainer.\* settings .* cannot become transformers"):
-        training_arguments(TrainerConfig(), tmp_path, 0, "eval_macro_f1", Precision.fp32)
+        training_arguments(TrainerConfig(), tmp_path, 0, "eval_macro_f1", Precision.fp32, False)
 
 
 # -- multiruns that would do nothing, or that a library refuses ----------------------------------

@@ -90,7 +90,7 @@ def test_a_sharded_run_saves_each_epoch_and_leaves_loading_the_best_to_us(
 
     def arguments(sharded: bool) -> Any:
         return training_arguments(
-            TrainerConfig(), tmp_path, 0, "eval_macro_f1", Precision.fp32, sharded=sharded
+            TrainerConfig(), tmp_path, 0, "eval_macro_f1", Precision.fp32, False, sharded=sharded
         )
 
     sharded = arguments(True)

@@ -135,7 +135,7 @@ def test_head_lr_puts_the_head_in_its_own_groups(tmp_path: Path) -> None:
     model, _ = classifier("qwen2", tmp_path)
     peft = apply_method(model, MethodConfig(name="lora", rank=4), PRESETS["qwen2"])
     trainer_cfg = TrainerConfig(lr=1e-4, weight_decay=0.01)
-    args = training_arguments(trainer_cfg, tmp_path / "t", 0, "eval_loss", Precision.fp32)
+    args = training_arguments(trainer_cfg, tmp_path / "t", 0, "eval_loss", Precision.fp32, False)
     data = TokenizedDataset([[1, 2, 3]], [0])
     method = method_of(MethodConfig(name="lora", rank=4, head_lr=5e-3))
     trainer = ClassifierTrainer(
@@ -282,7 +282,7 @@ def test_ia3_settings_are_typed_and_checked_by_building_peft_config(
 def optimizer_rates(model: PreTrainedModel, method_cfg: MethodConfig, tmp_path: Path) -> dict:
     """{learning rate: names of the parameters the Trainer's optimizer updates at it}."""
     trainer_cfg = TrainerConfig(lr=1e-4, weight_decay=0.01)
-    args = training_arguments(trainer_cfg, tmp_path / "t", 0, "eval_loss", Precision.fp32)
+    args = training_arguments(trainer_cfg, tmp_path / "t", 0, "eval_loss", Precision.fp32, False)
     data = TokenizedDataset([[1, 2, 3]], [0])
     trainer = ClassifierTrainer(
         model=model,

@@ -729,9 +729,12 @@ class OptunaSweep:
 
     def _check_cells_finished(self) -> None:
         """A grid whose cells did not all finish (failed, or not run before a timeout) ends with
-        one line naming the first, not as a success with rows missing from its table."""
+        one line naming the first, not as a success with rows missing from its table (a cell
+        another worker is running is that worker's to report)."""
         grid = grid_space(self.space)
-        done = [t.params for t in self._trials() if t.state in FINISHED]
+        done = [
+            t.params for t in self._trials() if t.state in FINISHED or t.state == TrialState.RUNNING
+        ]
         cells = [dict(zip(grid, c, strict=True)) for c in itertools.product(*grid.values())]
         missing = [cell for cell in cells if cell not in done]
         if not missing:

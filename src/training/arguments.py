@@ -75,17 +75,18 @@ def training_arguments(
     seed: int,
     metric: str,
     precision: Precision,
+    checkpointing: bool,
     ordered: bool = False,
     sharded: bool = False,
-    checkpointing: bool = False,
 ) -> TrainingArguments:
     """Trainer settings: evaluate and keep the best epoch by `metric`, no third-party loggers.
 
-    `ordered`: batches follow the training set's order (data.mix main_first / aux_first);
-    `sharded`: the model is sharded with FSDP (src.model.sharding.shard); the best epoch is then
-    loaded after training from its checkpoint (src.training.trainer.best_weights), as the
-    Trainer cannot copy a checkpoint into sharded parameters; `checkpointing`: gradient
-    checkpointing, as the run's placement decided (src.model.sharding.run_layout).
+    `checkpointing`: gradient checkpointing, as the caller decided it (src.train: the run's
+    placement, src.model.sharding.run_layout); `ordered`: batches follow the training set's order
+    (data.mix main_first / aux_first); `sharded`: the model is sharded with FSDP
+    (src.model.sharding.shard); the best epoch is then loaded after training from its checkpoint
+    (src.training.trainer.best_weights), as the Trainer cannot copy a checkpoint into sharded
+    parameters.
     """
     import torch
     from transformers import TrainingArguments
