@@ -9,7 +9,6 @@ counting itself is src/model/memory.py.
 
 from __future__ import annotations
 
-import itertools
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -47,23 +46,26 @@ MULTIRUN = ("-m", "--multirun")
 
 
 def grid_cells(arguments: Sequence[str]) -> tuple[list[list[str]], list[str]]:
-    """The cells of a multirun's grid (each its overrides) and its hydra.* overrides."""
+    """The cells of a multirun's grid (each its overrides, in the order the sweeper runs them)
+    and its hydra.* overrides."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    axes: list[list[str]] = []
+    from src.sweep.search_space import grid_jobs
+
+    parsed = OverridesParser.create().parse_overrides(list(arguments))
     hydra_args: list[str] = []
-    for override in OverridesParser.create().parse_overrides(list(arguments)):
-        key = override.get_key_element()
-        line = override.input_line or key
-        if key.lstrip("+~").startswith(("hydra.", "hydra/")):
-            hydra_args.append(line)
-        elif override.is_discrete_sweep():
-            axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-        elif override.is_sweep_override():
-            raise UserError(f"{line}: the plan needs the values listed (a,b or range(a,b))")
-        else:
-            axes.append([line])
-    return [list(cell) for cell in itertools.product(*axes)], hydra_args
+    lines: list[str] = []
+    for override in parsed:
+        line = override.input_line or override.get_key_element()
+        is_hydra = override.get_key_element().lstrip("+~").startswith(("hydra.", "hydra/"))
+        (hydra_args if is_hydra else lines).append(line)
+    cells = grid_jobs(lines)
+    if cells is None:
+        ranged = [o for o in parsed if o.is_sweep_override() and not o.is_discrete_sweep()]
+        raise UserError(
+            f"{ranged[0].input_line}: the plan needs the values listed (a,b or range(a,b))"
+        )
+    return cells, hydra_args
 
 
 def node_of(hydra_args: Sequence[str]) -> tuple[list[str], float, str, int | None]:

@@ -223,6 +223,14 @@ def test_settings_transformers_refuses_are_one_line_naming_the_trainer_settings(
             "trainer.lr_scheduler is not a setting",
         ),
         (["method=lora,sft", "+trainer.lr_scheduler=cosine,linear"], "trainer.lr_scheduler is not"),
+        (
+            ["trainer.lr=1e-3,0", "method=lora,sft"],
+            "job 2 of the grid (trainer.lr=0 method=lora): trainer.lr must be > 0, got 0.0",
+        ),
+        (
+            ["method=lora,sft", "method.rank=8,0", "hydra.sweeper.devices=[0,1]"],
+            "job 1 of the grid (method=lora method.rank=0): method.rank must be a positive",
+        ),
     ],
     ids=[
         "empty-range",
@@ -231,6 +239,8 @@ def test_settings_transformers_refuses_are_one_line_naming_the_trainer_settings(
         "percentile",
         "unknown-key",
         "swept-unknown-key",
+        "bad-value-in-a-later-cell",
+        "bad-value-in-a-grid-on-devices",
     ],
 )
 def test_a_multirun_that_would_do_nothing_or_be_refused_stops_before_its_parent_run(

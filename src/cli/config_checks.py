@@ -35,6 +35,13 @@ from src.training.arguments import check_trainer
 def check_config(cfg: DictConfig) -> None:
     """Value checks of a `train` (or `noise`) config the schema's types cannot express, and
     writable, reachable output locations."""
+    check_values(cfg)
+    check_locations(cfg)
+
+
+def check_values(cfg: DictConfig) -> None:
+    """The value checks of a `train` (or `noise`) config, without its locations (a job's output
+    folder exists only once Hydra runs it)."""
     check_seed("seed", cfg.seed)
     if cfg.seeds < 1:
         raise UserError(f"seeds={cfg.seeds} must be at least 1 (experiment presets sweep seed)")
@@ -51,11 +58,16 @@ def check_config(cfg: DictConfig) -> None:
     if "noise" in cfg:
         check_noise(cfg.noise)
         check_tfidf(cfg.noise.tfidf, "noise.tfidf")
-    check_locations(cfg)
 
 
 def check_pretrain(cfg: DictConfig) -> None:
     """The same for a `pretrain` config: its groups, its own settings, its locations."""
+    check_pretrain_values(cfg)
+    check_locations(cfg)
+
+
+def check_pretrain_values(cfg: DictConfig) -> None:
+    """The value checks of a `pretrain` config, without its locations."""
     check_seed("seed", cfg.seed)
     if cfg.model.arch == Arch.classical:
         raise UserError(f"model={cfg.model.name} has no language model to pretrain")
@@ -66,7 +78,11 @@ def check_pretrain(cfg: DictConfig) -> None:
         raise UserError(f"mlm_probability={cfg.mlm_probability} must lie strictly between 0 and 1")
     if cfg.texts_path:
         regular_file(Path(cfg.texts_path).expanduser(), "texts_path")
-    check_locations(cfg)
+
+
+# The value checks of each Hydra command's config: what a grid checks on every one of its jobs
+# before its parent run exists (src.cli.preflight), besides what each job checks when it runs.
+VALUE_CHECKS = {"train": check_values, "noise": check_values, "pretrain": check_pretrain_values}
 
 
 def check_estimate(cfg: DictConfig) -> None:

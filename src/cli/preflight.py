@@ -3,7 +3,8 @@
 
 A Hydra callback (conf/hydra/default.yaml, the first one), for every Hydra command: the base
 config's keys are the schema's, a grid has at least one job (Hydra's basic sweeper launches 0
-jobs for `trainer.epochs=range(1,1)` and reports success), and the settings of a study (the
+jobs for `trainer.epochs=range(1,1)` and reports success) and every one of its jobs holds values
+its command accepts, and the settings of a study (the
 clfsweep Optuna sweeper's, a grid's on devices) are built into the objects the sweep will use
 (`src.sweep.loop.check_sweep`), so a setting Optuna refuses is one line while nothing exists yet.
 """
@@ -20,11 +21,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from src.cli.boundary import report_user_error
+from src.cli.config_checks import VALUE_CHECKS
 from src.cli.hydra_commands import check_keys
 from src.config import register_resolvers
 from src.config.errors import UserError
 from src.model.multirun_weights import job_overrides
-from src.sweep.settings import GRID_SWEEPER, GridSettings, runs_a_study
+from src.sweep.search_space import grid_jobs
+from src.sweep.settings import GRID_SWEEPER, OPTUNA_SWEEPER, GridSettings, runs_a_study
 from src.tracking.names import DEVICE_WORKER_ENV
 
 
@@ -50,6 +53,7 @@ class MultirunChecks(Callback):
             else:
                 check_grid(config, arguments)
             check_first_job(config, kwargs.get("config_name"))
+            check_grid_jobs(config, kwargs.get("config_name"), arguments)
         except UserError as exc:
             # Hydra turns a callback's exception into a warning and goes on with the jobs.
             raise SystemExit(report_user_error(exc)) from None
@@ -85,6 +89,25 @@ def check_first_job(config: DictConfig, config_name: str | None) -> None:
     first = job_overrides(config)[0]
     if first:
         check_keys(compose(config_name, overrides=first))
+
+
+def check_grid_jobs(config: DictConfig, config_name: str | None, arguments: list[str]) -> None:
+    """The values of every job of a grid (Hydra's basic sweeper's, or a grid's on devices), each
+    checked on its composed config as the job will check it: a bad value in the fifth cell stops
+    the grid before its parent run exists, not after four cells trained. An Optuna study's
+    trials are sampled, not listed: each is checked when it runs."""
+    values = VALUE_CHECKS.get(str(config_name))
+    if values is None or str(config.hydra.sweeper.get("_target_", "")).endswith(OPTUNA_SWEEPER):
+        return
+    params = config.hydra.sweeper.get("params") or {}
+    jobs = grid_jobs([f"{key}={value}" for key, value in params.items()] + arguments) or []
+    swept = [i for i in range(len(jobs[0]) if jobs else 0) if len({job[i] for job in jobs}) > 1]
+    for number, overrides in enumerate(jobs):
+        try:
+            values(compose(config_name, overrides=overrides))
+        except UserError as exc:
+            cell = " ".join(overrides[i] for i in swept) or "its one job"
+            raise UserError(f"job {number} of the grid ({cell}): {exc}") from None
 
 
 def check_optuna_sweep(config: DictConfig, arguments: list[str]) -> None:

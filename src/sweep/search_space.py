@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -272,3 +273,19 @@ def grid_space(space: SearchSpace) -> dict[str, list[Any]]:
 def grid_size(space: SearchSpace) -> int:
     """How many cells a grid over `space` has (1 without a parameter: the one job)."""
     return math.prod(len(values) for values in grid_space(space).values())
+
+
+def grid_jobs(lines: Sequence[str]) -> list[list[str]] | None:
+    """Each job's overrides of a grid over the override `lines` (a later line for a key replaces
+    an earlier one), in the order Hydra's basic sweeper runs them; None when a sweep does not
+    list its values (an interval: no grid)."""
+    axes: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(list(lines)):
+        key = override.get_key_element()
+        if override.is_discrete_sweep():
+            axes[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        elif override.is_sweep_override():
+            return None
+        else:
+            axes[key] = [str(override.input_line)]
+    return [list(job) for job in itertools.product(*axes.values())]
