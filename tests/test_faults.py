@@ -614,6 +614,21 @@ def test_a_half_built_store_left_by_an_interrupted_creation_is_set_aside_and_mad
         assert run.info.status == "FINISHED"
 
 
+def test_a_store_whose_path_is_a_symlink_is_made_where_the_link_points(tmp_path: Path) -> None:
+    """mlruns/mlflow.db linked to a larger disk before the first run: the store is made there,
+    and the link stays a link (a rename onto it would have replaced it with a file)."""
+    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "large-disk").mkdir()
+    link, target = tmp_path / "mlruns" / "mlflow.db", tmp_path / "large-disk" / "mlflow.db"
+    link.symlink_to(target)
+    cfg = TrackingConfig(uri=f"sqlite:///{link}", dir=str(tmp_path / "mlruns"))
+    with record.run(record.setup(cfg), "on the large disk", {}):
+        record.log_metrics({"x": 1.0})
+    assert link.is_symlink() and target.is_file()
+    (run,) = mlflow.MlflowClient(f"sqlite:///{target}").search_runs([record.setup(cfg)])
+    assert run.info.status == "FINISHED"
+
+
 def test_out_of_disk_while_saving_the_model_is_one_line_and_keeps_earlier_artifacts(
     compose_cfg, tmp_path: Path, small_disk: Path
 ) -> None:

@@ -170,6 +170,9 @@ def create_sqlite_store(db: Path) -> None:
     # engines (and their open files) cached per URI, which would outlive a failed attempt.
     from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
 
+    # A symlinked store (mlruns/mlflow.db -> a larger disk) is made where the link points: a
+    # rename onto the link would replace the link with a file and leave that disk unused.
+    db = db.resolve()
     if db.is_file() and db.stat().st_size:
         if not interrupted_creation(db):
             return
