@@ -543,3 +543,43 @@ def test_a_job_folder_name_never_nests_and_always_fits(tmp_path: Path) -> None:
     assert long[0] != long[1] and all(len(n.encode()) <= MAX_FOLDER_NAME for n in long)
     for name in long:
         (tmp_path / f"0_{name}").mkdir()  # a folder the file system makes
+
+
+@pytest.mark.parametrize(
+    ("override", "kept"),
+    [
+        ("data.exclude_ids=[1e3,true]", "'1000.0'"),
+        ("model.revision=1.50", "'1.5'"),
+        ("tracking.experiment=1e3", "'1000.0'"),
+        ("data.exclude_ids=[1_000]", "'1000'"),
+    ],
+)
+def test_text_hydra_reads_as_a_number_and_a_setting_keeps_as_other_text_is_refused(
+    store: Store, override: str, kept: str
+) -> None:
+    """The run would silently use other text than was typed (an id never excluded, another
+    revision): one line naming it, before any run."""
+    result = run_module("src.train", override, *store.overrides())
+    assert result.returncode == 2
+    assert f"keeps as the text {kept}, not what was typed" in one_error_line(result.stderr)
+    assert not (store.root / "mlruns" / "mlflow.db").exists()
+
+
+def test_a_grid_refuses_such_text_in_any_cell_before_its_parent_run(store: Store) -> None:
+    grid = ["method=lora,sft", "tracking.experiment=1e3,x"]
+    result = run_module("src.train", "-m", *grid, *store.overrides())
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert "job 0 of the grid (method=lora tracking.experiment=1000.0): " in line
+    assert "tracking.experiment=1e3,x: Hydra reads 1000.0 as a number" in line
+    assert not (store.root / "mlruns" / "mlflow.db").exists()
+
+
+def test_text_typed_as_text_or_numbers_kept_as_typed_pass(tmp_path: Path) -> None:
+    from src.cli.hydra_commands import check_typed_texts
+
+    overrides = ["data.exclude_ids=['1e3','true',7,abc]", "tracking.experiment=2024.1", "seed=3"]
+    cfg = compose_train(overrides, tmp_path)
+    check_typed_texts(cfg, overrides)
+    assert list(cfg.data.exclude_ids) == ["1e3", "true", "7", "abc"]
+    assert cfg.tracking.experiment == "2024.1"

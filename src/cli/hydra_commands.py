@@ -117,6 +117,52 @@ def check_keys(cfg: DictConfig) -> None:
         )
 
 
+def check_typed_texts(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """A value typed for a text setting that Hydra reads as a number or a boolean, and that the
+    setting then keeps as other text (`data.exclude_ids=[1e3,true]` held "1000.0" and "True"),
+    is refused: the run would silently use something else than what was typed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.is_delete():
+            continue
+        key = override.get_key_element().lstrip("+~")
+        held = OmegaConf.select(cfg, key, default=None)
+        value = override.value()
+        if isinstance(held, DictConfig) and not isinstance(value, dict):
+            continue  # a config group's option
+        plain = OmegaConf.to_container(held) if OmegaConf.is_config(held) else held
+        line = str(override.input_line)
+        typed = line.split("=", 1)[-1]
+        if override.is_sweep_override():  # `cfg` is one job's: the value it holds, if listed
+            choices = getattr(value, "list", None)  # a,b or choice(a,b); not range or interval
+            listed = [c for c in choices or () if isinstance(plain, str) and plain == str(c)]
+            pairs = [(c, plain) for c in listed]
+        else:
+            pairs = list(typed_pairs(value, plain))
+        for given, kept in pairs:
+            as_typed = re.search(rf"(?<![\w.+-]){re.escape(str(kept))}(?![\w.])", typed)
+            if isinstance(kept, str) and not isinstance(given, str) and not as_typed:
+                kind = {bool: "boolean", int: "integer", float: "number"}.get(type(given), "value")
+                raise UserError(
+                    f"{line}: Hydra reads {given!r} as a {kind}, which {key} "
+                    f"keeps as the text {kept!r}, not what was typed: quote the value for Hydra "
+                    f"inside the shell's quotes, e.g. \"{key}='...'\" (in a list: ['...','...'])"
+                )
+
+
+def typed_pairs(given: Any, kept: Any) -> Iterator[tuple[Any, Any]]:
+    """(what Hydra parsed, what the config holds) for each scalar of an override's value."""
+    if isinstance(given, list) and isinstance(kept, list):
+        for pair in zip(given, kept, strict=False):
+            yield from typed_pairs(*pair)
+    elif isinstance(given, dict) and isinstance(kept, dict):
+        for name in given.keys() & kept.keys():
+            yield from typed_pairs(given[name], kept[name])
+    else:
+        yield given, kept
+
+
 def omegaconf_reason(exc: Exception) -> str:
     """An OmegaConf error's own words on one line, without its `full_key` / type details."""
     text = " ".join(str(exc).split())

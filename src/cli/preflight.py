@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.cli.boundary import report_user_error
 from src.cli.config_checks import VALUE_CHECKS
-from src.cli.hydra_commands import check_keys
+from src.cli.hydra_commands import check_keys, check_typed_texts
 from src.config import register_resolvers
 from src.config.errors import UserError
 from src.model.multirun_weights import job_overrides
@@ -39,6 +39,8 @@ class MultirunChecks(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_keys(config)
+            overrides = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task))
+            check_typed_texts(config, overrides)
         except UserError as exc:
             raise SystemExit(report_user_error(exc)) from None
 
@@ -48,6 +50,7 @@ class MultirunChecks(Callback):
             return  # a device pool's worker: its supervisor checked the same settings
         try:
             arguments = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task))
+            check_typed_texts(config, arguments)
             if runs_a_study(config.hydra.sweeper):
                 check_optuna_sweep(config, arguments)
             else:
@@ -100,11 +103,14 @@ def check_grid_jobs(config: DictConfig, config_name: str | None, arguments: list
     if values is None or str(config.hydra.sweeper.get("_target_", "")).endswith(OPTUNA_SWEEPER):
         return
     params = config.hydra.sweeper.get("params") or {}
-    jobs = grid_jobs([f"{key}={value}" for key, value in params.items()] + arguments) or []
+    lines = [f"{key}={value}" for key, value in params.items()] + arguments
+    jobs = grid_jobs(lines) or []
     swept = [i for i in range(len(jobs[0]) if jobs else 0) if len({job[i] for job in jobs}) > 1]
     for number, overrides in enumerate(jobs):
         try:
-            values(compose(config_name, overrides=overrides))
+            job = compose(config_name, overrides=overrides)
+            check_typed_texts(job, lines)  # as typed: the jobs get Hydra's reading of a sweep
+            values(job)
         except UserError as exc:
             cell = " ".join(overrides[i] for i in swept) or "its one job"
             raise UserError(f"job {number} of the grid ({cell}): {exc}") from None
