@@ -8,6 +8,7 @@ saw and when its trial started and ended, which is all the pool decides.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -671,3 +672,50 @@ def test_placement_of_src_train_grid_cells_by_their_memory_estimate_on_four_fake
     assert len(children) == 6  # rank 0 alone records a two-rank trial
     assert sorted(r.data.tags["strategy"] for r in children) == ["ddp"] * 3 + ["single"] * 3
     assert {r.data.tags["gradient_checkpointing"] for r in children} == {"false"}
+
+
+# A trial process on a broken GPU: killed at once on device 1, else a short trial.
+DYING = """
+import os, signal, time
+if os.environ["CUDA_VISIBLE_DEVICES"] == "1":
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(0.2)
+"""
+
+
+def placed_pool(
+    tmp_path: Path, devices: list[str], trials: int
+) -> tuple[Any, list[tuple[int, int]]]:
+    """A pool of 1-GPU stand-in trials (`DYING`) and the (trial, exit code) it reports."""
+    asked = iter((t, 1) for t in range(trials))
+    ended: list[tuple[int, int]] = []
+    placed = pool.PlacedPool(
+        [sys.executable, "-c", DYING],
+        dict(os.environ),
+        tmp_path,
+        devices,
+        ask=lambda: next(asked, None),
+        ended=lambda trial, code: ended.append((trial, code)),
+        abandon=lambda trials: None,
+    )
+    return placed, ended
+
+
+def test_placement_gives_a_device_up_once_three_trials_in_a_row_on_it_were_killed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    placed, ended = placed_pool(tmp_path, ["0", "1"], 8)
+    with caplog.at_level(logging.WARNING):
+        assert placed.run() is None
+    killed = [trial for trial, code in ended if code == -signal.SIGKILL]
+    assert len(killed) == 3  # the broken GPU took three trials, then no more
+    assert sorted(trial for trial, _ in ended) == list(range(8))  # every trial ended once
+    assert "gpu 1 given up: the last 3 trials placed on it were killed" in caplog.text
+    assert placed.placer.devices == ["0"]
+
+
+def test_placement_that_gave_up_every_device_stops_with_one_line(tmp_path: Path) -> None:
+    placed, ended = placed_pool(tmp_path, ["1"], 8)
+    with pytest.raises(UserError, match=r"gpu 1 was given up after 3 trials in a row on it"):
+        placed.run()
+    assert [code for _, code in ended] == [-signal.SIGKILL] * 3

@@ -113,3 +113,13 @@ def test_placement_plan_in_waves_when_the_cells_outnumber_the_devices() -> None:
         (2, 3, ("2",)),
         (3, 4, ("0",)),
     ]
+
+
+def test_placement_of_a_retired_device_never_happens_and_names_what_no_longer_fits() -> None:
+    placer = Placer(["0", "1", "2"])
+    placer.submit(0, 1)
+    placer.submit(1, 3)
+    assert placer.place() == [(0, ("0",))]
+    assert placer.retire("1") == [1]  # three GPUs no longer exist
+    placer.release(["0"])
+    assert placer.free == ["0", "2"] and placer.devices == ["0", "2"]

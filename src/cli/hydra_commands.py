@@ -127,7 +127,8 @@ def check_typed_texts(cfg: DictConfig, overrides: Sequence[str]) -> None:
         if override.is_delete():
             continue
         key = override.get_key_element().lstrip("+~")
-        held = OmegaConf.select(cfg, key, default=None)
+        # An interpolation that does not resolve is the job boundary's to report (one line).
+        held = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
         value = override.value()
         if isinstance(held, DictConfig) and not isinstance(value, dict):
             continue  # a config group's option

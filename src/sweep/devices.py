@@ -283,6 +283,7 @@ class PlacedPool(Supervisor):
         self.ask, self.ended, self.abandon = ask, ended, abandon
         self.threads = threads_per_process(len(devices))
         self.running: dict[int, Worker] = {}
+        self.deaths: dict[str, int] = {}  # trial processes killed in a row on each device
 
     def run(self) -> int | None:
         """Place trials until the study needs no more and every process has ended; the signal
@@ -318,7 +319,7 @@ class PlacedPool(Supervisor):
                 asked = self.ask()
                 exhausted = asked is None
                 if asked is not None:
-                    self.placer.submit(*asked)
+                    self._submit(*asked)
             if not self.running and (
                 self.stopped_by is not None or (exhausted and not self.placer.waiting)
             ):
@@ -334,8 +335,16 @@ class PlacedPool(Supervisor):
         worker = self.running[trial] = spawn(self.command, self.cwd, env, group)
         log.info("trial %d on %s started (process %d)", trial, label(group), worker.process.pid)
 
+    def _submit(self, trial: int, gpus: int) -> None:
+        """Queue `trial`, which needs `gpus` of the devices the pool still has."""
+        try:
+            self.placer.submit(trial, gpus)
+        except ValueError as exc:  # more GPUs than the devices not given up
+            raise UserError(f"{exc}: re-run with devices that work") from None
+
     def _reap(self) -> None:
-        """Free the devices of ended trial processes."""
+        """Free the devices of ended trial processes; give a device up once the third trial in
+        a row on it was killed (as a worker pool does: a broken GPU would burn the study)."""
         for trial, worker in list(self.running.items()):
             code = worker.process.poll()
             if code is None:
@@ -345,6 +354,25 @@ class PlacedPool(Supervisor):
                 pipe.join(timeout=5)
             self.placer.release(worker.group)
             self.ended(trial, code)
+            if self.stopped_by is not None:
+                continue  # stopped by us: no device's fault
+            for device in worker.group:
+                self.deaths[device] = deaths_in_a_row(self.deaths.get(device, 0), int(code >= 0))
+                if self.deaths[device] == MAX_DEATHS_IN_A_ROW:
+                    self._give_up(device)
+
+    def _give_up(self, device: str) -> None:
+        """No trial is placed on `device` again; one line if what waits no longer fits."""
+        killed = MAX_DEATHS_IN_A_ROW
+        log.warning("gpu %s given up: the last %d trials placed on it were killed", device, killed)
+        stranded = self.placer.retire(device)
+        if stranded or not self.placer.devices:
+            left = ",".join(self.placer.devices) or "none"
+            raise UserError(
+                f"gpu {device} was given up after {killed} trials in a row on it were killed, "
+                f"and the devices left ({left}) cannot run the trials still to place; fix or "
+                "drop that GPU and re-run the same command (the finished trials are kept)"
+            )
 
 
 def _relay(stream: IO[bytes], sink: IO[str], prefix: str) -> threading.Thread:

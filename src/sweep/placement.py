@@ -54,6 +54,13 @@ class Placer:
         order = {d: i for i, d in enumerate(self.devices)}
         self.free.sort(key=order.__getitem__)
 
+    def retire(self, device: str) -> list[int]:
+        """Give `device` up (never placed on again); the waiting trials the devices left can no
+        longer hold."""
+        self.devices = [d for d in self.devices if d != device]
+        self.free = [d for d in self.free if d != device]
+        return [w.key for w in self.waiting if w.gpus > len(self.devices)]
+
     def place(self) -> list[tuple[int, tuple[str, ...]]]:
         """The trials that start now, each with its devices, in queue order."""
         started: list[tuple[int, tuple[str, ...]]] = []
