@@ -258,3 +258,49 @@ def test_two_processes_train_as_one_record_one_run_and_export_a_model_that_reloa
     names = [c.removeprefix("p_") for c in table.columns if c.startswith("p_")]
     reloaded = [[a["probabilities"][n] for n in names] for a in answers]
     np.testing.assert_allclose(reloaded, table[[f"p_{n}" for n in names]], atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["lora", "sft"])
+def test_gradient_checkpointing_changes_how_fast_a_run_is_never_its_result(
+    method: str,
+    compose_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What trainer.gradient_checkpointing=null may turn on: the same losses and validation
+    metrics, epoch by epoch (LoRA's dropout included: the recomputed forward draws the same
+    masks), and the run's tag says which it was."""
+    from transformers import PreTrainedModel
+
+    from src.train import train
+
+    enable = PreTrainedModel.activation_checkpointing_enable
+    enabled: list[str] = []  # the models the Trainer turned checkpointing on for
+
+    def spy(model: PreTrainedModel, *args: object, **kwargs: object) -> None:
+        enabled.append(type(model).__name__)
+        enable(model, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "activation_checkpointing_enable", spy)
+    histories = {}
+    for checkpointing in ("false", "true"):
+        cfg = compose_cfg(
+            *QUICK,
+            f"method={method}",
+            "trainer.logging_steps=1",
+            f"trainer.gradient_checkpointing={checkpointing}",
+            f"tracking.experiment=gc-{checkpointing}",
+        )
+        train(cfg)
+        assert len(enabled) == (checkpointing == "true")
+        store = Store(tmp_path)
+        (run,) = store.runs(f"gc-{checkpointing}")
+        assert run.data.tags["gradient_checkpointing"] == checkpointing
+        client = store.client()
+        histories[checkpointing] = {
+            name: [m.value for m in client.get_metric_history(run.info.run_id, name)]
+            for name in ("train_loss", "eval_loss", "eval_macro_f1")
+        }
+    for name, values in histories["false"].items():
+        assert len(values) > 1, name
+        np.testing.assert_allclose(histories["true"][name], values, atol=1e-6, err_msg=name)
