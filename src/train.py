@@ -221,6 +221,7 @@ def prepare(cfg: DictConfig, splits: Splits, training: TrainingSet) -> Prepared:
         precision,
         placed.checkpointing,
         ordered=training.ordered,
+        sharded=placed.strategy == "fsdp",
     )
     return Prepared(backbone, tokenizer, spec, inputs, precision, placed, arguments)
 
@@ -259,32 +260,20 @@ def train_model(
 
     from src.model.methods import restrict_head
     from src.model.sharding import shard
-    from src.task.heads import selection_metric
     from src.training import evaluate
-    from src.training.arguments import training_arguments
     from src.training.trainer import fit, training_datasets
 
-    arguments, scratch = prepared.arguments, Path(str(prepared.arguments.output_dir))
+    scratch = Path(str(prepared.arguments.output_dir))
     sharded = prepared.placement.strategy == "fsdp"
-    if sharded:  # the checked settings, for a model sharded by its blocks
+    if sharded:  # by its blocks, over this run's processes
         shard(built.model)
         held = sum(p.to_local().numel() for p in built.model.parameters() if isinstance(p, DTensor))
         log.info("FSDP2: this process holds %d of the model's %d weights", held, built.total)
-        arguments = training_arguments(
-            cfg.trainer,
-            scratch,
-            cfg.seed,
-            selection_metric(cfg.optimized_metric, cfg.task.metric),
-            prepared.precision,
-            prepared.placement.checkpointing,
-            ordered=training.ordered,
-            sharded=True,
-        )
     fitted = fit(
         built.model,
         prepared.tokenizer,
         *training_datasets(task, prepared.inputs, training.frame, splits.valid),
-        arguments,
+        prepared.arguments,
         evaluate.validation_score(task, prepared.inputs.valid, splits.valid),
         callbacks=callbacks,
         learning_rate=built.method.learning_rate,

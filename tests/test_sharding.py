@@ -80,6 +80,15 @@ def test_auto_checkpointing_turns_on_only_where_it_saves_gpus() -> None:
     assert small is not None and (small.gpus, small.checkpointing) == (1, False)
 
 
+def test_a_method_that_forces_checkpointing_is_placed_and_recorded_as_checkpointed() -> None:
+    """QLoRA checkpoints whatever trainer.gradient_checkpointing says (PEFT's k-bit recipe):
+    the run's placement, its plan row and its tag say so, not `false`."""
+    qlora = replace(LORA, method="qlora", gradient_checkpointing=False)
+    for given in (None, False, True):
+        placed = layout(QWEN2_7B, qlora, H100, Strategy.auto, 1, given)
+        assert placed.checkpointing, given
+
+
 def test_auto_uses_ddp_for_a_run_one_gpu_holds_checkpointed_and_fsdp_for_one_it_cannot() -> None:
     """On two processes, a run that fits one GPU checkpointed is copied (DDP, checkpointed);
     one that fits none is sharded, checkpointed only if the shards need it."""

@@ -31,6 +31,7 @@ from src.model.memory import (
     shape_of,
     visible_gpu,
 )
+from src.model.methods import method_named
 from src.model.processes import world_size
 
 MAX_GPUS = 64
@@ -80,8 +81,11 @@ def layout(
 ) -> Placement:
     """A run of `plan` on `processes` GPUs of `gpu_bytes`: the strategy (auto: FSDP only when
     one GPU cannot hold the run even checkpointed) and gradient checkpointing (None: on only
-    when the run does not fit without it; it costs a second forward pass, never the result)."""
+    when the run does not fit without it; it costs a second forward pass, never the result; on
+    whatever is asked for a method that forces it, QLoRA)."""
     choices = (False, True) if checkpointing is None else (checkpointing,)
+    if method_named(plan.method).forces_gradient_checkpointing:
+        choices = (True,)
     plans = [replace(plan, gradient_checkpointing=c, zero_stage=0, shards=1) for c in choices]
     runs = resolve_strategy(strategy, processes, fits(estimate(shape, plans[-1]).total, gpu_bytes))
 
